@@ -1,0 +1,232 @@
+"""The Drive: one image backend behind QEMU-like drive options, alignment and splitting.
+
+This is QEMU's generic block layer for one node (block/io.c, block/block-backend.c): range checks,
+discard=ignore dropping discards, detect-zeroes, the head/bulk/tail split of discards and zero
+writes at the backend's alignment (the unaligned pieces go down on their own and the format decides),
+the zero-buffer fallback for write-zeroes, FUA as a flush. Every request leaves a `Trace`.
+The Drive knows no time: `emu.sim` wraps it for simulated latency.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import Counter
+
+from emu.block.options import DriveOptions
+from emu.block.request import Completion, Flags, Op, Request
+from emu.errors import BlockError, ImageError
+from emu.trace import Act, Trace
+from images.backend import ImageBackend
+
+MAX_BOUNCE_BUFFER = 32768 * 512  # QEMU MAX_BOUNCE_BUFFER: largest zero buffer of the fallback
+_ZEROS = bytes(1 << 20)
+
+
+def is_zero(data: bytes | bytearray | memoryview) -> bool:
+    """True if every byte is zero (compared in 1 MiB pieces against a shared zero buffer)."""
+    view = memoryview(data).cast("B")
+    n = len(view)
+    if n and (view[0] or view[n - 1]):
+        return False
+    zeros = memoryview(_ZEROS)
+    for start in range(0, n, len(_ZEROS)):
+        piece = view[start:start + len(_ZEROS)]
+        if piece != zeros[:len(piece)]:
+            return False
+    return True
+
+
+def split(offset: int, length: int, align: int, request_alignment: int, max_chunk: int) -> list[tuple[int, int]]:
+    """QEMU's discard/write-zeroes fragmentation: an unaligned head up to the first boundary, the
+    aligned bulk, and the unaligned tail last, each capped at max_chunk (bdrv_co_pdiscard)."""
+    head = offset % align
+    tail = (offset + length) % align
+    max_chunk = max_chunk - max_chunk % align if max_chunk else 0
+    chunks = []
+    while length > 0:
+        num = length
+        if head:
+            num = min(length, align - head)
+            if num % request_alignment:
+                num %= request_alignment
+            head = (head + num) % align
+        elif tail:
+            if num > align:
+                num -= tail
+            elif tail % request_alignment and tail > request_alignment:
+                tail %= request_alignment
+                num -= tail
+        if max_chunk and num > max_chunk:
+            num = max_chunk
+        chunks.append((offset, num))
+        offset += num
+        length -= num
+    return chunks
+
+
+class Drive:
+    """Owns one image backend (and through it the backing chain) and applies the drive options."""
+
+    def __init__(self, backend: ImageBackend, options: DriveOptions | None = None) -> None:
+        self.backend = backend
+        self.options = options or DriveOptions()
+        backend.host_unmap = self.options.unmap   # the node's BDRV_O_UNMAP
+        self.capacity = backend.virtual_size
+        self.stats: Counter[str] = Counter()
+
+    # -- convenience -------------------------------------------------------------------------------
+    def read(self, offset: int, length: int) -> Completion:
+        return self.execute(Request.read(offset, length))
+
+    def write(self, offset: int, data: bytes, *, fua: bool = False) -> Completion:
+        return self.execute(Request.write(offset, data, fua=fua))
+
+    def discard(self, offset: int, length: int) -> Completion:
+        return self.execute(Request.discard(offset, length))
+
+    def write_zeroes(self, offset: int, length: int, *, may_unmap: bool = False) -> Completion:
+        return self.execute(Request.write_zeroes(offset, length, may_unmap=may_unmap))
+
+    def flush(self) -> Completion:
+        return self.execute(Request.flush())
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # -- execution ---------------------------------------------------------------------------------
+    def execute(self, req: Request) -> Completion:
+        trace = Trace(req.op.value, req.offset, req.length)
+        data = None
+        try:
+            self._check_range(req)
+            op = req.op
+            if op is Op.READ:
+                data = self._read(req.offset, req.length, trace)
+            elif op is Op.WRITE:
+                self._write(req, trace)
+            elif op is Op.DISCARD:
+                self._discard(req, trace)
+            elif op is Op.WRITE_ZEROES:
+                self._write_zeroes(req, trace)
+            else:
+                self._flush(trace)
+        except BlockError as exc:
+            return self._fail(req, exc, trace)
+        except ImageError as exc:   # metadata found corrupt while serving the request
+            return self._fail(req, BlockError(errno.EIO, str(exc)), trace)
+        except OSError as exc:
+            return self._fail(req, BlockError(exc.errno or errno.EIO, f"host I/O error: {exc.strerror}"), trace)
+        self.stats[req.op.value] += 1
+        return Completion(req, None, data, trace)
+
+    def _fail(self, req: Request, exc: BlockError, trace: Trace) -> Completion:
+        trace.add("drive", Act.REJECTED, req.offset, req.length, str(exc))
+        self.stats["errors"] += 1
+        return Completion(req, exc, None, trace)
+
+    def _check_range(self, req: Request) -> None:
+        if req.op is Op.FLUSH:
+            return
+        if req.offset < 0 or req.length < 0:
+            raise BlockError(errno.EIO, f"negative offset or length ({req.offset}, {req.length})")
+        if req.offset + req.length > self.capacity:
+            raise BlockError(errno.EIO, f"range {req.offset:#x}+{req.length:#x} is past the end of the "
+                                        f"{self.capacity}-byte disk")
+        if req.op is Op.WRITE and (req.payload is None or len(req.payload) != req.length):
+            raise BlockError(errno.EINVAL, "write payload length differs from the request length")
+
+    def _check_writable(self) -> None:
+        if self.options.read_only or self.backend.read_only:
+            raise BlockError(errno.EPERM, "drive is read-only")
+
+    # -- reads and writes --------------------------------------------------------------------------
+    def _read(self, offset: int, length: int, trace: Trace) -> bytes:
+        align = self.options.request_alignment
+        start = offset - offset % align
+        end = min(self.capacity, -(-(offset + length) // align) * align)
+        if start == offset and end == offset + length:
+            return self.backend.read(offset, length)
+        trace.add("drive", Act.SPLIT, start, end - start, f"padded to request alignment {align}")
+        data = self.backend.read(start, end - start)
+        return data[offset - start:offset - start + length]
+
+    def _write(self, req: Request, trace: Trace) -> None:
+        self._check_writable()
+        offset, data = req.offset, req.payload
+        align = self.options.request_alignment
+        if offset % align or (offset + req.length) % align:
+            start = offset - offset % align
+            end = min(self.capacity, -(-(offset + req.length) // align) * align)
+            buf = bytearray(self.backend.read(start, end - start))
+            buf[offset - start:offset - start + req.length] = data
+            trace.add("drive", Act.SPLIT, start, end - start, f"read-modify-write to alignment {align}")
+            offset, data = start, bytes(buf)
+        backend = self.backend
+        if self.options.detect_zeroes != "off" and backend.supports_write_zeroes and is_zero(data):
+            may_unmap = self.options.detect_zeroes == "unmap"
+            trace.add("drive", Act.ZERO_DETECTED, offset, len(data),
+                      f"detect-zeroes={self.options.detect_zeroes}: write of zeros became write-zeroes"
+                      + (" with MAY_UNMAP" if may_unmap else ""))
+            self._zero_chunks(offset, len(data), may_unmap, trace)
+        else:
+            backend.write(offset, data, trace)
+        if req.flags & Flags.FUA:
+            self._flush(trace)
+
+    # -- discard -----------------------------------------------------------------------------------
+    def _discard(self, req: Request, trace: Trace) -> None:
+        backend = self.backend
+        if not self.options.unmap:
+            trace.add("drive", Act.DROPPED, req.offset, req.length,
+                      "discard=ignore: the request succeeds and nothing is freed")
+            self.stats["discards-dropped"] += 1
+            return
+        if not backend.supports_discard:
+            trace.add("drive", Act.DROPPED, req.offset, req.length,
+                      f"{backend.format_name} has no discard operation; the request succeeds")
+            self.stats["discards-dropped"] += 1
+            return
+        self._check_writable()
+        limits = backend.limits
+        align = max(limits.discard_alignment, self.options.request_alignment)
+        chunks = split(req.offset, req.length, align, self.options.request_alignment, limits.max_discard)
+        if len(chunks) > 1:
+            trace.add("drive", Act.SPLIT, req.offset, req.length,
+                      f"{len(chunks)} pieces at {align}-byte discard alignment: "
+                      + ", ".join(f"{o:#x}+{n:#x}" for o, n in chunks))
+        else:
+            trace.add("drive", Act.PASSED, req.offset, req.length, f"to {backend.format_name}")
+        for offset, length in chunks:
+            backend.discard(offset, length, trace)
+
+    # -- write-zeroes ------------------------------------------------------------------------------
+    def _write_zeroes(self, req: Request, trace: Trace) -> None:
+        self._check_writable()
+        may_unmap = bool(req.flags & Flags.MAY_UNMAP)
+        if may_unmap and not self.options.unmap and self.options.zero_unmap == "gated":
+            trace.add("drive", Act.DROPPED, req.offset, req.length,
+                      "MAY_UNMAP removed: discard=ignore and zero_unmap=gated")
+            may_unmap = False
+        self._zero_chunks(req.offset, req.length, may_unmap, trace)
+        if req.flags & Flags.FUA:
+            self._flush(trace)
+
+    def _zero_chunks(self, offset: int, length: int, may_unmap: bool, trace: Trace) -> None:
+        backend = self.backend
+        limits = backend.limits
+        align = max(limits.zero_alignment, self.options.request_alignment)
+        chunks = split(offset, length, align, self.options.request_alignment, limits.max_write_zeroes)
+        if len(chunks) > 1:
+            trace.add("drive", Act.SPLIT, offset, length, f"{len(chunks)} pieces at {align}-byte zero alignment")
+        for start, num in chunks:
+            if backend.supports_write_zeroes and backend.write_zeroes(start, num, may_unmap, trace):
+                continue
+            trace.add("drive", Act.FALLBACK, start, num,
+                      f"{backend.format_name} cannot zero this range efficiently: writing zero buffers")
+            for piece in range(start, start + num, MAX_BOUNCE_BUFFER):
+                n = min(MAX_BOUNCE_BUFFER, start + num - piece)
+                backend.write(piece, _ZEROS[:n] if n <= len(_ZEROS) else bytes(n), trace)
+
+    def _flush(self, trace: Trace) -> None:
+        self.backend.flush()
+        trace.add("drive", Act.FLUSHED, 0, 0)

@@ -1,0 +1,68 @@
+"""The one error family of emu.
+
+Every deliberate failure is an `EmuError`; the command line catches only this family and prints it as
+one line. Anything else escaping is a bug and must show its traceback in tests.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class EmuError(Exception):
+    """Root of every deliberate failure."""
+
+
+class UsageError(EmuError):
+    """A bad command-line argument or option value."""
+
+
+class ImageError(EmuError):
+    """An image file cannot be opened, created or used.
+
+    The message names the file and the field: ``<path>: <field>: <what> (offset 0x...)``.
+    """
+
+    def __init__(self, what: str, *, path: str | None = None, field: str | None = None,
+                 offset: int | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.path = path
+        self.field = field
+        self.offset = offset
+
+    def with_path(self, path: str) -> ImageError:
+        """Add the file name if a lower layer did not know it; keeps the type."""
+        if self.path is None:
+            self.path = path
+        return self
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.path, self.field) if p]
+        text = ": ".join(parts + [self.what])
+        if self.offset is not None:
+            text += f" (offset {self.offset:#x})"
+        return text
+
+
+class InvalidImage(ImageError):
+    """The file is not a valid image of the format (bad magic, field out of range, truncated...)."""
+
+
+class UnsupportedFeature(ImageError):
+    """The file is valid but uses a feature emu does not implement (e.g. an unknown incompatible bit)."""
+
+
+class CorruptImage(ImageError):
+    """Metadata found inconsistent while the image was in use."""
+
+
+class BlockError(EmuError):
+    """A block-layer request failed; `errno` is what a device model turns into its protocol status."""
+
+    def __init__(self, err: int, what: str) -> None:
+        super().__init__(what)
+        self.errno = err
+
+    def __str__(self) -> str:
+        return f"{self.args[0]} ({_errno.errorcode.get(self.errno, self.errno)})"

@@ -1,0 +1,182 @@
+"""The image backend contract shared by every format, and the generic block-status rules.
+
+A backend answers for its own layer: `read`, `write`, `discard`, `write_zeroes`, `_block_status`.
+What QEMU's generic block layer adds on top of a driver's answer (ALLOCATED, zeros for unallocated
+areas without a backing file or past its end, asking the host file about preallocated clusters) is
+done once here in `block_status`, so `emu img map` prints what `qemu-img map` prints.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from emu.errors import BlockError, UnsupportedFeature
+from emu.trace import Trace
+from images.hostfile import HostFile
+
+
+class Status(enum.IntFlag):
+    """Block status flags, with the meaning of QEMU's BDRV_BLOCK_* (include/block/block-common.h)."""
+
+    DATA = 1           # reads come from this layer's data
+    ZERO = 2           # reads as zeros
+    OFFSET_VALID = 4   # host_offset is where the data lives in this layer's file
+    ALLOCATED = 8      # this layer answers for the range (set by the generic rules, not by formats)
+    RECURSE = 16       # ask the host file too: data may sit in a hole (preallocated metadata)
+
+
+@dataclass(slots=True, frozen=True)
+class BlockStatus:
+    flags: Status
+    length: int
+    host_offset: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class BlockLimits:
+    """Alignment and size limits a backend imposes; the Drive splits requests by them (QEMU BlockLimits)."""
+
+    request_alignment: int = 1
+    discard_alignment: int = 1      # pdiscard_alignment
+    zero_alignment: int = 1         # pwrite_zeroes_alignment
+    max_discard: int = 0            # 0 = no limit
+    max_write_zeroes: int = 0
+
+
+@dataclass(slots=True)
+class CheckResult:
+    """What `check` found, with qemu-img's counters (block/qcow2-refcount.c, BdrvCheckResult)."""
+
+    corruptions: int = 0
+    leaks: int = 0
+    check_errors: int = 0
+    corruptions_fixed: int = 0
+    leaks_fixed: int = 0
+    image_end_offset: int = 0
+    total_clusters: int = 0
+    allocated_clusters: int = 0
+    fragmented_clusters: int = 0
+    compressed_clusters: int = 0
+    messages: list[str] = field(default_factory=list)
+
+
+class ImageBackend:
+    """Base of every format. Owns its `HostFile` and, if any, its backing backend.
+
+    Offsets and lengths are guest bytes of this image's virtual disk. Subclasses set the class
+    attributes that say what they can do; the Drive reads them (and `limits`) to decide.
+    """
+
+    format_name = "?"
+    supports_backing = False      # unallocated areas read from `backing`
+    supports_discard = False      # has a discard operation at all (else discards succeed, doing nothing)
+    supports_write_zeroes = False  # has an efficient write-zeroes (else the Drive writes zero buffers)
+
+    def __init__(self, host: HostFile, virtual_size: int, *, read_only: bool) -> None:
+        self.host = host
+        self.path = host.path
+        self.virtual_size = virtual_size
+        self.read_only = read_only
+        self.backing: ImageBackend | None = None
+        self.backing_name: str | None = None   # as stored in the image
+        self.backing_format: str | None = None
+        self.limits = BlockLimits()
+        # The node's BDRV_O_UNMAP: may freed space be handed back to the host file? Set by the Drive
+        # from its discard= option (qemu-io defaults to on).
+        self.host_unmap = True
+
+    # -- the contract ------------------------------------------------------------------------------
+    def read(self, offset: int, length: int) -> bytes:
+        raise NotImplementedError
+
+    def write(self, offset: int, data: bytes, trace: Trace | None = None) -> None:
+        raise NotImplementedError
+
+    def discard(self, offset: int, length: int, trace: Trace | None = None) -> None:
+        """Deallocate what the format can; silently ignore what it cannot (recorded in the trace)."""
+
+    def write_zeroes(self, offset: int, length: int, may_unmap: bool, trace: Trace | None = None) -> bool:
+        """Make the range read as zeros efficiently; False means "cannot, write zero buffers instead"."""
+        return False
+
+    def _block_status(self, offset: int, length: int) -> BlockStatus:
+        """This layer's own answer for a run starting at offset (no ALLOCATED, no backing logic)."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        self.host.sync()
+
+    def close(self) -> None:
+        if self.backing is not None:
+            self.backing.close()
+            self.backing = None
+        self.host.close()
+
+    def check(self, repair: str | None = None) -> CheckResult:
+        raise UnsupportedFeature("this image format does not support checks", path=self.path)
+
+    def info_fields(self) -> dict:
+        """Format-specific `emu img info` keys (qemu-img's names): cluster-size, format-specific..."""
+        return {}
+
+    # -- shared helpers ----------------------------------------------------------------------------
+    def chain(self) -> list[ImageBackend]:
+        """This image and its backing files, top first."""
+        layers: list[ImageBackend] = []
+        node: ImageBackend | None = self
+        while node is not None:
+            layers.append(node)
+            node = node.backing
+        return layers
+
+    def read_backing(self, offset: int, length: int) -> bytes:
+        """What an unallocated range reads as: the backing file, zeros beyond its end or without one."""
+        backing = self.backing
+        if backing is None or offset >= backing.virtual_size:
+            return bytes(length)
+        inside = min(length, backing.virtual_size - offset)
+        data = backing.read(offset, inside)
+        return data if inside == length else data + bytes(length - inside)
+
+    def check_writable(self) -> None:
+        if self.read_only:
+            raise BlockError(1, f"{self.path}: image is read-only")  # EPERM
+
+    def block_status(self, offset: int, length: int) -> BlockStatus:
+        """This layer's status with QEMU's generic rules applied (block/io.c bdrv_co_block_status)."""
+        length = min(length, self.virtual_size - offset)
+        st = self._block_status(offset, length)
+        flags = st.flags
+        if flags & (Status.DATA | Status.ZERO):
+            flags |= Status.ALLOCATED
+        elif self.supports_backing:
+            if self.backing is None or offset >= self.backing.virtual_size:
+                flags |= Status.ZERO
+        run = st.length
+        if flags & Status.RECURSE and flags & Status.DATA and not flags & Status.ZERO \
+                and flags & Status.OFFSET_VALID:
+            is_data, end = self.host.extent_at(st.host_offset)
+            if st.host_offset >= self.host.size() or not is_data:
+                flags |= Status.ZERO
+                if st.host_offset < self.host.size():
+                    run = min(run, end - st.host_offset)
+            else:
+                run = min(run, end - st.host_offset)
+        flags &= ~Status.RECURSE
+        return BlockStatus(flags, run, st.host_offset)
+
+    def status_above(self, offset: int, length: int) -> tuple[BlockStatus, int]:
+        """Status through the backing chain and the depth of the layer that answered, exactly as
+        `qemu-img map` walks it (get_block_status): stop at the first layer reporting DATA or ZERO."""
+        node: ImageBackend | None = self
+        depth = 0
+        status = BlockStatus(Status(0), length)
+        while node is not None:
+            status = node.block_status(offset, length)
+            if status.flags & (Status.DATA | Status.ZERO):
+                return status, depth
+            length = status.length
+            node = node.backing
+            depth += 1
+        return BlockStatus(status.flags & ~Status.ALLOCATED, status.length, status.host_offset), depth - 1

@@ -1,0 +1,294 @@
+"""Reference counts of host clusters: the refcount table, cached refcount blocks, allocation, freeing.
+
+Placement follows qemu 7.2 (block/qcow2-refcount.c) so that images grow the way qemu's grow:
+first fit from a cursor that only moves back when a cluster is freed; a missing refcount block is
+placed at the cursor, describing itself when it falls in its own range; when the table is full, new
+blocks and a bigger table go at the start of the first uncovered range (`refcount_area`).
+
+Crash ordering: a decrement is never made durable before the metadata that dropped the reference.
+Decrements are applied in memory at once but written out as "pending" (old value) until the owner
+has made its L1/L2 tables durable and calls `commit_pending`. A freed cluster is reused at once, as
+qemu does; reusing one whose decrement is still pending first makes the owner's tables durable
+(`make_frees_durable`, qemu's cache dependency flush). Increments may reach the disk early: at worst
+a crash leaks a cluster.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable
+
+from emu.errors import CorruptImage, ImageError
+from images.hostfile import HostFile
+from images.qcow2 import layout as L
+from images.qcow2.tables import RefcountCodec, TableCache, decode_u64, encode_u64
+
+
+class Refcounts:
+    def __init__(self, host: HostFile, cluster_bits: int, refcount_order: int, table_offset: int,
+                 table_clusters: int, cache_blocks: int,
+                 write_header_reftable: Callable[[int, int], None],
+                 make_frees_durable: Callable[[], None]) -> None:
+        self.host = host
+        self.cluster_bits = cluster_bits
+        self.cluster_size = 1 << cluster_bits
+        self.codec = RefcountCodec(refcount_order, self.cluster_size)
+        self.block_bits = cluster_bits + 3 - refcount_order   # log2(entries per refcount block)
+        self.block_entries = 1 << self.block_bits
+        self.block_mask = self.block_entries - 1
+        self.table_offset = table_offset
+        self.table_clusters = table_clusters
+        table_bytes = table_clusters << cluster_bits
+        self.table = decode_u64(host.pread(table_offset, table_bytes))
+        self.table_dirty: set[int] = set()
+        self.cache = TableCache(cache_blocks, self._load_block, self._store_block)
+        self.free_cursor = 0
+        self.pending: dict[int, int] = {}   # cluster index -> decrements not yet written
+        self._first_cluster: dict[int, int] = {}  # refcount block offset -> first cluster it counts
+        self._write_header_reftable = write_header_reftable
+        self._make_frees_durable = make_frees_durable
+
+    # -- reading -----------------------------------------------------------------------------------
+    def block_offset(self, table_index: int) -> int:
+        if table_index >= len(self.table):
+            return 0
+        offset = self.table[table_index] & L.REFT_OFFSET_MASK
+        if offset & (self.cluster_size - 1):
+            raise CorruptImage(f"refcount block offset {offset:#x} is not cluster aligned",
+                               field="refcount_table", offset=self.table_offset + 8 * table_index)
+        return offset
+
+    def get(self, cluster_index: int) -> int:
+        table_index = cluster_index >> self.block_bits
+        offset = self.block_offset(table_index)
+        if not offset:
+            return 0
+        return self._block(table_index, offset)[cluster_index & self.block_mask]
+
+    def _block(self, table_index: int, offset: int) -> array:
+        self._first_cluster[offset] = table_index << self.block_bits
+        return self.cache.get(offset)
+
+
+    def covered_clusters(self) -> int:
+        return len(self.table) << self.block_bits
+
+    # -- allocation --------------------------------------------------------------------------------
+    def alloc(self, count: int) -> int:
+        """Allocate `count` contiguous clusters (refcount 1); returns the host offset of the first."""
+        while True:
+            start = self._find_free(count)
+            if self._ensure_blocks(start, count):
+                for ci in range(start, start + count):
+                    self._set(ci, 1)
+                return start << self.cluster_bits
+            # New refcount metadata was placed; try the same place again (qemu: EAGAIN).
+            self.free_cursor = min(self.free_cursor, start)
+
+    def alloc_at(self, host_offset: int, count: int) -> None:
+        """Claim specific clusters (qcow2_alloc_clusters_at); they must be free and covered."""
+        start = host_offset >> self.cluster_bits
+        for ci in range(start, start + count):
+            if self.get(ci):
+                raise ImageError(f"cluster {ci} is already in use", field="refcount")
+        self._before_reuse(start, count)
+        if not self._ensure_blocks(start, count):
+            raise ImageError("refcount metadata landed in the area being claimed", field="refcount")
+        for ci in range(start, start + count):
+            self._set(ci, 1)
+
+    def increment(self, cluster_index: int) -> None:
+        while not self._ensure_blocks(cluster_index, 1):
+            pass
+        value = self.get(cluster_index) + 1
+        if value > self.codec.max:
+            raise CorruptImage(f"refcount of cluster {cluster_index} overflows {self.codec.bits} bits",
+                               field="refcount")
+        self._set(cluster_index, value)
+
+    def decrement(self, cluster_index: int, *, durable: bool = False) -> bool:
+        """Drop one reference; True if the cluster became free. Unless the caller has already made
+        the dereference durable, the write-out stays pending."""
+        value = self.get(cluster_index)
+        if value == 0:
+            raise CorruptImage(f"refcount of cluster {cluster_index} would drop below zero",
+                               field="refcount", offset=cluster_index << self.cluster_bits)
+        self._set(cluster_index, value - 1)
+        if not durable:
+            self.pending[cluster_index] = self.pending.get(cluster_index, 0) + 1
+        if value == 1:
+            if cluster_index < self.free_cursor:
+                self.free_cursor = cluster_index
+            return True
+        return False
+
+    def _find_free(self, count: int) -> int:
+        ci = self.free_cursor
+        run = 0
+        while run < count:
+            if self.get(ci) == 0:
+                run += 1
+            else:
+                run = 0
+            ci += 1
+            if ci >= L.MAX_HOST_OFFSET >> self.cluster_bits:
+                raise ImageError("host offset space of the image exhausted", field="refcount")
+        self.free_cursor = ci
+        self._before_reuse(ci - count, count)
+        return ci - count
+
+    def _before_reuse(self, start: int, count: int) -> None:
+        pending = self.pending
+        if pending and any(ci in pending for ci in range(start, start + count)):
+            self._make_frees_durable()
+
+    def _set(self, cluster_index: int, value: int) -> None:
+        table_index = cluster_index >> self.block_bits
+        offset = self.block_offset(table_index)
+        block = self._block(table_index, offset)
+        block[cluster_index & self.block_mask] = value
+        self.cache.mark_dirty(offset, block)
+
+    def _ensure_blocks(self, start: int, count: int) -> bool:
+        """Make sure refcount blocks cover the clusters; False if metadata had to be allocated."""
+        first = start >> self.block_bits
+        last = (start + count - 1) >> self.block_bits
+        for table_index in range(first, last + 1):
+            if not self.block_offset(table_index):
+                self._alloc_block(max(start, table_index << self.block_bits))
+                return False
+        return True
+
+    def _alloc_block(self, cluster_index: int) -> None:
+        """Create the refcount block covering cluster_index (qemu alloc_refcount_block)."""
+        table_index = cluster_index >> self.block_bits
+        new_index = self._find_free(1)
+        new_offset = new_index << self.cluster_bits
+        block = self.codec.empty()
+        if new_index >> self.block_bits == table_index:
+            block[new_index & self.block_mask] = 1   # the block describes itself
+        else:
+            self.increment(new_index)                # described elsewhere (recurses at most twice)
+        self._first_cluster[new_offset] = table_index << self.block_bits
+        self.cache.put_new(new_offset, block)
+        if table_index < len(self.table):
+            self.table[table_index] = new_offset
+            self.table_dirty.add(table_index)
+            return
+        blocks_used = -(-max(cluster_index + 1, new_index + 1) // self.block_entries)
+        self.refcount_area(blocks_used * self.block_entries * self.cluster_size, 0, False,
+                           table_index, new_offset)
+
+    def refcount_area(self, start_offset: int, additional_clusters: int, exact: bool,
+                      new_table_index: int = 0, new_block_offset: int = 0) -> int:
+        """Grow the table: new blocks + table at start_offset covering everything up to the end of
+        that metadata plus `additional_clusters`. Returns the end offset of the new metadata."""
+        cs = self.cluster_size
+        total_blocks = metadata_blocks(start_offset // cs + additional_clusters, cs,
+                                       self.block_entries, generous=not exact)
+        if total_blocks * 8 > L.MAX_REFTABLE_BYTES:
+            raise ImageError("refcount table would exceed qemu's 8 MiB limit", field="refcount_table")
+        area_index = (start_offset // cs) >> self.block_bits
+        table_size = total_blocks if exact else total_blocks + -(-total_blocks // 2)
+        per_cluster = cs // 8
+        table_size = -(-table_size // per_cluster) * per_cluster
+        table_clusters = table_size // per_cluster
+        new_table = array("Q", bytes(8 * table_size))
+        keep = min(len(self.table), table_size)
+        new_table[:keep] = self.table[:keep]
+        if new_block_offset:
+            new_table[new_table_index] = new_block_offset
+        additional_blocks = sum(1 for i in range(area_index, total_blocks) if not new_table[i])
+        table_offset = start_offset + additional_blocks * cs
+        end_offset = table_offset + table_clusters * cs
+        block_offset = start_offset
+        for i in range(area_index, total_blocks):
+            if new_table[i]:
+                offset = new_table[i] & L.REFT_OFFSET_MASK
+                block = self._block(i, offset)
+            else:
+                offset = block_offset
+                block = self.codec.empty()
+                self._first_cluster[offset] = i << self.block_bits
+                self.cache.put_new(offset, block)
+                new_table[i] = offset
+                block_offset += cs
+            first_covered = (i << self.block_bits) * cs
+            if first_covered < end_offset:
+                j = (start_offset - first_covered) // cs if first_covered < start_offset else 0
+                for k in range(j, min((end_offset - first_covered) // cs, self.block_entries)):
+                    block[k] = 1
+                self.cache.mark_dirty(offset, block)
+        # Blocks first, then the table, then the header switch: each durable before the next.
+        self.cache.write_dirty()
+        self.host.sync()
+        self.host.pwrite(table_offset, encode_u64(new_table))
+        self.host.sync()
+        self._write_header_reftable(table_offset, table_clusters)
+        self.host.sync()
+        old_offset, old_clusters = self.table_offset, self.table_clusters
+        self.table = new_table
+        self.table_offset, self.table_clusters = table_offset, table_clusters
+        self.table_dirty.clear()
+        for ci in range(old_offset >> self.cluster_bits, (old_offset >> self.cluster_bits) + old_clusters):
+            self.decrement(ci, durable=True)   # the header switch above is already on disk
+        return end_offset
+
+    # -- write-out ---------------------------------------------------------------------------------
+    def write_dirty(self) -> bool:
+        """Write dirty refcount blocks (with pending decrements held back), then new table entries."""
+        wrote = self.cache.write_dirty()
+        if self.table_dirty:
+            self.host.sync()   # a table entry must never point at a block that is not on disk yet
+            for index in sorted(self.table_dirty):
+                self.host.pwrite(self.table_offset + 8 * index, self.table[index].to_bytes(8, "big"))
+            self.table_dirty.clear()
+            wrote = True
+        return wrote
+
+    def commit_pending(self) -> bool:
+        """The references are gone on disk: let the decrements reach the disk too, and the clusters
+        be reused. The caller writes and syncs afterwards."""
+        if not self.pending:
+            return False
+        pending, self.pending = self.pending, {}
+        for ci in pending:
+            table_index = ci >> self.block_bits
+            offset = self.block_offset(table_index)
+            self.cache.mark_dirty(offset, self._block(table_index, offset))
+        return True
+
+    def _load_block(self, offset: int) -> array:
+        return self.codec.decode(self.host.pread(offset, self.cluster_size))
+
+    def _store_block(self, offset: int, block: array) -> None:
+        if self.pending:
+            first = self._first_cluster[offset]
+            adjusted = None
+            for ci, count in self.pending.items():
+                if first <= ci < first + self.block_entries:
+                    if adjusted is None:
+                        adjusted = array(block.typecode, block)
+                    adjusted[ci - first] += count
+            if adjusted is not None:
+                block = adjusted
+        self.host.pwrite(offset, self.codec.encode(block))
+
+
+def metadata_blocks(clusters: int, cluster_size: int, block_entries: int, *, generous: bool) -> int:
+    """Refcount blocks needed to count `clusters` plus the refcount metadata itself (a fixed point,
+    as qemu's qcow2_refcount_metadata_size; `generous` adds headroom for table growth)."""
+    per_table_cluster = cluster_size // 8
+    table = blocks = 0
+    n = -1
+    while True:
+        last = n
+        blocks = -(-(clusters + table + blocks) // block_entries)
+        table = -(-blocks // per_table_cluster)
+        n = clusters + blocks + table
+        if n == last:
+            if not generous:
+                return blocks
+            clusters += -(-table // 2)
+            generous = False
+            n = -1

@@ -1,0 +1,1 @@
+"""Guest models, hypervisor/guest profiles and the scenario catalog (later issues)."""

@@ -1,0 +1,44 @@
+"""Shared fixtures: the qemu-img/qemu-io oracle, hypothesis profiles, small helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("ci", derandomize=True, deadline=None, max_examples=60,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("dev", deadline=None, max_examples=30,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev"))
+
+
+def _need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        message = f"{tool} is not installed (Debian package qemu-utils)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + "; with CI=true a missing oracle is a failure, not a skip")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def qemu_img() -> str:
+    return _need("qemu-img")
+
+
+@pytest.fixture(scope="session")
+def qemu_io() -> str:
+    return _need("qemu-io")
+
+
+def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command, capturing text output; fail the test with its stderr when check is set."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
