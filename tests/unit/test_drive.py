@@ -1,0 +1,266 @@
+"""The block layer: drive options, splitting, discard/zero semantics and the trace."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from emu.block import Drive, DriveOptions, Request
+from emu.block.drive import is_zero, split
+from emu.errors import UsageError
+from emu.trace import Act
+from images import create_image, open_image
+
+MiB = 1 << 20
+
+
+def make(tmp_path, fmt="qcow2", size=16 * MiB, options=None, **drive_options):
+    path = str(tmp_path / f"disk.{fmt}")
+    create_image(path, fmt, size, options or {})
+    return Drive(open_image(path, fmt), DriveOptions(**drive_options)), path
+
+
+def host_bytes(path):
+    return os.stat(path).st_blocks * 512
+
+
+# -- splitting ---------------------------------------------------------------------------------------
+def test_split_matches_qemus_worked_example():
+    """controllers.md 7.2: discard [1000, 200000) at 64 KiB alignment -> head, bulk, tail."""
+    assert split(1000, 199000, 65536, 1, 0) == [(1000, 64536), (65536, 131072), (196608, 3392)]
+
+
+def test_split_keeps_aligned_requests_whole_and_caps_chunks():
+    assert split(0, 4 * MiB, 65536, 1, 0) == [(0, 4 * MiB)]
+    assert split(0, 4 * MiB, 65536, 1, MiB + 100) == [(i * MiB, MiB) for i in range(4)]
+
+
+def test_split_small_request_inside_one_block_is_one_chunk():
+    assert split(4096, 8192, 65536, 1, 0) == [(4096, 8192)]
+
+
+def test_split_covers_the_request_exactly_for_many_shapes():
+    for offset in (0, 1, 511, 512, 65535, 65536, 100000):
+        for length in (1, 512, 65536, 65537, 300000):
+            for req_align in (1, 512):
+                if offset % req_align or length % req_align:
+                    continue
+                chunks = split(offset, length, 65536, req_align, 0)
+                assert chunks[0][0] == offset
+                assert sum(n for _, n in chunks) == length
+                for (o1, n1), (o2, _) in zip(chunks, chunks[1:]):
+                    assert o1 + n1 == o2
+                inner = chunks[1:-1]
+                assert all(o % 65536 == 0 and n % 65536 == 0 for o, n in inner)
+
+
+def test_is_zero():
+    assert is_zero(bytes(3 * MiB))
+    assert not is_zero(bytes(3 * MiB - 1) + b"\x01")
+    assert not is_zero(b"\x01" + bytes(100))
+    assert is_zero(b"")
+
+
+# -- options -----------------------------------------------------------------------------------------
+def test_detect_zeroes_unmap_requires_discard_unmap():
+    with pytest.raises(UsageError, match="detect-zeroes to unmap"):
+        DriveOptions(detect_zeroes="unmap")
+    assert DriveOptions(discard="unmap", detect_zeroes="unmap").detect_zeroes == "unmap"
+
+
+@pytest.mark.parametrize("bad", [dict(discard="maybe"), dict(detect_zeroes="yes"), dict(zero_unmap="x"),
+                                 dict(request_alignment=3), dict(request_alignment=0)])
+def test_bad_drive_options_are_usage_errors(bad):
+    with pytest.raises(UsageError):
+        DriveOptions(**bad)
+
+
+def test_discard_aliases_on_and_off():
+    assert DriveOptions(discard="on").discard == "unmap"
+    assert DriveOptions(discard="off").discard == "ignore"
+
+
+# -- discard -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_discard_ignore_succeeds_and_frees_nothing(tmp_path, fmt):
+    drive, path = make(tmp_path, fmt)
+    assert drive.write(0, b"\xaa" * MiB).ok
+    drive.flush()
+    before = host_bytes(path)
+    done = drive.discard(0, MiB)
+    assert done.ok
+    assert done.trace.events[0].action == Act.DROPPED and "discard=ignore" in done.trace.events[0].detail
+    assert host_bytes(path) == before
+    assert drive.read(0, MiB).data == b"\xaa" * MiB
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_discard_unmap_returns_host_space_and_reads_zeros(tmp_path, fmt):
+    drive, path = make(tmp_path, fmt, discard="unmap")
+    drive.write(0, b"\xaa" * MiB)
+    drive.flush()
+    before = host_bytes(path)
+    done = drive.discard(0, MiB)
+    drive.flush()
+    assert done.ok and done.trace.has(Act.PUNCHED)
+    assert before - host_bytes(path) >= MiB - 65536
+    assert drive.read(0, MiB).data == bytes(MiB)
+
+
+def test_qcow2_ignores_partial_cluster_discards_and_says_so(tmp_path):
+    drive, path = make(tmp_path, discard="unmap")
+    drive.write(0, b"\x11" * 65536)
+    done = drive.discard(4096, 4096)
+    assert done.ok
+    assert [e.action for e in done.trace.events if e.layer == "qcow2"] == [Act.IGNORED]
+    assert drive.read(4096, 4096).data == b"\x11" * 4096
+
+
+def test_qcow2_discard_splits_unaligned_request_and_frees_only_whole_clusters(tmp_path):
+    drive, _ = make(tmp_path, discard="unmap")
+    drive.write(0, b"\x22" * (4 * 65536))
+    done = drive.discard(1000, 3 * 65536)
+    split_events = [e for e in done.trace.events if e.action == Act.SPLIT]
+    assert split_events and "3 pieces" in split_events[0].detail
+    data = drive.read(0, 4 * 65536).data
+    assert data[:65536] == b"\x22" * 65536              # head cluster only partly covered: kept
+    assert data[65536:3 * 65536] == bytes(2 * 65536)    # whole clusters: zero
+    assert data[3 * 65536:] == b"\x22" * 65536          # tail partly covered: kept
+
+
+def test_read_only_drive_rejects_writes_but_drops_discards_when_ignoring(tmp_path):
+    drive, _ = make(tmp_path, read_only=True)
+    assert drive.write(0, b"x" * 512).errno == errno.EPERM
+    assert drive.write_zeroes(0, 512).errno == errno.EPERM
+    assert drive.discard(0, 512).ok                      # QEMU: discard=ignore returns before the check
+    (tmp_path / "second").mkdir()
+    drive_unmap, _ = make(tmp_path / "second", read_only=True, discard="unmap")
+    assert drive_unmap.discard(0, 65536).errno == errno.EPERM
+
+
+# -- range and payload checks --------------------------------------------------------------------------
+@pytest.mark.parametrize("req", [Request.read(16 * MiB - 512, 1024), Request.read(16 * MiB, 1),
+                                 Request.discard(16 * MiB, 512), Request.write_zeroes(0, 16 * MiB + 512),
+                                 Request.read(-512, 512)])
+def test_requests_past_the_end_fail_with_eio_and_change_nothing(tmp_path, req):
+    drive, path = make(tmp_path, discard="unmap")
+    before = open(path, "rb").read()
+    done = drive.execute(req)
+    assert done.errno == errno.EIO
+    assert done.trace.events[-1].action == Act.REJECTED
+    drive.close()
+    assert open(path, "rb").read() == before
+
+
+def test_last_byte_is_in_range(tmp_path):
+    drive, _ = make(tmp_path)
+    assert drive.write(16 * MiB - 512, b"\x01" * 512).ok
+    assert drive.read(16 * MiB - 1, 1).data == b"\x01"
+
+
+def test_write_with_wrong_payload_length_is_einval(tmp_path):
+    drive, _ = make(tmp_path)
+    from emu.block import Op
+    assert drive.execute(Request(Op.WRITE, 0, 512, b"x" * 100)).errno == errno.EINVAL
+
+
+# -- write-zeroes, detect-zeroes ----------------------------------------------------------------------
+def test_write_zeroes_on_qcow2_v3_sets_zero_flag_without_allocating(tmp_path):
+    drive, path = make(tmp_path)
+    done = drive.write_zeroes(0, 4 * 65536)
+    assert done.ok and done.trace.has(Act.ZEROED)
+    assert drive.read(0, 4 * 65536).data == bytes(4 * 65536)
+    drive.close()
+    # header, reftable, refblock, L1 and the one new L2 table: no data cluster
+    assert os.path.getsize(path) == 5 * 65536
+    image = open_image(path, read_only=True)
+    assert image.check().allocated_clusters == 0
+
+
+def test_write_zeroes_falls_back_to_zero_buffers_on_v2_with_backing(tmp_path):
+    base = str(tmp_path / "base.qcow2")
+    create_image(base, "qcow2", 4 * MiB, {})
+    bdrive = Drive(open_image(base))
+    bdrive.write(0, b"\x33" * MiB)
+    bdrive.close()
+    top = str(tmp_path / "top.qcow2")
+    create_image(top, "qcow2", None, {"compat": "0.10"}, backing="base.qcow2", backing_fmt="qcow2")
+    drive = Drive(open_image(top), DriveOptions(discard="unmap"))
+    done = drive.write_zeroes(0, 65536)
+    assert done.ok and done.trace.has(Act.FALLBACK)
+    assert drive.read(0, 65536).data == bytes(65536)
+    assert drive.read(65536, 65536).data == b"\x33" * 65536
+
+
+def test_detect_zeroes_on_turns_zero_writes_into_zero_clusters(tmp_path):
+    drive, path = make(tmp_path, detect_zeroes="on")
+    done = drive.write(0, bytes(65536))
+    assert done.trace.has(Act.ZERO_DETECTED) and done.trace.has(Act.ZEROED)
+    drive.close()
+    assert open_image(path, read_only=True).check().allocated_clusters == 0
+
+
+def test_detect_zeroes_unmap_punches_raw(tmp_path):
+    drive, path = make(tmp_path, "raw", discard="unmap", detect_zeroes="unmap")
+    drive.write(0, b"\x44" * MiB)
+    drive.flush()
+    before = host_bytes(path)
+    done = drive.write(0, bytes(MiB))
+    assert done.trace.has(Act.PUNCHED)
+    assert before - host_bytes(path) >= MiB - 4096
+
+
+def test_detect_zeroes_off_writes_zero_data(tmp_path):
+    drive, path = make(tmp_path)
+    done = drive.write(0, bytes(65536))
+    assert not done.trace.has(Act.ZERO_DETECTED)
+    drive.close()
+    assert open_image(path, read_only=True).check().allocated_clusters == 1
+
+
+def test_may_unmap_passes_through_discard_ignore_by_default_freeing_qcow2_clusters(tmp_path):
+    """QEMU's device path keeps MAY_UNMAP under discard=ignore: the cluster is freed, host space kept."""
+    drive, path = make(tmp_path)
+    drive.write(0, b"\x55" * 65536)
+    done = drive.write_zeroes(0, 65536, may_unmap=True)
+    assert done.trace.has(Act.FREED) and done.trace.has(Act.KEPT) and not done.trace.has(Act.PUNCHED)
+    drive.close()
+    image = open_image(path, read_only=True)
+    assert image.check().allocated_clusters == 0
+    assert image.read(0, 65536) == bytes(65536)
+
+
+def test_zero_unmap_gated_drops_may_unmap_under_discard_ignore(tmp_path):
+    drive, path = make(tmp_path, zero_unmap="gated")
+    drive.write(0, b"\x55" * 65536)
+    done = drive.write_zeroes(0, 65536, may_unmap=True)
+    assert done.trace.events[0].action == Act.DROPPED and "MAY_UNMAP" in done.trace.events[0].detail
+    assert not done.trace.has(Act.FREED)
+    drive.close()
+    assert open_image(path, read_only=True).check().allocated_clusters == 1
+
+
+# -- alignment, FUA ---------------------------------------------------------------------------------
+def test_request_alignment_pads_unaligned_writes(tmp_path):
+    drive, _ = make(tmp_path, "raw", request_alignment=4096)
+    drive.write(0, b"\x01" * 8192)
+    done = drive.write(100, b"\x02" * 10)
+    assert done.trace.has(Act.SPLIT)
+    data = drive.read(0, 8192).data
+    assert data[:100] == b"\x01" * 100 and data[100:110] == b"\x02" * 10 and data[110:] == b"\x01" * 8082
+
+
+def test_fua_write_is_followed_by_a_flush(tmp_path):
+    drive, _ = make(tmp_path)
+    done = drive.write(0, b"x" * 512, fua=True)
+    assert done.trace.events[-1].action == Act.FLUSHED
+
+
+def test_every_request_has_a_trace(tmp_path):
+    drive, _ = make(tmp_path, discard="unmap")
+    for req in (Request.read(0, 512), Request.write(0, b"x" * 512), Request.discard(0, 65536),
+                Request.write_zeroes(0, 512), Request.flush()):
+        done = drive.execute(req)
+        assert done.trace.op == req.op.value and done.trace.offset == req.offset
