@@ -2,7 +2,8 @@
 
 Ranges the source reports as zeros are skipped (the new image reads zeros there). Inside data,
 runs of at least `min_sparse` zero bytes, aligned to min_sparse, are not written either (-S, default
-4 KiB as qemu-img); `min_sparse=0` writes everything.
+4 KiB as qemu-img); `min_sparse=0` writes everything. When the target has a backing file (-B), only
+the 512-byte sectors that differ from what the target already reads are written.
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ def convert(source: ImageBackend, target: ImageBackend, *, min_sparse: int = DEF
     size = min(source.virtual_size, target.virtual_size)
     written = 0
     offset = 0
+    overlay = target.backing is not None
     while offset < size:
         status, _depth = source.status_above(offset, size - offset)
         n = min(status.length, CHUNK - offset % CHUNK)
-        if status.flags & Status.ZERO and min_sparse:
+        if status.flags & Status.ZERO and min_sparse and not overlay:
             offset += n
             continue
         data = source.read(offset, n)
-        for start, length in _data_runs(data, min_sparse, offset):
+        runs = _differing_runs(data, target.read(offset, n)) if overlay else _data_runs(data, min_sparse, offset)
+        for start, length in runs:
             target.write(offset + start, data[start:start + length])
             written += length
         offset += n
@@ -39,6 +42,18 @@ def convert(source: ImageBackend, target: ImageBackend, *, min_sparse: int = DEF
             progress(offset, size)
     target.flush()
     return written
+
+
+def _differing_runs(data: bytes, current: bytes) -> list[tuple[int, int]]:
+    """Runs of 512-byte sectors where data differs from what is there now."""
+    runs: list[tuple[int, int]] = []
+    for pos in range(0, len(data), 512):
+        if data[pos:pos + 512] != current[pos:pos + 512]:
+            if runs and runs[-1][0] + runs[-1][1] == pos:
+                runs[-1] = (runs[-1][0], runs[-1][1] + min(512, len(data) - pos))
+            else:
+                runs.append((pos, min(512, len(data) - pos)))
+    return runs
 
 
 def _data_runs(data: bytes, min_sparse: int, base: int) -> list[tuple[int, int]]:

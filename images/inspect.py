@@ -115,10 +115,11 @@ def compare_images(a: ImageBackend, b: ImageBackend, *, strict: bool = False) ->
     while offset < common:
         sa, _ = a.status_above(offset, common - offset)
         sb, _ = b.status_above(offset, common - offset)
-        n = min(sa.length, sb.length, _COMPARE_CHUNK)
+        n = min(sa.length, sb.length)
         if strict and bool(sa.flags & Status.ALLOCATED) != bool(sb.flags & Status.ALLOCATED):
             return Comparison(False, f"Strict mode: Offset {offset} block status mismatch!", offset)
         if not (sa.flags & Status.ZERO and sb.flags & Status.ZERO):
+            n = min(n, _COMPARE_CHUNK)
             da, db = a.read(offset, n), b.read(offset, n)
             if da != db:
                 bad = offset + _first_difference(da, db)
@@ -127,8 +128,9 @@ def compare_images(a: ImageBackend, b: ImageBackend, *, strict: bool = False) ->
     longer = a if a.virtual_size > b.virtual_size else b
     while offset < longer.virtual_size:
         st, _ = longer.status_above(offset, longer.virtual_size - offset)
-        n = min(st.length, _COMPARE_CHUNK)
+        n = st.length
         if not st.flags & Status.ZERO:
+            n = min(n, _COMPARE_CHUNK)
             data = longer.read(offset, n)
             if data.count(0) != len(data):
                 bad = offset + _first_difference(data, bytes(len(data)))

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         elif command == "demo":
             from emu.cli.demo import main as run
         else:
-            print(f"emu: unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
+            print(f"emu: unknown command '{command}' (img, io, demo; see 'emu --help')", file=sys.stderr)
             return 1
         return run(rest)
     except EmuError as exc:

@@ -140,10 +140,15 @@ def cmd_map(argv: list[str]) -> int:
                     if e.offset is None:
                         raise UnsupportedFeature("File contains external, encrypted or compressed clusters.",
                                                  path=a.filename)
-                    print(f"{e.start:<#16x}{e.length:<#16x}{e.offset:<#16x}{e.filename}")
+                    print(f"{_c_hex(e.start):<16}{_c_hex(e.length):<16}{_c_hex(e.offset):<16}{e.filename}")
     finally:
         image.close()
     return 0
+
+
+def _c_hex(value: int) -> str:
+    """printf's %#x: no 0x prefix for zero."""
+    return f"{value:#x}" if value else "0"
 
 
 def _map_json_line(entry: dict) -> str:
@@ -295,10 +300,7 @@ def cmd_convert(argv: list[str]) -> int:
                      backing_fmt=a.backing_fmt)
         target = open_image(a.target, a.out_fmt)
         try:
-            if a.backing:
-                _convert_over_backing(source, target, min_sparse)
-            else:
-                convert(source, target, min_sparse=min_sparse, progress=_progress if a.progress else None)
+            convert(source, target, min_sparse=min_sparse, progress=_progress if a.progress else None)
         finally:
             target.close()
     finally:
@@ -306,18 +308,6 @@ def cmd_convert(argv: list[str]) -> int:
     if a.progress:
         print("    (100.00/100%)")
     return 0
-
-
-def _convert_over_backing(source, target, min_sparse: int) -> None:
-    """-B: write only what differs from the new backing file (qemu-img convert -B)."""
-    offset = 0
-    chunk = 1 << 20
-    while offset < source.virtual_size:
-        n = min(chunk, source.virtual_size - offset)
-        data = source.read(offset, n)
-        if data != target.read(offset, n):
-            target.write(offset, data)
-        offset += n
 
 
 def _progress(done: int, total: int) -> None:

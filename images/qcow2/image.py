@@ -540,10 +540,12 @@ class Qcow2Image(ImageBackend):
         ci = offset >> cb
         l1_index = ci >> self.l2_bits
         if not self.l2_offset(l1_index):
+            l1, shift, mask = self.l1, self._l1_shift, L.L1E_OFFSET_MASK
             last = l1_index + 1
-            while last < len(self.l1) and not self.l2_offset(last) and (last << self._l1_shift) < end:
+            stop = min(len(l1), -(-end >> shift))
+            while last < stop and not l1[last] & mask:
                 last += 1
-            return BlockStatus(Status(0), min(end, last << self._l1_shift) - offset)
+            return BlockStatus(Status(0), min(end, last << shift) - offset)
         table = self._l2(self.l2_offset(l1_index))
         entry = table[ci & self.l2_mask]
         kind = self.cluster_type(entry)
