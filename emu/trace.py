@@ -54,7 +54,7 @@ class TraceEvent:
 class Trace:
     """Events for one request, in the order the layers produced them."""
 
-    op: str
+    op: str            # the request's operation ("read", "write", "discard", "write-zeroes", "flush")
     offset: int
     length: int
     events: list[TraceEvent] = field(default_factory=list)

@@ -9,11 +9,22 @@ done once here in `block_status`, so `emu img map` prints what `qemu-img map` pr
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 from emu.errors import BlockError, UnsupportedFeature
 from emu.trace import Trace
 from images.hostfile import HostFile
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_zeros(length: int) -> bytes:
+    return bytes(length)
+
+
+def zeros(length: int) -> bytes:
+    """Zero bytes for a read of unallocated space; common sizes are shared (bytes are immutable)."""
+    return _cached_zeros(length) if length <= 2 << 20 else bytes(length)
 
 
 class Status(enum.IntFlag):
@@ -134,10 +145,10 @@ class ImageBackend:
         """What an unallocated range reads as: the backing file, zeros beyond its end or without one."""
         backing = self.backing
         if backing is None or offset >= backing.virtual_size:
-            return bytes(length)
+            return zeros(length)
         inside = min(length, backing.virtual_size - offset)
         data = backing.read(offset, inside)
-        return data if inside == length else data + bytes(length - inside)
+        return data if inside == length else data + zeros(length - inside)
 
     def check_writable(self) -> None:
         if self.read_only:

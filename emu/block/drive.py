@@ -73,6 +73,8 @@ class Drive:
         backend.host_unmap = self.options.unmap   # the node's BDRV_O_UNMAP
         self.capacity = backend.virtual_size
         self.stats: Counter[str] = Counter()
+        self._handlers = {Op.READ: self._read, Op.WRITE: self._write, Op.DISCARD: self._discard,
+                          Op.WRITE_ZEROES: self._write_zeroes, Op.FLUSH: self._flush}
 
     # -- convenience -------------------------------------------------------------------------------
     def read(self, offset: int, length: int) -> Completion:
@@ -95,28 +97,19 @@ class Drive:
 
     # -- execution ---------------------------------------------------------------------------------
     def execute(self, req: Request) -> Completion:
-        trace = Trace(req.op.value, req.offset, req.length)
-        data = None
+        op = req.op
+        trace = Trace(op, req.offset, req.length)
         try:
-            self._check_range(req)
-            op = req.op
-            if op is Op.READ:
-                data = self._read(req.offset, req.length, trace)
-            elif op is Op.WRITE:
-                self._write(req, trace)
-            elif op is Op.DISCARD:
-                self._discard(req, trace)
-            elif op is Op.WRITE_ZEROES:
-                self._write_zeroes(req, trace)
-            else:
-                self._flush(trace)
+            if op is not Op.FLUSH:
+                self._check_range(req)
+            data = self._handlers[op](req, trace)
         except BlockError as exc:
             return self._fail(req, exc, trace)
         except ImageError as exc:   # metadata found corrupt while serving the request
             return self._fail(req, BlockError(errno.EIO, str(exc)), trace)
         except OSError as exc:
             return self._fail(req, BlockError(exc.errno or errno.EIO, f"host I/O error: {exc.strerror}"), trace)
-        self.stats[req.op.value] += 1
+        self.stats[op] += 1
         return Completion(req, None, data, trace)
 
     def _fail(self, req: Request, exc: BlockError, trace: Trace) -> Completion:
@@ -125,8 +118,6 @@ class Drive:
         return Completion(req, exc, None, trace)
 
     def _check_range(self, req: Request) -> None:
-        if req.op is Op.FLUSH:
-            return
         if req.offset < 0 or req.length < 0:
             raise BlockError(errno.EIO, f"negative offset or length ({req.offset}, {req.length})")
         if req.offset + req.length > self.capacity:
@@ -140,8 +131,11 @@ class Drive:
             raise BlockError(errno.EPERM, "drive is read-only")
 
     # -- reads and writes --------------------------------------------------------------------------
-    def _read(self, offset: int, length: int, trace: Trace) -> bytes:
+    def _read(self, req: Request, trace: Trace) -> bytes:
+        offset, length = req.offset, req.length
         align = self.options.request_alignment
+        if align == 1:
+            return self.backend.read(offset, length)
         start = offset - offset % align
         end = min(self.capacity, -(-(offset + length) // align) * align)
         if start == offset and end == offset + length:
@@ -171,7 +165,7 @@ class Drive:
         else:
             backend.write(offset, data, trace)
         if req.flags & Flags.FUA:
-            self._flush(trace)
+            self._flush(req, trace)
 
     # -- discard -----------------------------------------------------------------------------------
     def _discard(self, req: Request, trace: Trace) -> None:
@@ -209,7 +203,7 @@ class Drive:
             may_unmap = False
         self._zero_chunks(req.offset, req.length, may_unmap, trace)
         if req.flags & Flags.FUA:
-            self._flush(trace)
+            self._flush(req, trace)
 
     def _zero_chunks(self, offset: int, length: int, may_unmap: bool, trace: Trace) -> None:
         backend = self.backend
@@ -227,6 +221,6 @@ class Drive:
                 n = min(MAX_BOUNCE_BUFFER, start + num - piece)
                 backend.write(piece, _ZEROS[:n] if n <= len(_ZEROS) else bytes(n), trace)
 
-    def _flush(self, trace: Trace) -> None:
+    def _flush(self, req: Request, trace: Trace) -> None:
         self.backend.flush()
         trace.add("drive", Act.FLUSHED, 0, 0)

@@ -9,7 +9,7 @@ from emu.errors import BlockError
 from emu.trace import Trace
 
 
-class Op(enum.Enum):
+class Op(enum.StrEnum):
     READ = "read"
     WRITE = "write"
     DISCARD = "discard"

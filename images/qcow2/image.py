@@ -17,7 +17,7 @@ from array import array
 
 from emu.errors import BlockError, CorruptImage, ImageError
 from emu.trace import Act, Trace
-from images.backend import BlockLimits, BlockStatus, ImageBackend, Status
+from images.backend import BlockLimits, BlockStatus, ImageBackend, Status, zeros
 from images.hostfile import HostFile
 from images.qcow2 import layout as L
 from images.qcow2.header import Qcow2Header
@@ -191,14 +191,14 @@ class Qcow2Image(ImageBackend):
     # -- reads -------------------------------------------------------------------------------------
     def read(self, offset: int, length: int) -> bytes:
         in_cluster = offset & self._cmask
-        if in_cluster + length <= self.cluster_size:
+        if in_cluster + length <= self.cluster_size:   # fast paths: one cluster of data, or of zeros
             l1_index = offset >> self._l1_shift
             l2 = self.l1[l1_index] & L.L1E_OFFSET_MASK if l1_index < len(self.l1) else 0
-            if l2:
-                entry = self._l2(l2)[(offset >> self.cluster_bits) & self.l2_mask]
-                if entry & L.L2E_OFFSET_MASK and not entry & (L.OFLAG_COMPRESSED | L.OFLAG_ZERO) \
-                        and not entry & self._cmask:
-                    return self.host.pread((entry & L.L2E_OFFSET_MASK) + in_cluster, length)
+            entry = self._l2(l2)[(offset >> self.cluster_bits) & self.l2_mask] if l2 else 0
+            if entry & L.L2E_OFFSET_MASK and not entry & (L.OFLAG_COMPRESSED | L.OFLAG_ZERO | self._cmask):
+                return self.host.pread((entry & L.L2E_OFFSET_MASK) + in_cluster, length)
+            if entry & L.OFLAG_ZERO and not entry & L.OFLAG_COMPRESSED or not entry and self.backing is None:
+                return zeros(length)
         return b"".join(self._read_runs(offset, length))
 
     def _read_runs(self, offset: int, length: int):
@@ -232,7 +232,7 @@ class Qcow2Image(ImageBackend):
             elif kind == UNALLOCATED:
                 yield self.read_backing(offset, n)
             else:
-                yield bytes(n)
+                yield zeros(n)
             offset = run_end
 
     def _decompress(self, entry: int, guest_offset: int) -> bytes:
@@ -325,15 +325,21 @@ class Qcow2Image(ImageBackend):
         n = min(limit, covered)
         self._mark_dirty()
         new_host = self.refs.alloc(count)
-        buf = bytearray(count * cs)
         head_end = in_cluster + n
-        if in_cluster:
-            buf[:cs] = self._cluster_content(entry, ci << cb)
-        last_entry = table[index + count - 1]
-        if head_end < count * cs and (count > 1 or not in_cluster):
-            buf[(count - 1) * cs:] = self._cluster_content(last_entry, (ci + count - 1) << cb)
-        buf[in_cluster:head_end] = data[:n]
-        self.host.pwrite(new_host, buf)
+        if not in_cluster and head_end == count * cs:
+            self.host.pwrite(new_host, data[:n])     # whole clusters: nothing to copy
+        elif self._cow_reads_zero(table, index, count, ci, in_cluster, head_end):
+            # as qemu's handle_alloc_space: zero the new clusters efficiently, then write only the data
+            self.host.zero_range(new_host, count * cs)
+            self.host.pwrite(new_host + in_cluster, data[:n])
+        else:
+            buf = bytearray(count * cs)
+            if in_cluster:
+                buf[:cs] = self._cluster_content(entry, ci << cb)
+            if head_end < count * cs and (count > 1 or not in_cluster):
+                buf[(count - 1) * cs:] = self._cluster_content(table[index + count - 1], (ci + count - 1) << cb)
+            buf[in_cluster:head_end] = data[:n]
+            self.host.pwrite(new_host, buf)
         table_offset = self._table_offset(ci)
         for k in range(count):
             old = table[index + k]
@@ -347,6 +353,22 @@ class Qcow2Image(ImageBackend):
                       f"{count} cluster(s) at host {new_host:#x}" + (f"; {why}" if n < count * cs else ""),
                       count * cs)
         return n
+
+    def _cow_reads_zero(self, table: array, index: int, count: int, ci: int, head: int, end: int) -> bool:
+        """Do the parts of the new clusters the write does not cover read as zeros now?"""
+        cs, cb = self.cluster_size, self.cluster_bits
+        regions = []
+        if head:
+            regions.append((table[index], ci << cb, head))
+        if end < count * cs:
+            regions.append((table[index + count - 1], (ci << cb) + end, count * cs - end))
+        for entry, offset, length in regions:
+            kind = self.cluster_type(entry)
+            if kind in (ZERO_PLAIN, ZERO_ALLOC):
+                continue
+            if kind != UNALLOCATED or (self.backing is not None and not self.reads_as_zero(offset, length)):
+                return False
+        return True
 
     def _table_offset(self, cluster_index: int) -> int:
         return self.l1[cluster_index >> self.l2_bits] & L.L1E_OFFSET_MASK
