@@ -14,6 +14,7 @@ import tempfile
 from emu.block import Drive, DriveOptions
 from emu.cli.common import Parser
 from emu.errors import BlockError
+from emu.trace import Act
 from emu.units import MiB, human_size, parse_size
 from images import create_image, open_image
 
@@ -43,6 +44,8 @@ def _run_cell(directory: str, fmt: str, discard: str, disk: int, data: int) -> d
         _ok(drive.flush())
         row["discarded"] = _host_bytes(path)
         row["traces"] = traces[:2]
+        row["dropped"] = sum(t.bytes_with(Act.DROPPED) for t in traces)
+        row["ignored"] = sum(sum(e.length for e in t.events if e.action == Act.IGNORED) for t in traces)
     finally:
         drive.close()
     return row
@@ -70,19 +73,26 @@ def main(argv: list[str]) -> int:
         print("discards (TRIMs) the freed blocks. Host space is st_blocks of the image file.\n")
         rows = [_run_cell(directory, fmt, discard, disk, data)
                 for fmt in ("raw", "qcow2") for discard in ("ignore", "unmap")]
-        print(f"{'format':<8}{'discard=':<10}{'created':>12}{'after write':>14}{'after discard':>16}{'reclaimed':>12}")
+        print(f"{'format':<8}{'discard=':<10}{'created':>10}{'after write':>13}{'after discard':>15}"
+              f"{'reclaimed':>11}  where the rest of the discards went")
         for r in rows:
             reclaimed = r["written"] - r["discarded"]
-            print(f"{r['format']:<8}{r['discard']:<10}{human_size(r['created']):>12}{human_size(r['written']):>14}"
-                  f"{human_size(r['discarded']):>16}{human_size(max(0, reclaimed)):>12}")
+            why = []
+            if r["dropped"]:
+                why.append(f"{human_size(r['dropped'])} dropped by the drive")
+            if r["ignored"]:
+                why.append(f"{human_size(r['ignored'])} in partial clusters ignored")
+            print(f"{r['format']:<8}{r['discard']:<10}{human_size(r['created']):>10}{human_size(r['written']):>13}"
+                  f"{human_size(r['discarded']):>15}{human_size(max(0, reclaimed)):>11}  {'; '.join(why) or '-'}")
         for r in rows:
             print(f"\n{r['format']}, discard={r['discard']}: what the layers did with the first two discards")
             for trace in r["traces"]:
                 print("  " + str(trace).replace("\n", "\n  "))
         print("\nWhy: with discard=ignore (QEMU's default) the drive drops every discard before it reaches the")
-        print("image. With discard=unmap, raw punches holes in the host file; qcow2 frees whole clusters only,")
-        print("so the 4 KiB discard of a partial cluster is ignored, and the freed clusters' host ranges are")
-        print("punched (the file keeps its length: its space is returned, not its size).")
+        print("image. With discard=unmap, raw punches holes in the host file; qcow2 frees whole clusters only:")
+        print("the guest's discards start 4 KiB into a 64 KiB cluster, so each one leaves its partial first and")
+        print("last cluster allocated. Freed clusters are punched in the host file, which keeps its length:")
+        print("its space is returned, not its size.")
         if a.dir:
             print(f"\nImages kept in {directory}; try: emu img map {os.path.join(directory, 'disk-unmap.qcow2')}")
     finally:

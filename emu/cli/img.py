@@ -16,7 +16,7 @@ from images.backend import CheckResult
 from images.convert import DEFAULT_MIN_SPARSE, convert
 from images.inspect import backing_path, compare_images, image_info, map_extents
 
-SUBCOMMANDS = ("create", "info", "map", "check", "compare", "convert", "bench")
+SUBCOMMANDS = ("create", "info", "map", "check", "compare", "convert", "bench", "snapshot")
 
 
 def main(argv: list[str]) -> int:
@@ -26,7 +26,8 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 1
     command = argv[0]
     handler = {"create": cmd_create, "info": cmd_info, "map": cmd_map, "check": cmd_check,
-               "compare": cmd_compare, "convert": cmd_convert, "bench": cmd_bench}.get(command)
+               "compare": cmd_compare, "convert": cmd_convert, "bench": cmd_bench,
+               "snapshot": cmd_snapshot}.get(command)
     if handler is None:
         raise UsageError(f"unknown command '{command}' (expected one of {', '.join(SUBCOMMANDS)})")
     return handler(argv[1:])
@@ -87,6 +88,8 @@ def _human_info(image, info: dict) -> str:
              f"disk size: {human_size(info['actual-size'])}"]
     if "cluster-size" in info:
         lines.append(f"cluster_size: {info['cluster-size']}")
+    if info.get("dirty-flag"):
+        lines.append("cleanly shut down: no")
     if image.backing_name:
         full = backing_path(image)
         line = f"backing file: {image.backing_name}"
@@ -95,18 +98,8 @@ def _human_info(image, info: dict) -> str:
         lines.append(line)
         if image.backing_format:
             lines.append(f"backing file format: {image.backing_format}")
-    if info.get("dirty-flag"):
-        lines.append("dirty flag: true")
     if info.get("snapshots"):
-        lines.append("Snapshot list:")
-        lines.append(f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}")
-        for s in info["snapshots"]:
-            date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["date-sec"]))
-            secs = s["vm-clock-sec"]
-            clock = f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}.{s['vm-clock-nsec'] // 10**6:03d}"
-            icount = s.get("icount")
-            lines.append(f"{s['id']:<9} {s['name']:<16} {human_size(s['vm-state-size']):>8}{date:>20}{clock:>13}"
-                         f"{'' if icount is None else icount:>11}")
+        lines += _snapshot_table(info["snapshots"])
     specific = info.get("format-specific")
     if specific:
         lines.append("Format specific information:")
@@ -114,6 +107,40 @@ def _human_info(image, info: dict) -> str:
             text = str(value).lower() if isinstance(value, bool) else value
             lines.append(f"    {key.replace('-', ' ')}: {text}")
     return "\n".join(lines)
+
+
+def _snapshot_table(snapshots: list[dict]) -> list[str]:
+    """qemu's bdrv_snapshot_dump layout."""
+    lines = ["Snapshot list:", f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}"]
+    for s in snapshots:
+        date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["date-sec"]))
+        secs = s["vm-clock-sec"]
+        clock = f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}.{s['vm-clock-nsec'] // 10**6:03d}"
+        icount = s.get("icount")
+        lines.append(f"{s['id']:<9} {s['name']:<16} {human_size(s['vm-state-size']):>8}{date:>20}{clock:>13}"
+                     f"{'' if icount is None else icount:>11}")
+    return lines
+
+
+# -- snapshot --------------------------------------------------------------------------------------
+def cmd_snapshot(argv: list[str]) -> int:
+    p = Parser("emu img snapshot", "List the internal snapshots of a qcow2 image (qemu-img snapshot -l).")
+    p.add_argument("-l", dest="list", action="store_true", help="list internal snapshots")
+    p.add_argument("-f", dest="fmt")
+    p.add_argument("-U", "--force-share", action="store_true", help="accepted for compatibility")
+    p.add_argument("filename")
+    a = p.parse_args(argv)
+    if not a.list:
+        raise UsageError("only -l (list internal snapshots) is supported; creating, applying and deleting "
+                         "snapshots is done with external snapshots")
+    image = open_for_cli(a.filename, a.fmt, read_only=True, open_backing=False)
+    try:
+        snapshots = image.info_fields().get("snapshots", [])
+    finally:
+        image.close()
+    if snapshots:
+        print("\n".join(_snapshot_table(snapshots)))
+    return 0
 
 
 # -- map -------------------------------------------------------------------------------------------

@@ -186,6 +186,8 @@ def test_internal_snapshots_are_listed_and_clusters_counted(qemu_img, qemu_io, t
                                      text=True, check=True).stdout)
     theirs = json.loads(run(qemu_img, "info", "--output=json", path).stdout)
     assert info["snapshots"] == theirs["snapshots"]
+    assert subprocess.run(["emu", "img", "snapshot", "-l", path], capture_output=True, text=True).stdout == \
+        run(qemu_img, "snapshot", "-l", path).stdout
 
 
 def test_writing_over_snapshot_shared_clusters_copies_them(qemu_img, qemu_io, tmp_path):
@@ -207,6 +209,8 @@ def test_dirty_lazy_refcount_image_is_repaired_on_read_write_open(qemu_img, qemu
     subprocess.run([qemu_io, "-c", "write -P 3 0 1M", "-c", "abort", path], capture_output=True)
     info = json.loads(run(qemu_img, "info", "--output=json", path).stdout)
     assert info["dirty-flag"] is True
+    assert subprocess.run(["emu", "img", "info", path], capture_output=True, text=True).stdout == \
+        run(qemu_img, "info", path).stdout          # "cleanly shut down: no"
     image = open_image(path)                # read-write open repairs and clears the bit
     assert not image.dirty
     image.close()
