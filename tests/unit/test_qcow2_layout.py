@@ -54,6 +54,7 @@ headers = st.builds(
 def test_header_build_then_parse_round_trips(h):
     h.refcount_table_offset *= h.cluster_size
     cs = h.cluster_size
+    h.size = min(h.size, (cs * cs // 8) * (L.MAX_L1_BYTES // 8))   # the largest disk an L1 table can map
     h.l1_size = -(-h.size // (cs * cs // 8))
     h.l1_table_offset = h.refcount_table_offset + h.refcount_table_clusters * cs
     file_size = h.l1_table_offset + h.l1_size * 8 + cs
