@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     except EmuError as exc:
         print(f"emu {command}: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:   # the host file system failed outside a block request (e.g. disk full)
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"emu {command}: host I/O error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:   # the host file system failed outside a block request (e.g. disk full)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"emu {command}: host I/O error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
