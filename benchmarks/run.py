@@ -82,6 +82,7 @@ def prepare(path: str, fmt: str, filled: bool) -> None:
     if filled:
         subprocess.run(["qemu-io", "-f", fmt, "-c", f"write -P {FILL_PATTERN} 0 {IMAGE_SIZE}", path],
                        check=True, capture_output=True)
+    os.sync()   # no writeback of the preparation in flight while a tool is timed
 
 
 def bench_args(size: int, step: int, count: int, write: bool) -> list[str]:
