@@ -452,13 +452,33 @@ class Qcow2Image(ImageBackend):
 
     def _discard_clusters(self, offset: int, length: int, *, full: bool, reason: str,
                           trace: Trace | None) -> None:
-        cb = self.cluster_bits
-        first = offset >> cb
-        end = (offset + length + self._cmask) >> cb
-        zero_entry = L.OFLAG_ZERO if self.version >= 3 else 0
+        """qcow2_cluster_discard: zero clusters (v3), or clear entries (v2, or full to show the backing)."""
+        zero_entry = L.OFLAG_ZERO if self.version >= 3 and not full else 0
+
+        def discarded(old: int, kind: int) -> tuple[int, bool]:
+            if full or self.backing is not None or kind in (NORMAL, ZERO_ALLOC, COMPRESSED):
+                return zero_entry, True
+            return old, False
+
         freed: list[int] = []
-        changed = {Act.ZEROED: 0, Act.UNMAPPED: 0}
-        ci = first
+        changed = self._rewrite_entries(offset, length, discarded, reason, freed, trace)
+        if trace is not None:
+            if changed:
+                detail = "zero flag set" if zero_entry else "entries cleared"
+                trace.add(self.format_name, Act.ZEROED if zero_entry else Act.UNMAPPED, offset, length,
+                          f"{changed} cluster(s): {detail}")
+            else:
+                trace.add(self.format_name, Act.IGNORED, offset, length, "already unallocated")
+        self._release(freed, reason, trace, offset, length)
+
+    def _rewrite_entries(self, offset: int, length: int, rule, reason: str, freed: list[int],
+                         trace: Trace | None) -> int:
+        """Apply rule(old_entry, kind) -> (new_entry, drop_old) to the L2 entries of the clusters in the
+        range, freeing dropped clusters. Returns how many entries changed."""
+        self._mark_dirty()
+        cb = self.cluster_bits
+        ci, end = offset >> cb, (offset + length + self._cmask) >> cb
+        changed = 0
         while ci < end:
             table = self._l2_for_write(ci >> self.l2_bits, trace)
             index = ci & self.l2_mask
@@ -466,30 +486,18 @@ class Qcow2Image(ImageBackend):
             dirty = False
             for k in range(index, index + stop - ci):
                 old = table[k]
-                kind = self.cluster_type(old)
-                if full:
-                    new = 0
-                elif self.backing is not None or kind in (NORMAL, ZERO_ALLOC, COMPRESSED):
-                    new = zero_entry
-                else:
-                    new = old
+                new, drop = rule(old, self.cluster_type(old))
                 if new == old:
                     continue
                 table[k] = new
                 dirty = True
-                changed[Act.ZEROED if new else Act.UNMAPPED] += 1
-                self._free_entry(old, reason, freed)
+                changed += 1
+                if drop:
+                    self._free_entry(old, reason, freed)
             if dirty:
                 self.l2_cache.mark_dirty(self._table_offset(ci), table)
             ci = stop
-        if trace is not None:
-            for action, count in changed.items():
-                if count:
-                    detail = "zero flag set" if action == Act.ZEROED else "entries cleared"
-                    trace.add(self.format_name, action, offset, length, f"{count} cluster(s): {detail}")
-            if not any(changed.values()):
-                trace.add(self.format_name, Act.IGNORED, offset, length, "already unallocated")
-        self._release(freed, reason, trace, offset, length)
+        return changed
 
     def write_zeroes(self, offset: int, length: int, may_unmap: bool, trace: Trace | None = None) -> bool:
         self.check_writable()
@@ -513,34 +521,17 @@ class Qcow2Image(ImageBackend):
                 return False
             self._discard_clusters(offset, length, full=False, reason=DISCARD_REQUEST, trace=trace)
             return True
-        cb = self.cluster_bits
-        ci, end = offset >> cb, (offset + length + self._cmask) >> cb
+
+        def zeroed(old: int, kind: int) -> tuple[int, bool]:
+            unmap = kind == COMPRESSED or (may_unmap and kind in (NORMAL, ZERO_ALLOC))
+            return (0 if unmap else old) | L.OFLAG_ZERO, unmap
+
         freed: list[int] = []
-        zeroed = 0
-        while ci < end:
-            table = self._l2_for_write(ci >> self.l2_bits, trace)
-            index = ci & self.l2_mask
-            stop = min(end, (ci | self.l2_mask) + 1)
-            dirty = False
-            for k in range(index, index + stop - ci):
-                old = table[k]
-                kind = self.cluster_type(old)
-                unmap = kind == COMPRESSED or (may_unmap and kind in (NORMAL, ZERO_ALLOC))
-                new = (0 if unmap else old) | L.OFLAG_ZERO
-                if new == old:
-                    continue
-                table[k] = new
-                dirty = True
-                zeroed += 1
-                if unmap:
-                    self._free_entry(old, DISCARD_REQUEST, freed)
-            if dirty:
-                self.l2_cache.mark_dirty(self._table_offset(ci), table)
-            ci = stop
+        changed = self._rewrite_entries(offset, length, zeroed, DISCARD_REQUEST, freed, trace)
         if trace is not None:
             trace.add(self.format_name, Act.ZEROED, offset, length,
-                      f"{zeroed} cluster(s): zero flag set" + (" (MAY_UNMAP)" if may_unmap else
-                                                                  ", clusters kept allocated"))
+                      f"{changed} cluster(s): zero flag set" + (" (MAY_UNMAP)" if may_unmap else
+                                                                   ", clusters kept allocated"))
         self._release(freed, DISCARD_REQUEST, trace, offset, length)
         return True
 
