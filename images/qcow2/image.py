@@ -125,9 +125,10 @@ class Qcow2Image(ImageBackend):
         self.host.pwrite(offset, encode_u64(table))
 
     def _before_l2_store(self) -> None:
-        """An L2 table may only reach the disk after the refcounts of what it references."""
-        if self.refs.write_dirty() and not self.lazy_refcounts:
-            self.host.sync()
+        """An L2 table may only reach the disk after the data and the refcounts of what it references
+        (including refcount blocks that an eviction wrote earlier without a barrier)."""
+        self.refs.write_dirty()
+        self.host.sync()
 
     def _l2(self, offset: int) -> array:
         if offset == self._last_l2_offset:
@@ -607,19 +608,19 @@ class Qcow2Image(ImageBackend):
         self.write_metadata()
 
     def write_metadata(self) -> None:
-        """Make every metadata change durable, in crash-safe order."""
-        host, lazy = self.host, self.lazy_refcounts
-        tables_dirty = bool(self.l2_cache.dirty or self.l1_dirty)
-        if self.refs.write_dirty() and tables_dirty and not lazy:
+        """Make every metadata change durable, in crash-safe order: data and refcount increments, then
+        L2 tables, then L1 entries, then refcount decrements, each durable before the next. Lazy
+        refcounts keep the same order (the dirty bit only excuses stale refcounts, not lost tables)."""
+        host = self.host
+        self.refs.write_dirty()
+        if self.l2_cache.dirty or self.l1_dirty:
             host.sync()
-        wrote_l2 = self.l2_cache.write_dirty()
+            self.l2_cache.write_dirty()
         if self.l1_dirty:
-            if wrote_l2 and not lazy:
-                host.sync()
+            host.sync()   # also covers L2 tables that cache eviction wrote earlier
             self._write_l1_entries()
         host.sync()
         if self.refs.commit_pending():
-            self.refs.write_dirty()
             host.sync()
 
     def _write_l1_entries(self) -> None:

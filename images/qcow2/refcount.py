@@ -247,19 +247,33 @@ class Refcounts:
         return wrote
 
     def commit_pending(self) -> bool:
-        """The references are gone on disk: let the decrements reach the disk too, and the clusters
-        be reused. The caller writes and syncs afterwards."""
+        """The references are gone on disk: write the decrements too and let the clusters be reused.
+
+        Block by block: a block is (re)loaded while its decrements are still pending (so a copy the
+        disk holds is corrected), its clusters leave the pending set, and it is written at once, since
+        a later eviction would no longer know to hold anything back. The caller syncs afterwards."""
         if not self.pending:
             return False
-        pending, self.pending = self.pending, {}
-        for ci in pending:
-            table_index = ci >> self.block_bits
+        by_block: dict[int, list[int]] = {}
+        for ci in self.pending:
+            by_block.setdefault(ci >> self.block_bits, []).append(ci)
+        for table_index, clusters in by_block.items():
             offset = self.block_offset(table_index)
-            self.cache.mark_dirty(offset, self._block(table_index, offset))
+            block = self._block(table_index, offset)
+            for ci in clusters:
+                del self.pending[ci]
+            self.cache.mark_dirty(offset, block)
+            self.cache.write(offset)
         return True
 
     def _load_block(self, offset: int) -> array:
-        return self.codec.decode(self.host.pread(offset, self.cluster_size))
+        block = self.codec.decode(self.host.pread(offset, self.cluster_size))
+        if self.pending:   # the disk still holds the values before the pending decrements
+            first = self._first_cluster[offset]
+            for ci, count in self.pending.items():
+                if first <= ci < first + self.block_entries:
+                    block[ci - first] -= count
+        return block
 
     def _store_block(self, offset: int, block: array) -> None:
         if self.pending:

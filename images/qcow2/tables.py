@@ -115,6 +115,12 @@ class TableCache:
         self._tables.pop(offset, None)
         self.dirty.discard(offset)
 
+    def write(self, offset: int) -> None:
+        """Write one cached table now (if dirty)."""
+        if offset in self.dirty:
+            self._store(offset, self._tables[offset])
+            self.dirty.discard(offset)
+
     def write_dirty(self) -> bool:
         """Write every dirty table; True if anything was written."""
         if not self.dirty:
