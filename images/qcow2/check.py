@@ -150,7 +150,7 @@ def _check(image: Qcow2Image) -> tuple[CheckResult, _Found]:
 
 def _count_l1(image: Qcow2Image, res: CheckResult, refs: _Counter, l1_offset: int, l1_size: int, *,
               active: bool, copied_l2: list | None = None, copied_data: list | None = None) -> None:
-    cs, cb = image.cluster_size, image.cluster_bits
+    cs = image.cluster_size
     refs.add(l1_offset, l1_size * 8)
     l1 = image.l1 if active else decode_u64(image.host.pread(l1_offset, l1_size * 8))
     file_size = image.host.size()

@@ -140,7 +140,7 @@ def _write(path: str, size: int, version: int, cluster_bits: int, refcount_order
 
 def _grow(image: Qcow2Image, size: int, prealloc: str) -> None:
     """qcow2_co_truncate for a fresh image: grow the L1 table (exact size), preallocate, set the size."""
-    cs, cb = image.cluster_size, image.cluster_bits
+    cs = image.cluster_size
     host = image.host
     l1_size = -(-size // (cs << image.l2_bits))
     if l1_size:
