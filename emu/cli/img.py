@@ -50,14 +50,30 @@ def cmd_create(argv: list[str]) -> int:
     create_image(a.filename, a.fmt, size, options, backing=a.backing, backing_fmt=a.backing_fmt)
     if not a.quiet:
         image = open_image(a.filename, a.fmt, read_only=True, open_backing=False)
-        opts = f"fmt={a.fmt}"
-        if image.info_fields().get("cluster-size"):
-            opts += f" cluster_size={image.info_fields()['cluster-size']}"
-        if a.backing:
-            opts += f" backing_file={a.backing} backing_fmt={a.backing_fmt}"
-        print(f"Formatting '{a.filename}', {opts} size={image.virtual_size}")
+        size = image.virtual_size
         image.close()
+        print(f"Formatting '{a.filename}', {_creation_options(a.fmt, options, size, a.backing, a.backing_fmt)}")
     return 0
+
+
+def _creation_options(fmt: str, options: dict[str, str], size: int, backing: str | None,
+                      backing_fmt: str | None) -> str:
+    """The option list qemu-img create prints, in its order."""
+    parts = [f"fmt={fmt}"]
+    prealloc = [f"preallocation={options['preallocation']}"] if "preallocation" in options else []
+    if fmt == "raw":
+        return " ".join(parts + [f"size={size}"] + prealloc)
+    cluster_size = parse_size(options.get("cluster_size", "65536"))
+    parts += [f"cluster_size={cluster_size}", "extended_l2=off"] + prealloc
+    parts += ["compression_type=zlib", f"size={size}"]
+    backing = options.get("backing_file", backing)
+    if backing:
+        parts += [f"backing_file={backing}", f"backing_fmt={options.get('backing_fmt', backing_fmt)}"]
+    if "compat" in options:
+        parts.append(f"compat={options['compat']}")
+    parts += [f"lazy_refcounts={options.get('lazy_refcounts', 'off')}",
+              f"refcount_bits={options.get('refcount_bits', '16')}"]
+    return " ".join(parts)
 
 
 # -- info ------------------------------------------------------------------------------------------

@@ -244,3 +244,17 @@ def test_demo_runs_and_shows_where_space_went():
     assert [row[:2] for row in table] == [["raw", "ignore"], ["raw", "unmap"], ["qcow2", "ignore"],
                                           ["qcow2", "unmap"]]
     assert "partial cluster" in proc.stdout
+
+
+@pytest.mark.parametrize("args", [["-f", "qcow2", "a.qcow2", "1G"],
+                                  ["-f", "qcow2", "-o", "compat=0.10,preallocation=metadata,cluster_size=4k",
+                                   "a.qcow2", "10M"],
+                                  ["-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "a.qcow2"],
+                                  ["-f", "raw", "a.raw", "1G"], ["-f", "raw", "-o", "preallocation=falloc", "a.raw", "1M"],
+                                  ["-f", "qcow2", "-o", "lazy_refcounts=on,refcount_bits=8", "a.qcow2", "1M"]])
+def test_create_prints_qemu_img_s_formatting_line(qemu_img, tmp_path, args):
+    os.chdir(tmp_path)
+    run(qemu_img, "create", "-q", "-f", "qcow2", "base.qcow2", "64M")
+    ours = emu("img", "create", *args, check=True).stdout
+    os.unlink(next(arg for arg in args if arg.startswith("a.")))
+    assert ours == run(qemu_img, "create", *args).stdout
