@@ -164,7 +164,7 @@ class Drive:
             self._zero_chunks(offset, len(data), may_unmap, trace)
         else:
             backend.write(offset, data, trace)
-        if req.flags & Flags.FUA:
+        if req.flags and req.flags & Flags.FUA:
             self._flush(req, trace)
 
     # -- discard -----------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ class Drive:
                       "MAY_UNMAP removed: discard=ignore and zero_unmap=gated")
             may_unmap = False
         self._zero_chunks(req.offset, req.length, may_unmap, trace)
-        if req.flags & Flags.FUA:
+        if req.flags and req.flags & Flags.FUA:
             self._flush(req, trace)
 
     def _zero_chunks(self, offset: int, length: int, may_unmap: bool, trace: Trace) -> None:
