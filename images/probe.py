@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from emu.errors import ImageError, InvalidImage, UsageError
+from emu.errors import ImageError, InvalidImage, UnsupportedFeature, UsageError
 from images import raw
 from images.backend import ImageBackend
 from images.hostfile import HostFile
@@ -77,6 +77,9 @@ def _open_backing(image: ImageBackend, override_fmt: str | None, cache: str,
     if not os.path.exists(path):
         raise ImageError(f"backing file '{name}' not found", path=image.path, field="backing_file")
     fmt = override_fmt or image.backing_format
+    if fmt is not None and fmt not in FORMATS:
+        raise UnsupportedFeature(f"backing file '{name}' has format '{fmt}', which emu cannot open (known: "
+                                 f"{', '.join(FORMATS)})", path=image.path, field="backing_format")
     if fmt is None:
         fmt = detect_format(path)
         if fmt == "raw":

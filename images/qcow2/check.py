@@ -321,3 +321,4 @@ def _rebuild(image: Qcow2Image, counts: array) -> None:
     refs.table_offset, refs.table_clusters = table_offset, table_clusters
     refs.table_dirty.clear()
     refs._first_cluster.clear()
+    refs.block_clusters = set(range(start, start + blocks))

@@ -123,8 +123,12 @@ def _write(path: str, size: int, version: int, cluster_bits: int, refcount_order
     host = HostFile(path, writable=True)
     image = open_qcow2(host, read_only=False)
     try:
+        # The bare image does not count its own three clusters yet (qemu: "we'll fix the
+        # inconsistency later"), so this one allocation must not trip the overlap check.
+        check, image.refs.check_overlap = image.refs.check_overlap, None
         if image.refs.alloc(3) != 0:
             raise ImageError("first cluster of an empty image already in use", path=path)
+        image.refs.check_overlap = check
         image.header.refcount_table_offset = image.refs.table_offset
         image.header.refcount_table_clusters = image.refs.table_clusters
         host.pwrite(0, image.header.build())

@@ -122,7 +122,8 @@ class Qcow2Header:
             elif ext.type == L.EXT_FEATURE_TABLE:
                 for i in range(0, len(body) - 47, 48):
                     entry = L.FEATURE_NAME.parse(body[i:i + 48])
-                    self.feature_names[(entry.type, entry.bit)] = entry.name
+                    name = entry.name.rstrip(b"\0").decode("ascii", "replace")
+                    self.feature_names[(entry.type, entry.bit)] = name
             elif ext.type == L.EXT_BITMAPS:
                 self.bitmaps_extension = body
             elif ext.type == L.EXT_DATA_FILE:
@@ -235,7 +236,8 @@ class Qcow2Header:
         if self.backing_format:
             out += _extension(L.EXT_BACKING_FORMAT, self.backing_format.encode("ascii"))
         if self.version >= 3 and self.cluster_size > 4096:
-            table = b"".join(L.FEATURE_NAME.build(dict(type=t, bit=b, name=n)) for t, b, n in L.FEATURE_NAMES)
+            table = b"".join(L.FEATURE_NAME.build(dict(type=t, bit=b, name=n.encode().ljust(46, b"\0")))
+                             for t, b, n in L.FEATURE_NAMES)
             out += _extension(L.EXT_FEATURE_TABLE, table)
         if self.bitmaps_extension is not None:
             out += _extension(L.EXT_BITMAPS, self.bitmaps_extension)

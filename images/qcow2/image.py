@@ -22,7 +22,7 @@ from images.hostfile import HostFile
 from images.qcow2 import layout as L
 from images.qcow2.header import Qcow2Header
 from images.qcow2.refcount import Refcounts
-from images.qcow2.snapshot import Snapshot, read_snapshots
+from images.qcow2.snapshot import Snapshot, read_snapshots, table_length
 from images.qcow2.tables import TableCache, decode_u64, encode_u64
 
 MAGIC = L.MAGIC
@@ -68,12 +68,16 @@ class Qcow2Image(ImageBackend):
         self._last_l2: array | None = None
         self.refs = Refcounts(host, cb, header.refcount_order, header.refcount_table_offset,
                               header.refcount_table_clusters, max(2, refcount_cache_bytes // cs),
-                              self._write_header_reftable, self.write_metadata)
+                              self._write_header_reftable, self.write_metadata, self._check_overlap)
+        self._l2_clusters: set[int] | None = None   # active L2 tables, for the overlap check
+        self._fixed: list[tuple[int, int]] = []
+        self._fixed_key: tuple[int, int] | None = None
         self.backing_name = header.backing_file
         self.backing_format = header.backing_format
         self.lazy_refcounts = bool(header.compatible_features & L.COMPAT_LAZY_REFCOUNTS)
         self.snapshots: list[Snapshot] = read_snapshots(host, header.snapshots_offset, header.nb_snapshots, cs)
         self._compressed_cache: tuple[int, bytes] | None = None
+        self._broken = False
         self._prealloc_detected: bool | None = None
         self.limits = BlockLimits(discard_alignment=cs, zero_alignment=cs)
 
@@ -165,7 +169,50 @@ class Qcow2Image(ImageBackend):
         self._last_l2_offset, self._last_l2 = new_offset, table
         self.l1[l1_index] = new_offset | L.OFLAG_COPIED
         self.l1_dirty.add(l1_index)
+        if self._l2_clusters is not None:
+            self._l2_clusters.add(new_offset >> self.cluster_bits)
         return table
+
+    # -- metadata overlap check (qcow2_pre_write_overlap_check) ------------------------------------
+    def _check_overlap(self, first: int, count: int) -> None:
+        """Refuse to hand out clusters that hold metadata: refcounts can lie in a damaged image."""
+        if self._l2_clusters is None:
+            self._l2_clusters = {(e & L.L1E_OFFSET_MASK) >> self.cluster_bits for e in self.l1
+                                 if e & L.L1E_OFFSET_MASK}
+        ranges = self._fixed_metadata()
+        blocks = self.refs.block_clusters
+        for ci in range(first, first + count):
+            if ci in self._l2_clusters or ci in blocks or any(start <= ci < end for start, end in ranges):
+                self._signal_corruption(f"refcount of cluster {ci} is 0 but it holds metadata: an allocation "
+                                        "would overwrite it")
+
+    def _fixed_metadata(self) -> list[tuple[int, int]]:
+        """Cluster ranges of the header, L1 table, refcount table and snapshot tables."""
+        key = (self.refs.table_offset, self.header.l1_table_offset)
+        if self._fixed_key != key:
+            cb, cs, h = self.cluster_bits, self.cluster_size, self.header
+            spans = [(0, cs), (h.l1_table_offset, h.l1_size * 8),
+                     (self.refs.table_offset, self.refs.table_clusters * cs)]
+            if h.nb_snapshots:
+                spans.append((h.snapshots_offset, table_length(self.host, h.snapshots_offset, h.nb_snapshots)))
+            spans += [(snap.l1_table_offset, snap.l1_size * 8) for snap in self.snapshots]
+            self._fixed = [(o >> cb, ((o + n - 1) >> cb) + 1) for o, n in spans if n > 0]
+            self._fixed_key = key
+        return self._fixed
+
+    def _signal_corruption(self, what: str) -> None:
+        """As qemu's qcow2_signal_corruption: mark the image corrupt and stop writing to it."""
+        self._broken = True
+        if self.version >= 3 and not self.corrupt:
+            self.header.incompatible_features |= L.INCOMPAT_CORRUPT
+            self._write_features()
+        raise CorruptImage(f"{what}; the image is now marked corrupt (emu img check -r all repairs it)",
+                           field="refcount", path=self.path)
+
+    def check_writable(self) -> None:
+        if self._broken:
+            raise CorruptImage("the image was found corrupt; no more writes", path=self.path)
+        super().check_writable()
 
     def cluster_type(self, entry: int) -> int:
         if entry & L.OFLAG_COMPRESSED:
@@ -397,6 +444,8 @@ class Qcow2Image(ImageBackend):
         last = (host_offset + length - 1) >> cb
         for ci in range(first, last + 1):
             if self.refs.decrement(ci):
+                if self._l2_clusters is not None:
+                    self._l2_clusters.discard(ci)
                 if self.l2_cache.cached(ci << cb) is not None:
                     self.l2_cache.drop(ci << cb)
                     if self._last_l2_offset == ci << cb:
@@ -603,7 +652,7 @@ class Qcow2Image(ImageBackend):
 
     # -- flush and close ---------------------------------------------------------------------------
     def flush(self) -> None:
-        if self.read_only:
+        if self.read_only or self._broken:
             return
         self.write_metadata()
 
@@ -636,7 +685,7 @@ class Qcow2Image(ImageBackend):
                 start = prev = index
 
     def close(self) -> None:
-        if self.host.fd >= 0 and not self.read_only:
+        if self.host.fd >= 0 and not self.read_only and not self._broken:
             self.write_metadata()
             self._mark_clean()
         super().close()

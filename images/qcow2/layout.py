@@ -7,8 +7,7 @@ are big-endian. The per-I/O tables (L1, L2, refcount table, refcount blocks) use
 
 from __future__ import annotations
 
-from construct import (Array, Bytes, BytesInteger, If, Int8ub, Int16ub, Int32ub, Int64ub, PaddedString,
-                       Padding, Struct, this)
+from construct import Array, Bytes, BytesInteger, If, Int8ub, Int16ub, Int32ub, Int64ub, Padding, Struct, this
 
 MAGIC = b"QFI\xfb"
 MIN_CLUSTER_BITS = 9
@@ -98,7 +97,7 @@ HEADER = Struct(
 
 EXTENSION_HEADER = Struct("type" / Int32ub, "length" / Int32ub)
 
-FEATURE_NAME = Struct("type" / Int8ub, "bit" / Int8ub, "name" / PaddedString(46, "ascii"))
+FEATURE_NAME = Struct("type" / Int8ub, "bit" / Int8ub, "name" / Bytes(46))  # NUL-padded; only shown in messages
 
 SNAPSHOT_HEADER = Struct(
     "l1_table_offset" / Int64ub,

@@ -28,7 +28,8 @@ class Refcounts:
     def __init__(self, host: HostFile, cluster_bits: int, refcount_order: int, table_offset: int,
                  table_clusters: int, cache_blocks: int,
                  write_header_reftable: Callable[[int, int], None],
-                 make_frees_durable: Callable[[], None]) -> None:
+                 make_frees_durable: Callable[[], None],
+                 check_overlap: Callable[[int, int], None] | None = None) -> None:
         self.host = host
         self.cluster_bits = cluster_bits
         self.cluster_size = 1 << cluster_bits
@@ -47,6 +48,11 @@ class Refcounts:
         self._first_cluster: dict[int, int] = {}  # refcount block offset -> first cluster it counts
         self._write_header_reftable = write_header_reftable
         self._make_frees_durable = make_frees_durable
+        # called with (first cluster, count) before free clusters are handed out: refcounts can lie in
+        # a damaged image, and nothing may be allocated on top of metadata (qemu's overlap check)
+        self.check_overlap = check_overlap
+        self.block_clusters = {(e & L.REFT_OFFSET_MASK) >> cluster_bits for e in self.table
+                               if e & L.REFT_OFFSET_MASK}
 
     # -- reading -----------------------------------------------------------------------------------
     def block_offset(self, table_index: int) -> int:
@@ -134,6 +140,8 @@ class Refcounts:
             if ci >= L.MAX_HOST_OFFSET >> self.cluster_bits:
                 raise ImageError("host offset space of the image exhausted", field="refcount")
         self.free_cursor = ci
+        if self.check_overlap is not None:
+            self.check_overlap(ci - count, count)
         self._before_reuse(ci - count, count)
         return ci - count
 
@@ -171,6 +179,7 @@ class Refcounts:
             self.increment(new_index)                # described elsewhere (recurses at most twice)
         self._first_cluster[new_offset] = table_index << self.block_bits
         self.cache.put_new(new_offset, block)
+        self.block_clusters.add(new_index)
         if table_index < len(self.table):
             self.table[table_index] = new_offset
             self.table_dirty.add(table_index)
@@ -230,6 +239,8 @@ class Refcounts:
         self.table = new_table
         self.table_offset, self.table_clusters = table_offset, table_clusters
         self.table_dirty.clear()
+        self.block_clusters = {(e & L.REFT_OFFSET_MASK) >> self.cluster_bits for e in new_table
+                               if e & L.REFT_OFFSET_MASK}
         for ci in range(old_offset >> self.cluster_bits, (old_offset >> self.cluster_bits) + old_clusters):
             self.decrement(ci, durable=True)   # the header switch above is already on disk
         return end_offset
@@ -267,6 +278,9 @@ class Refcounts:
         return True
 
     def _load_block(self, offset: int) -> array:
+        if offset + self.cluster_size > self.host.size():
+            raise CorruptImage(f"refcount block at {offset:#x} lies past the end of the file",
+                               field="refcount_table", offset=offset)
         block = self.codec.decode(self.host.pread(offset, self.cluster_size))
         if self.pending:   # the disk still holds the values before the pending decrements
             first = self._first_cluster[offset]
