@@ -264,3 +264,19 @@ def test_every_request_has_a_trace(tmp_path):
                 Request.write_zeroes(0, 512), Request.flush()):
         done = drive.execute(req)
         assert done.trace.op == req.op.value and done.trace.offset == req.offset
+
+
+def test_freed_clusters_are_reused_by_later_allocations(tmp_path):
+    """qemu's allocator moves its cursor back when a cluster is freed: the file does not grow."""
+    drive, path = make(tmp_path, discard="unmap")
+    drive.write(0, b"\x61" * (4 * 65536))
+    drive.flush()
+    size = os.path.getsize(path)
+    drive.discard(0, 4 * 65536)
+    drive.write(8 * 65536, b"\x62" * (4 * 65536))
+    drive.close()
+    assert os.path.getsize(path) == size
+    image = open_image(path, read_only=True)
+    result = image.check()
+    assert (result.corruptions, result.leaks, result.allocated_clusters) == (0, 0, 4)
+    assert image.read(8 * 65536, 4 * 65536) == b"\x62" * (4 * 65536)
