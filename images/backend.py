@@ -131,6 +131,10 @@ class ImageBackend:
         """Format-specific `emu img info` keys (qemu-img's names): cluster-size, format-specific..."""
         return {}
 
+    def check_parent(self, parent: ImageBackend) -> None:
+        """Verify the link to an opened parent (UUID, content id...); formats that link by name only
+        accept any parent."""
+
     # -- shared helpers ----------------------------------------------------------------------------
     def chain(self) -> list[ImageBackend]:
         """This image and its backing files, top first."""

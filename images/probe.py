@@ -8,6 +8,8 @@ host read an arbitrary file by writing a header into a raw disk).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from emu.errors import ImageError, InvalidImage, UnsupportedFeature, UsageError
 from images import raw
@@ -15,10 +17,52 @@ from images.backend import ImageBackend
 from images.hostfile import HostFile
 from images.qcow2 import create as qcow2_create
 from images.qcow2 import image as qcow2_image
+from images.vdi import image as vdi_image
 
 MAX_CHAIN_DEPTH = 16  # a chain longer than this is treated as a loop or an attack
 
-FORMATS = ("raw", "qcow2")
+
+@dataclass(frozen=True)
+class Format:
+    """One image format: how to recognise, open and create it (qemu-img's name)."""
+
+    name: str
+    probe: Callable[[bytes], bool] | None      # None: the fallback (raw)
+    open: Callable[..., ImageBackend]           # open(host, read_only=, check_mode=, **open_options)
+    create: Callable[..., None]                 # create(path, size, options, backing=, backing_fmt=, opener=)
+    describe: Callable[..., str]                # the option list `qemu-img create` prints
+    open_options: tuple[str, ...] = ()
+
+
+def _open_raw(host: HostFile, *, read_only: bool, check_mode: bool = False) -> ImageBackend:
+    return raw.open_raw(host, read_only=read_only)
+
+
+def _create_raw(path, size, options, *, backing, backing_fmt, opener) -> None:
+    if backing:
+        raise UsageError("raw images cannot have a backing file")
+    if size is None:
+        raise UsageError("raw: an image size is required")
+    raw.create(path, size, options)
+
+
+def _open_vdi(host: HostFile, *, read_only: bool, check_mode: bool = False, discard: str = "qemu"):
+    return vdi_image.open_vdi(host, read_only=read_only, discard=discard)
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("qcow2", lambda head: head[:4] == qcow2_image.MAGIC, qcow2_image.open_qcow2, qcow2_create.create,
+           qcow2_create.describe),
+    Format("vdi", vdi_image.probe, _open_vdi, vdi_image.create, vdi_image.describe, vdi_image.OPEN_OPTIONS),
+    Format("raw", None, _open_raw, _create_raw, raw.describe),
+)}
+
+
+def _format(name: str) -> Format:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise UsageError(f"unknown format '{name}' (known: {', '.join(FORMATS)})") from None
 
 
 def detect_format(path: str) -> str:
@@ -28,18 +72,20 @@ def detect_format(path: str) -> str:
             head = f.read(512)
     except OSError as exc:
         raise ImageError(f"cannot open: {exc.strerror}", path=path) from None
-    if head[:4] == qcow2_image.MAGIC:
-        return "qcow2"
+    for fmt in FORMATS.values():
+        if fmt.probe is not None and fmt.probe(head):
+            return fmt.name
     return "raw"
 
 
 def open_image(path: str, fmt: str | None = None, *, read_only: bool = False, cache: str = "writeback",
                backing_fmt: str | None = None, open_backing: bool = True, check_mode: bool = False,
-               _seen: tuple[str, ...] = ()) -> ImageBackend:
+               options: dict[str, str] | None = None, _seen: tuple[str, ...] = ()) -> ImageBackend:
     """Open an image and, unless told not to, its whole backing chain (read-only).
 
     check_mode opens the way `qemu-img check` does: a dirty image is not repaired on open and a
-    corrupt one may be opened for repair."""
+    corrupt one may be opened for repair. `options` are the format's open options (e.g. vdi discard=).
+    """
     real = os.path.realpath(path)
     if real in _seen:
         raise InvalidImage("backing chain loop: the image is its own ancestor", path=path,
@@ -47,19 +93,20 @@ def open_image(path: str, fmt: str | None = None, *, read_only: bool = False, ca
     if len(_seen) >= MAX_CHAIN_DEPTH:
         raise InvalidImage(f"backing chain deeper than {MAX_CHAIN_DEPTH}", path=path, field="backing_file")
     detected = detect_format(path)
-    fmt = fmt or detected
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format '{fmt}' (known: {', '.join(FORMATS)})")
-    if fmt != "raw" and detected != fmt:
-        raise InvalidImage(f"not a {fmt} image (no {fmt} magic)", path=path, field="magic")
+    spec = _format(fmt or detected)
+    if spec.probe is not None and detected != spec.name:
+        raise InvalidImage(f"not a {spec.name} image (no {spec.name} magic)", path=path, field="magic")
+    options = dict(options or {})
+    for key in options:
+        if key not in spec.open_options:
+            raise UsageError(f"{spec.name}: unknown open option '{key}'"
+                             + (f" (known: {', '.join(spec.open_options)})" if spec.open_options else ""))
     host = HostFile(path, writable=not read_only, cache=cache)
     try:
-        if fmt == "raw":
-            image: ImageBackend = raw.open_raw(host, read_only=read_only)
-        else:
-            image = qcow2_image.open_qcow2(host, read_only=read_only, check_mode=check_mode)
+        image = spec.open(host, read_only=read_only, check_mode=check_mode, **options)
         if open_backing and image.backing_name:
             image.backing = _open_backing(image, backing_fmt, cache, _seen + (real,))
+            image.check_parent(image.backing)
     except ImageError as exc:
         host.close()
         raise exc.with_path(path) from None
@@ -88,18 +135,14 @@ def _open_backing(image: ImageBackend, override_fmt: str | None, cache: str,
     return open_image(path, fmt, read_only=True, cache=cache, _seen=seen)
 
 
+def describe_create(fmt: str, options: dict[str, str], size: int, backing: str | None = None,
+                    backing_fmt: str | None = None) -> str:
+    """The option list `qemu-img create` prints after fmt=, in its order."""
+    return _format(fmt).describe(options, size, backing, backing_fmt)
+
+
 def create_image(path: str, fmt: str, size: int | None, options: dict[str, str] | None = None,
                  backing: str | None = None, backing_fmt: str | None = None) -> None:
     """Create an image the way `qemu-img create` does (same layout, same options)."""
-    options = dict(options or {})
-    if fmt == "raw":
-        if backing:
-            raise UsageError("raw images cannot have a backing file")
-        if size is None:
-            raise UsageError("raw: an image size is required")
-        raw.create(path, size, options)
-    elif fmt == "qcow2":
-        qcow2_create.create(path, size, options, backing=backing, backing_fmt=backing_fmt,
-                            opener=open_image)
-    else:
-        raise UsageError(f"unknown format '{fmt}' (known: {', '.join(FORMATS)})")
+    _format(fmt).create(path, size, dict(options or {}), backing=backing, backing_fmt=backing_fmt,
+                        opener=open_image)

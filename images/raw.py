@@ -67,6 +67,11 @@ def open_raw(host: HostFile, *, read_only: bool) -> RawImage:
     return RawImage(host, host.size(), read_only=read_only)
 
 
+def describe(options: dict[str, str], size: int, backing: str | None, backing_fmt: str | None) -> str:
+    prealloc = f" preallocation={options['preallocation']}" if "preallocation" in options else ""
+    return f"size={size}{prealloc}"
+
+
 def create(path: str, size: int, options: dict[str, str]) -> None:
     mode = options.get("preallocation", "off")
     if mode not in PREALLOCATION:

@@ -11,7 +11,7 @@ from emu.block import Drive, DriveOptions
 from emu.cli.common import Parser, open_for_cli, parse_options
 from emu.errors import EmuError, UnsupportedFeature, UsageError
 from emu.units import human_size, parse_size
-from images import create_image, open_image
+from images import create_image, describe_create, open_image
 from images.backend import CheckResult
 from images.convert import DEFAULT_MIN_SPARSE, convert
 from images.inspect import backing_path, compare_images, image_info, map_extents
@@ -52,28 +52,8 @@ def cmd_create(argv: list[str]) -> int:
         image = open_image(a.filename, a.fmt, read_only=True, open_backing=False)
         size = image.virtual_size
         image.close()
-        print(f"Formatting '{a.filename}', {_creation_options(a.fmt, options, size, a.backing, a.backing_fmt)}")
+        print(f"Formatting '{a.filename}', fmt={a.fmt} {describe_create(a.fmt, options, size, a.backing, a.backing_fmt)}")
     return 0
-
-
-def _creation_options(fmt: str, options: dict[str, str], size: int, backing: str | None,
-                      backing_fmt: str | None) -> str:
-    """The option list qemu-img create prints, in its order."""
-    parts = [f"fmt={fmt}"]
-    prealloc = [f"preallocation={options['preallocation']}"] if "preallocation" in options else []
-    if fmt == "raw":
-        return " ".join(parts + [f"size={size}"] + prealloc)
-    cluster_size = parse_size(options.get("cluster_size", "65536"))
-    parts += [f"cluster_size={cluster_size}", "extended_l2=off"] + prealloc
-    parts += ["compression_type=zlib", f"size={size}"]
-    backing = options.get("backing_file", backing)
-    if backing:
-        parts += [f"backing_file={backing}", f"backing_fmt={options.get('backing_fmt', backing_fmt)}"]
-    if "compat" in options:
-        parts.append(f"compat={options['compat']}")
-    parts += [f"lazy_refcounts={options.get('lazy_refcounts', 'off')}",
-              f"refcount_bits={options.get('refcount_bits', '16')}"]
-    return " ".join(parts)
 
 
 # -- info ------------------------------------------------------------------------------------------

@@ -32,6 +32,22 @@ def _bool_option(name: str, value: str) -> bool:
     raise UsageError(f"qcow2: option {name} expects on or off, not '{value}'")
 
 
+def describe(options: dict[str, str], size: int, backing: str | None, backing_fmt: str | None) -> str:
+    parts = [f"cluster_size={parse_size(options.get('cluster_size', str(L.DEFAULT_CLUSTER_SIZE)))}",
+             "extended_l2=off"]
+    if "preallocation" in options:
+        parts.append(f"preallocation={options['preallocation']}")
+    parts += ["compression_type=zlib", f"size={size}"]
+    backing = options.get("backing_file", backing)
+    if backing:
+        parts += [f"backing_file={backing}", f"backing_fmt={options.get('backing_fmt', backing_fmt)}"]
+    if "compat" in options:
+        parts.append(f"compat={options['compat']}")
+    parts += [f"lazy_refcounts={options.get('lazy_refcounts', 'off')}",
+              f"refcount_bits={options.get('refcount_bits', '16')}"]
+    return " ".join(parts)
+
+
 def create(path: str, size: int | None, options: dict[str, str], *, backing: str | None,
            backing_fmt: str | None, opener: Callable) -> None:
     for key in options:
