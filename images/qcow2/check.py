@@ -26,20 +26,34 @@ if TYPE_CHECKING:
 
 
 class _Counter:
-    """References per host cluster; grows past the file end if something points there."""
+    """References per host cluster, sized by the file (qcow2_inc_refcounts_imrt): a reference one
+    cluster or more past the end of the file, or one more than the refcount width can hold, is a
+    corruption and is not counted, so a lying table cannot make the check allocate or loop."""
 
-    def __init__(self, clusters: int, cluster_bits: int) -> None:
-        self.counts = array("Q", bytes(8 * max(clusters, 1)))
+    def __init__(self, file_size: int, cluster_bits: int, refcount_max: int, res: CheckResult) -> None:
         self.cluster_bits = cluster_bits
+        self.file_size = file_size
+        self.counts = array("Q", bytes(8 * max(1, -(-file_size >> cluster_bits))))
+        self.max = refcount_max
+        self.res = res
 
     def add(self, offset: int, length: int) -> None:
         if length <= 0:
             return
-        first = offset >> self.cluster_bits
-        last = (offset + length - 1) >> self.cluster_bits
-        if last >= len(self.counts):
+        cb = self.cluster_bits
+        if offset + length - self.file_size >= 1 << cb:
+            self.res.corruptions += 1
+            self.res.messages.append(f"ERROR: counting reference for region exceeding the end of the file by one "
+                                     f"cluster or more: offset {offset:#x} size {length:#x}")
+            return
+        last = (offset + length - 1) >> cb
+        if last >= len(self.counts):   # within a cluster of the end: the last cluster may be partial
             self.counts.extend(array("Q", bytes(8 * (last + 1 - len(self.counts)))))
-        for ci in range(first, last + 1):
+        for ci in range(offset >> cb, last + 1):
+            if self.counts[ci] >= self.max:
+                self.res.corruptions += 1
+                self.res.messages.append(f"ERROR: overflow cluster offset={ci << cb:#x}")
+                continue
             self.counts[ci] += 1
 
 
@@ -76,8 +90,7 @@ def _check(image: Qcow2Image) -> tuple[CheckResult, _Found]:
     res = CheckResult()
     cs, cb = image.cluster_size, image.cluster_bits
     file_size = image.host.size()
-    file_clusters = -(-file_size // cs)
-    refs = _Counter(file_clusters, cb)
+    refs = _Counter(file_size, cb, image.refs.codec.max, res)
     h = image.header
     res.total_clusters = -(-image.virtual_size // cs)
     refs.add(0, cs)

@@ -173,6 +173,7 @@ def _grow(image: Qcow2Image, size: int, prealloc: str) -> None:
         host.sync()
         image.header.l1_size, image.header.l1_table_offset = l1_size, offset
         image.l1 = array("Q", bytes(l1_bytes))
+        image._meta = None   # the L1 table moved: the overlap check must see the new one
     image.virtual_size = image.header.size = size
     clusters = -(-size // cs)
     if prealloc == "metadata":

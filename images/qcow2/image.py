@@ -69,9 +69,7 @@ class Qcow2Image(ImageBackend):
         self.refs = Refcounts(host, cb, header.refcount_order, header.refcount_table_offset,
                               header.refcount_table_clusters, max(2, refcount_cache_bytes // cs),
                               self._write_header_reftable, self.write_metadata, self._check_overlap)
-        self._l2_clusters: set[int] | None = None   # active L2 tables, for the overlap check
-        self._fixed: list[tuple[int, int]] = []
-        self._fixed_key: tuple[int, int] | None = None
+        self._meta: set[int] | None = None          # see metadata_clusters (overlap check)
         self.backing_name = header.backing_file
         self.backing_format = header.backing_format
         self.lazy_refcounts = bool(header.compatible_features & L.COMPAT_LAZY_REFCOUNTS)
@@ -98,6 +96,7 @@ class Qcow2Image(ImageBackend):
         self.host.sync()
 
     def _write_header_reftable(self, offset: int, clusters: int) -> None:
+        self._meta = None   # the refcount table moved
         self.header.refcount_table_offset = offset
         self.header.refcount_table_clusters = clusters
         self.host.pwrite(48, offset.to_bytes(8, "big") + clusters.to_bytes(4, "big"))
@@ -169,36 +168,36 @@ class Qcow2Image(ImageBackend):
         self._last_l2_offset, self._last_l2 = new_offset, table
         self.l1[l1_index] = new_offset | L.OFLAG_COPIED
         self.l1_dirty.add(l1_index)
-        if self._l2_clusters is not None:
-            self._l2_clusters.add(new_offset >> self.cluster_bits)
+        if self._meta is not None:
+            self._meta.add(new_offset >> self.cluster_bits)
         return table
 
     # -- metadata overlap check (qcow2_pre_write_overlap_check) ------------------------------------
-    def _check_overlap(self, first: int, count: int) -> None:
-        """Refuse to hand out clusters that hold metadata: refcounts can lie in a damaged image."""
-        if self._l2_clusters is None:
-            self._l2_clusters = {(e & L.L1E_OFFSET_MASK) >> self.cluster_bits for e in self.l1
-                                 if e & L.L1E_OFFSET_MASK}
-        ranges = self._fixed_metadata()
-        blocks = self.refs.block_clusters
-        for ci in range(first, first + count):
-            if ci in self._l2_clusters or ci in blocks or any(start <= ci < end for start, end in ranges):
-                self._signal_corruption(f"refcount of cluster {ci} is 0 but it holds metadata: an allocation "
-                                        "would overwrite it")
-
-    def _fixed_metadata(self) -> list[tuple[int, int]]:
-        """Cluster ranges of the header, L1 table, refcount table and snapshot tables."""
-        key = (self.refs.table_offset, self.header.l1_table_offset)
-        if self._fixed_key != key:
+    def metadata_clusters(self) -> set[int]:
+        """Host clusters holding the header, L1 and L2 tables, the refcount table and the snapshot
+        tables (refcount blocks are in refs.block_clusters). Kept up to date as L2 tables come and go,
+        rebuilt when the refcount table or the L1 table moves."""
+        if self._meta is None:
             cb, cs, h = self.cluster_bits, self.cluster_size, self.header
             spans = [(0, cs), (h.l1_table_offset, h.l1_size * 8),
                      (self.refs.table_offset, self.refs.table_clusters * cs)]
             if h.nb_snapshots:
                 spans.append((h.snapshots_offset, table_length(self.host, h.snapshots_offset, h.nb_snapshots)))
             spans += [(snap.l1_table_offset, snap.l1_size * 8) for snap in self.snapshots]
-            self._fixed = [(o >> cb, ((o + n - 1) >> cb) + 1) for o, n in spans if n > 0]
-            self._fixed_key = key
-        return self._fixed
+            meta = {(e & L.L1E_OFFSET_MASK) >> cb for e in self.l1 if e & L.L1E_OFFSET_MASK}
+            for offset, length in spans:
+                if length > 0:
+                    meta.update(range(offset >> cb, ((offset + length - 1) >> cb) + 1))
+            self._meta = meta
+        return self._meta
+
+    def _check_overlap(self, first: int, count: int) -> None:
+        """Refuse to write data or new metadata over existing metadata: refcounts and L2 entries can
+        lie in a damaged image. Like qemu, the image is then marked corrupt."""
+        meta, blocks = self.metadata_clusters(), self.refs.block_clusters
+        for ci in range(first, first + count):
+            if ci in meta or ci in blocks:
+                self._signal_corruption(f"a write to host cluster {ci} would overwrite metadata")
 
     def _signal_corruption(self, what: str) -> None:
         """As qemu's qcow2_signal_corruption: mark the image corrupt and stop writing to it."""
@@ -324,11 +323,14 @@ class Qcow2Image(ImageBackend):
             l1e = self.l1[l1_index]
             if l1e & L.OFLAG_COPIED:
                 entry = self._l2(l1e & L.L1E_OFFSET_MASK)[(offset >> cb) & self.l2_mask]
-                if entry & L.OFLAG_COPIED and not entry & (L.OFLAG_ZERO | L.OFLAG_COMPRESSED | self._cmask):
-                    self.host.pwrite((entry & L.L2E_OFFSET_MASK) + in_cluster, data)
+                host = entry & L.L2E_OFFSET_MASK
+                if host and entry & L.OFLAG_COPIED and not entry & (L.OFLAG_ZERO | L.OFLAG_COMPRESSED | self._cmask):
+                    host_ci = host >> cb
+                    if host_ci in (self._meta or self.metadata_clusters()) or host_ci in self.refs.block_clusters:
+                        self._check_overlap(host_ci, 1)
+                    self.host.pwrite(host + in_cluster, data)
                     if trace is not None:
-                        trace.add(self.format_name, Act.WRITTEN, offset, length,
-                                  f"in place at host {(entry & L.L2E_OFFSET_MASK) + in_cluster:#x}")
+                        trace.add(self.format_name, Act.WRITTEN, offset, length, f"in place at host {host + in_cluster:#x}")
                     return
         view = memoryview(data)
         pos = 0
@@ -348,6 +350,7 @@ class Qcow2Image(ImageBackend):
         if entry & L.OFLAG_COPIED and kind in (NORMAL, ZERO_ALLOC):
             # in place; a zero-allocated cluster must read zeros around the new data
             host = self._host_of(entry, offset)
+            self._check_overlap(host >> cb, 1)
             n = min(limit, cs - in_cluster)
             if kind == ZERO_ALLOC:
                 buf = bytearray(cs)
@@ -444,8 +447,8 @@ class Qcow2Image(ImageBackend):
         last = (host_offset + length - 1) >> cb
         for ci in range(first, last + 1):
             if self.refs.decrement(ci):
-                if self._l2_clusters is not None:
-                    self._l2_clusters.discard(ci)
+                if self._meta is not None:
+                    self._meta.discard(ci)
                 if self.l2_cache.cached(ci << cb) is not None:
                     self.l2_cache.drop(ci << cb)
                     if self._last_l2_offset == ci << cb:

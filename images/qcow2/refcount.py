@@ -60,7 +60,7 @@ class Refcounts:
             return 0
         offset = self.table[table_index] & L.REFT_OFFSET_MASK
         if offset & (self.cluster_size - 1):
-            raise CorruptImage(f"refcount block offset {offset:#x} is not cluster aligned",
+            raise CorruptImage(f"refcount block offset {offset:#x} is not cluster aligned", path=self.host.path,
                                field="refcount_table", offset=self.table_offset + 8 * table_index)
         return offset
 
@@ -96,10 +96,11 @@ class Refcounts:
         start = host_offset >> self.cluster_bits
         for ci in range(start, start + count):
             if self.get(ci):
-                raise ImageError(f"cluster {ci} is already in use", field="refcount")
+                raise ImageError(f"cluster {ci} is already in use", path=self.host.path, field="refcount")
         self._before_reuse(start, count)
         if not self._ensure_blocks(start, count):
-            raise ImageError("refcount metadata landed in the area being claimed", field="refcount")
+            raise ImageError("refcount metadata landed in the area being claimed", path=self.host.path,
+                             field="refcount")
         for ci in range(start, start + count):
             self._set(ci, 1)
 
@@ -109,7 +110,7 @@ class Refcounts:
         value = self.get(cluster_index) + 1
         if value > self.codec.max:
             raise CorruptImage(f"refcount of cluster {cluster_index} overflows {self.codec.bits} bits",
-                               field="refcount")
+                               path=self.host.path, field="refcount")
         self._set(cluster_index, value)
 
     def decrement(self, cluster_index: int, *, durable: bool = False) -> bool:
@@ -117,7 +118,7 @@ class Refcounts:
         the dereference durable, the write-out stays pending."""
         value = self.get(cluster_index)
         if value == 0:
-            raise CorruptImage(f"refcount of cluster {cluster_index} would drop below zero",
+            raise CorruptImage(f"refcount of cluster {cluster_index} would drop below zero", path=self.host.path,
                                field="refcount", offset=cluster_index << self.cluster_bits)
         self._set(cluster_index, value - 1)
         if not durable:
@@ -129,16 +130,37 @@ class Refcounts:
         return False
 
     def _find_free(self, count: int) -> int:
-        ci = self.free_cursor
-        run = 0
+        """First fit from the cursor. Used clusters are skipped with a byte search over the block,
+        so even a damaged table claiming every cluster is in use is scanned in well under a second."""
+        bits, mask = self.block_bits, self.block_mask
+        limit = L.MAX_HOST_OFFSET >> self.cluster_bits
+        ci, run = self.free_cursor, 0
         while run < count:
-            if self.get(ci) == 0:
-                run += 1
-            else:
-                run = 0
-            ci += 1
-            if ci >= L.MAX_HOST_OFFSET >> self.cluster_bits:
-                raise ImageError("host offset space of the image exhausted", field="refcount")
+            if ci >= limit:
+                raise ImageError("host offset space of the image exhausted", path=self.host.path,
+                                 field="refcount")
+            table_index = ci >> bits
+            offset = self.block_offset(table_index)
+            block_end = (table_index + 1) << bits
+            if not offset:                       # no refcount block: its whole range is free
+                step = min(count - run, block_end - ci)
+                run += step
+                ci += step
+                continue
+            block = self._block(table_index, offset)
+            i = ci & mask
+            while ci < block_end and run < count:
+                if block[i]:
+                    run = 0
+                    i = _next_zero(block, i + 1)
+                    if i < 0:
+                        ci = block_end
+                        break
+                    ci = (table_index << bits) + i
+                else:
+                    run += 1
+                    i += 1
+                    ci += 1
         self.free_cursor = ci
         if self.check_overlap is not None:
             self.check_overlap(ci - count, count)
@@ -196,7 +218,8 @@ class Refcounts:
         total_blocks = metadata_blocks(start_offset // cs + additional_clusters, cs,
                                        self.block_entries, generous=not exact)
         if total_blocks * 8 > L.MAX_REFTABLE_BYTES:
-            raise ImageError("refcount table would exceed qemu's 8 MiB limit", field="refcount_table")
+            raise ImageError("refcount table would exceed qemu's 8 MiB limit", path=self.host.path,
+                             field="refcount_table")
         area_index = (start_offset // cs) >> self.block_bits
         table_size = total_blocks if exact else total_blocks + -(-total_blocks // 2)
         per_cluster = cs // 8
@@ -280,7 +303,7 @@ class Refcounts:
     def _load_block(self, offset: int) -> array:
         if offset + self.cluster_size > self.host.size():
             raise CorruptImage(f"refcount block at {offset:#x} lies past the end of the file",
-                               field="refcount_table", offset=offset)
+                               path=self.host.path, field="refcount_table", offset=offset)
         block = self.codec.decode(self.host.pread(offset, self.cluster_size))
         if self.pending:   # the disk still holds the values before the pending decrements
             first = self._first_cluster[offset]
@@ -301,6 +324,21 @@ class Refcounts:
             if adjusted is not None:
                 block = adjusted
         self.host.pwrite(offset, self.codec.encode(block))
+
+
+def _next_zero(block: array, start: int) -> int:
+    """Index of the first zero entry at or after start, or -1 (bytes.find runs at memchr speed)."""
+    size = block.itemsize
+    data = block.tobytes()
+    zero = bytes(size)
+    pos = start * size
+    while True:
+        pos = data.find(zero, pos)
+        if pos < 0:
+            return -1
+        if pos % size == 0:
+            return pos // size
+        pos += size - pos % size
 
 
 def metadata_blocks(clusters: int, cluster_size: int, block_entries: int, *, generous: bool) -> int:

@@ -213,13 +213,83 @@ def test_check_reports_an_l1_entry_past_the_end_of_the_file(written):
     assert result.check_errors + result.corruptions >= 1
 
 
+# -- damage that once escaped as other exceptions or destroyed the image (regressions) -----------
+
+def test_refcount_block_at_2_63_or_more_fails_with_emu_errors(make_qcow2):
+    """A refcount block offset no file can have must be refused as corruption (once an OverflowError
+    from os.pread, escaping even the Drive)."""
+    path = make_qcow2("bad-reftable.qcow2", "64M")
+    patch_u64(path, REFTABLE_OFFSET, 0x8000000000020000)
+    image = open_image(path, read_only=True)
+    try:
+        result = image.check()       # reports the damage; may not raise anything but an EmuError
+        assert result.corruptions + result.check_errors >= 1, result.messages
+    finally:
+        image.close()
+    image = open_image(path, read_only=False)
+    try:
+        completion = Drive(image).write(0, PATTERN)
+        assert completion.errno == errno.EIO
+        try:
+            image.close()
+        except EmuError:
+            pass
+    finally:
+        image.host.close()
+
+
+def test_refcount_block_far_past_the_end_of_the_file_is_never_written(make_qcow2):
+    """A block at 1 PiB read as zeros and written back at close made close() raise OSError(EFBIG)
+    on ext4; it must be refused as corruption instead, on any file system."""
+    path = make_qcow2("far-reftable.qcow2", "64M")
+    patch_u64(path, REFTABLE_OFFSET, 1 << 50)
+    size = os.path.getsize(path)
+    image = open_image(path, read_only=False)
+    try:
+        assert Drive(image).write(0, PATTERN).errno == errno.EIO
+        try:
+            image.close()
+        except EmuError:
+            pass
+    finally:
+        image.host.close()
+    assert os.path.getsize(path) == size
+
+
+def test_allocating_write_with_lost_refcounts_never_overwrites_the_header(make_qcow2):
+    """Corrupt refcounts may cost leaks, EIO or the corrupt bit, never the header or the refcount table
+    (qemu's overlap check; emu once put a new L2 table on cluster 0)."""
+    path = make_qcow2("zeroed-refcounts.qcow2", "64M")
+    with open(path, "r+b") as f:
+        f.seek(0x20000)                      # the only refcount block
+        f.write(bytes(CLUSTER))
+    with open(path, "rb") as f:
+        before = f.read(2 * CLUSTER)
+    image = open_image(path, read_only=False)
+    try:
+        completion = Drive(image).write(0, PATTERN)
+        assert completion.ok or completion.errno == errno.EIO
+        try:
+            image.close()
+        except EmuError:
+            pass
+    finally:
+        image.host.close()
+    with open(path, "rb") as f:
+        after = f.read(2 * CLUSTER)
+    def without_features(cluster0: bytes) -> bytes:   # the corrupt bit may be set, as qemu sets it
+        return cluster0[:72] + cluster0[80:]
+
+    assert without_features(after) == without_features(before), "header or refcount table overwritten"
+    image = open_image(path, read_only=True)
+    try:
+        assert image.format_name == "qcow2" and image.read(CLUSTER, 4096) == bytes(4096)
+    finally:
+        image.close()
+
+
 # -- library bugs found by these tests (kept failing until fixed) ---------------------------------
 
-@pytest.mark.xfail(strict=True, reason="library bug: check counts references in an array sized by the "
-                   "largest referenced host offset (check._Counter.add), so one L2 entry far past the end "
-                   "of the file allocates 16 bytes per cluster up to it and loops over all of them (1 TiB: "
-                   "285 MiB and 66 s; 2**50: MemoryError); qemu reports 'counting reference for region "
-                   "exceeding the end of the file by one cluster or more' as a corruption instead")
 def test_check_of_a_reference_far_past_the_end_of_the_file_stays_small(written):
     """One bad L2 entry (data at 16 GiB) must cost a corruption report, not memory in proportion."""
     patch_u64(written, L2_OFFSET, L.OFLAG_COPIED | (1 << 34))
@@ -233,9 +303,6 @@ def test_check_of_a_reference_far_past_the_end_of_the_file_stays_small(written):
     assert memory["peak"] < 1 * MiB, f"check allocated {memory['peak']} bytes for a 448 KiB file"
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: repairing a refcount that exceeds refcount_bits "
-                   "(check._repair: block[i] = want) raises OverflowError from array instead of an "
-                   "EmuError; reached by a plain read-write open of a dirty lazy-refcounts image")
 def test_repair_of_a_refcount_too_large_for_its_width_raises_only_emu_errors(make_qcow2, qemu_io):
     """300 L2 entries sharing one cluster need refcount 300, which 8-bit refcounts cannot hold."""
     path = make_qcow2("r8.qcow2", "64M", "-o", "refcount_bits=8,lazy_refcounts=on")
@@ -254,10 +321,6 @@ def test_repair_of_a_refcount_too_large_for_its_width_raises_only_emu_errors(mak
         pass
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: Refcounts._find_free scans cluster by cluster in "
-                   "Python; a refcount table whose 8192 entries all name one refcount block full of 1s "
-                   "makes the first allocating write scan 2**28 clusters (about 160 s) before it gives up "
-                   "or allocates 16 TiB into the file")
 def test_allocating_write_with_an_aliased_full_refcount_table_does_not_hang(make_qcow2):
     """A crafted 200 KiB file must not stall a 4 KiB guest write for minutes."""
     path = make_qcow2("alias.qcow2", "64M")
@@ -274,83 +337,68 @@ def test_allocating_write_with_an_aliased_full_refcount_table_does_not_hang(make
         pytest.fail("an allocating 4 KiB write was still scanning refcounts after 3 s")
     finally:
         image.host.close()
-    assert completion.ok or completion.errno == errno.EIO
+    assert completion.ok or completion.errno in (errno.EIO, errno.EFBIG)   # past the host's file size limit
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: refcount table entries are never validated; "
-                   "REFT_OFFSET_MASK keeps bit 63, so an entry of 0x8000000000020000 reaches os.pread "
-                   "(Refcounts._load_block) and raises OverflowError from check() and, uncaught by the "
-                   "Drive, from an allocating write")
-def test_refcount_block_at_2_63_or_more_fails_with_emu_errors(make_qcow2):
-    """A refcount block offset no file can have must be refused as corruption."""
+@pytest.mark.parametrize("entry", [0x8000000000020000, 0x20200])
+def test_corruption_found_in_the_refcount_table_names_the_file(make_qcow2, entry):
+    """Every ImageError names the file, including those raised while allocating."""
     path = make_qcow2("bad-reftable.qcow2", "64M")
-    patch_u64(path, REFTABLE_OFFSET, 0x8000000000020000)
-    image = open_image(path, read_only=True)
-    try:
-        try:
-            image.check()
-        except EmuError:
-            pass
-    finally:
-        image.close()
-    image = open_image(path, read_only=False)
-    try:
-        completion = Drive(image).write(0, PATTERN)    # the Drive turns EmuErrors into completions
-        assert completion.ok or completion.errno == errno.EIO
-        try:
-            image.close()
-        except EmuError:
-            pass
-    finally:
-        image.host.close()
-
-
-@pytest.mark.xfail(strict=True, reason="library bug: a refcount block offset past what the host file "
-                   "system allows (1 << 50 on ext4) is read as zeros and written back at close, so "
-                   "Qcow2Image.close() raises OSError(EFBIG) instead of an EmuError")
-def test_refcount_block_beyond_the_file_system_limit_fails_close_with_an_emu_error(make_qcow2):
-    """close() is part of the image API; only the error family may leave it."""
-    path = make_qcow2("far-reftable.qcow2", "64M")
-    probe = path + ".probe"
-    with open(probe, "wb") as f:
-        try:
-            os.pwrite(f.fileno(), b"x", 1 << 50)
-            fs_allows_it = True
-        except OSError:
-            fs_allows_it = False
-    os.unlink(probe)
-    if fs_allows_it:
-        pytest.skip("this file system accepts files of 1 PiB (ext4 does not), so there is no EFBIG to see")
-    patch_u64(path, REFTABLE_OFFSET, 1 << 50)
-    image = open_image(path, read_only=False)
-    try:
-        Drive(image).write(0, PATTERN)
-        try:
-            image.close()
-        except EmuError:
-            pass
-    finally:
-        image.host.close()
-
-
-@pytest.mark.xfail(strict=True, reason="library bug: allocation trusts refcounts blindly (no metadata "
-                   "overlap check as qemu's qcow2_pre_write_overlap_check): with the refcount block "
-                   "zeroed, a 4 KiB guest write puts a new L2 table on cluster 0 (the header) and the "
-                   "data on the refcount table, and the file is no longer a qcow2 image")
-def test_allocating_write_with_lost_refcounts_never_overwrites_the_header(make_qcow2):
-    """Corrupt refcounts may cost leaks or EIO, never the header or the refcount table."""
-    path = make_qcow2("zeroed-refcounts.qcow2", "64M")
-    with open(path, "r+b") as f:
-        f.seek(0x20000)                      # the only refcount block
-        f.write(bytes(CLUSTER))
-    with open(path, "rb") as f:
-        header_cluster = f.read(2 * CLUSTER)
+    patch_u64(path, REFTABLE_OFFSET, entry)
     image = open_image(path, read_only=False)
     try:
         completion = Drive(image).write(0, PATTERN)
+        assert completion.errno == errno.EIO
+        assert path in str(completion.error), str(completion.error)
+    finally:
+        image.host.close()
+
+
+def test_write_to_a_copied_entry_without_an_offset_never_lands_on_the_header(make_qcow2, qemu_io):
+    """An unallocated entry with a stray COPIED bit must be allocated like any unallocated entry."""
+    path = make_qcow2("copied-zero.qcow2", "64M")
+    proc = subprocess.run([qemu_io, "-f", "qcow2", "-c", "write -P 0x22 64k 64k", path],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert read_u64(path, L1_OFFSET) == L.OFLAG_COPIED | L2_OFFSET and read_u64(path, L2_OFFSET) == 0
+    patch_u64(path, L2_OFFSET, L.OFLAG_COPIED)
+    image = open_image(path, read_only=False)
+    try:
+        completion = Drive(image).write(0, b"Z" * 4096)
         assert completion.ok or completion.errno == errno.EIO
-        image.close()
+        try:
+            image.close()
+        except EmuError:
+            pass
     finally:
         image.host.close()
     with open(path, "rb") as f:
-        assert f.read(2 * CLUSTER) == header_cluster, "header or refcount table overwritten"
+        assert f.read(4) == L.MAGIC, "guest data written over the header"
+
+
+@pytest.mark.parametrize("target", [REFTABLE_OFFSET, 0x20000, L1_OFFSET, L2_OFFSET],
+                         ids=["refcount-table", "refcount-block", "l1-table", "l2-table"])
+def test_write_through_an_entry_pointing_at_metadata_never_overwrites_it(make_qcow2, qemu_io, target):
+    """A corrupt L2 entry may cost EIO and the corrupt bit, never the image's tables."""
+    path = make_qcow2("aliased.qcow2", "64M")
+    proc = subprocess.run([qemu_io, "-f", "qcow2", "-c", "write -P 0x22 64k 64k", path],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    patch_u64(path, L2_OFFSET, L.OFLAG_COPIED | target)
+    with open(path, "rb") as f:
+        f.seek(target)
+        before = f.read(64)
+    image = open_image(path, read_only=False)
+    try:
+        completion = Drive(image).write(0, b"Z" * 4096)
+        assert completion.ok or completion.errno == errno.EIO
+        try:
+            image.close()
+        except EmuError:
+            pass
+    finally:
+        image.host.close()
+    with open(path, "rb") as f:
+        f.seek(target)
+        after = f.read(64)
+    assert after == before or target == L2_OFFSET and after[8:] == before[8:], "guest data over a table"
