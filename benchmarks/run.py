@@ -30,6 +30,8 @@ import textwrap
 IMAGE_SIZE = 512 << 20
 PRIME = 7919
 FILL_PATTERN = 0x5A
+MIN_SECONDS = 0.3
+MAX_SCALE = 20
 
 BARE = textwrap.dedent("""
     import os, sys, time
@@ -89,12 +91,25 @@ def bench_args(size: int, step: int, count: int, write: bool) -> list[str]:
     return ["-c", str(count), "-d", "1", "-s", str(size), "-S", str(step), "-t", "writeback"] + (["-w"] if write else [])
 
 
+def calibrate(work: str, fmt: str, size: int, step: int, count: int, write: bool, filled: bool) -> int:
+    """More requests for cells qemu-img finishes in under MIN_SECONDS (reads of unallocated space take
+    ~2 us a request), so that start-up and warm-up do not decide the ratio."""
+    path = os.path.join(work, f"calibrate.{fmt}")
+    prepare(path, fmt, filled)
+    took = seconds(["qemu-img", "bench", "-f", fmt] + bench_args(size, step, count, write) + [path])
+    os.unlink(path)
+    if took >= MIN_SECONDS or write:   # more writes would wrap around and overwrite
+        return count
+    return int(count * min(MAX_SCALE, MIN_SECONDS / max(took, 1e-3)))
+
+
 def run_cell(work: str, fmt: str, op: str, size: int, order: str, state: str, count: int, repeat: int,
              peer: bool) -> dict:
     write = op == "write"
     step = size * (PRIME if order == "random" else 1)
     filled = state == "filled"
-    best: dict[str, float] = {}
+    count = calibrate(work, fmt, size, step, count, write, filled)
+    best: dict[str, float] = {"count": count}
     for _ in range(repeat):
         for tool in ("qemu-img", "emu", "bare") + (("dissect",) if peer else ()):
             path = os.path.join(work, f"{tool}.{fmt}")
@@ -146,7 +161,7 @@ def main() -> None:
                             best = run_cell(work, fmt, op, size, order, state, count, a.repeat, peer)
                             kind = {("write", "fresh"): "allocating", ("write", "filled"): "overwrite",
                                     ("read", "fresh"): "unallocated", ("read", "filled"): "data"}[op, state]
-                            rows.append((fmt, op, size, order, kind, count, best))
+                            rows.append((fmt, op, size, order, kind, best.pop("count"), best))
                             print(_row(rows[-1]), flush=True)
     finally:
         if not a.dir:

@@ -7,7 +7,7 @@ Layers are named by what they are: "drive", the format name ("qcow2", "raw"), an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class Act:
@@ -50,14 +50,17 @@ class TraceEvent:
         return text
 
 
-@dataclass(slots=True)
 class Trace:
-    """Events for one request, in the order the layers produced them."""
+    """Events for one request, in the order the layers produced them. (A plain slotted class: one
+    is made for every request, so it must be cheap.)"""
 
-    op: str            # the request's operation ("read", "write", "discard", "write-zeroes", "flush")
-    offset: int
-    length: int
-    events: list[TraceEvent] = field(default_factory=list)
+    __slots__ = ("op", "offset", "length", "events")
+
+    def __init__(self, op: str, offset: int, length: int) -> None:
+        self.op = op            # the request's operation ("read", "write", "discard", "write-zeroes", "flush")
+        self.offset = offset
+        self.length = length
+        self.events: list[TraceEvent] = []
 
     def add(self, layer: str, action: str, offset: int, length: int, detail: str = "",
             host_bytes: int = 0) -> None:

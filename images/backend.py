@@ -9,7 +9,6 @@ done once here in `block_status`, so `emu img map` prints what `qemu-img map` pr
 from __future__ import annotations
 
 import enum
-import functools
 from dataclasses import dataclass, field
 
 from emu.errors import BlockError, UnsupportedFeature
@@ -17,14 +16,17 @@ from emu.trace import Trace
 from images.hostfile import HostFile
 
 
-@functools.lru_cache(maxsize=32)
-def _cached_zeros(length: int) -> bytes:
-    return bytes(length)
+_ZEROS: dict[int, bytes] = {}
 
 
 def zeros(length: int) -> bytes:
     """Zero bytes for a read of unallocated space; common sizes are shared (bytes are immutable)."""
-    return _cached_zeros(length) if length <= 2 << 20 else bytes(length)
+    z = _ZEROS.get(length)
+    if z is None:
+        z = bytes(length)
+        if length <= 2 << 20 and len(_ZEROS) < 64:
+            _ZEROS[length] = z
+    return z
 
 
 class Status(enum.IntFlag):

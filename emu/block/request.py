@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from emu.errors import BlockError
 from emu.trace import Trace
@@ -23,8 +23,9 @@ class Flags(enum.IntFlag):
     MAY_UNMAP = 2    # write-zeroes may deallocate instead of writing zeros
 
 
-@dataclass(slots=True, frozen=True)
-class Request:
+class Request(NamedTuple):
+    """One block-layer request (a NamedTuple: immutable and cheap to build on the hot path)."""
+
     op: Op
     offset: int = 0
     length: int = 0
@@ -53,8 +54,7 @@ class Request:
         return cls(Op.FLUSH)
 
 
-@dataclass(slots=True)
-class Completion:
+class Completion(NamedTuple):
     """The outcome of one request: an error (with errno) or success, read data, and the trace."""
 
     request: Request

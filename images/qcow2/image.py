@@ -12,6 +12,7 @@ then L2 tables, then L1 entries, then refcount decrements; see refcount.py.
 
 from __future__ import annotations
 
+import os
 import zlib
 from array import array
 
@@ -26,6 +27,9 @@ from images.qcow2.snapshot import Snapshot, read_snapshots, table_length
 from images.qcow2.tables import TableCache, decode_u64, encode_u64
 
 MAGIC = L.MAGIC
+_L1_OFFSET = L.L1E_OFFSET_MASK
+_L2_OFFSET = L.L2E_OFFSET_MASK
+_SPECIAL = L.OFLAG_COMPRESSED | L.OFLAG_ZERO
 DEFAULT_L2_CACHE_BYTES = 1 << 20
 DEFAULT_REFCOUNT_CACHE_BYTES = 256 << 10
 
@@ -240,10 +244,15 @@ class Qcow2Image(ImageBackend):
         in_cluster = offset & self._cmask
         if in_cluster + length <= self.cluster_size:   # fast paths: one cluster of data, or of zeros
             l1_index = offset >> self._l1_shift
-            l2 = self.l1[l1_index] & L.L1E_OFFSET_MASK if l1_index < len(self.l1) else 0
-            entry = self._l2(l2)[(offset >> self.cluster_bits) & self.l2_mask] if l2 else 0
-            if entry & L.L2E_OFFSET_MASK and not entry & (L.OFLAG_COMPRESSED | L.OFLAG_ZERO | self._cmask):
-                return self.host.pread((entry & L.L2E_OFFSET_MASK) + in_cluster, length)
+            l2 = self.l1[l1_index] & _L1_OFFSET if l1_index < len(self.l1) else 0
+            if l2:
+                table = self._last_l2 if l2 == self._last_l2_offset else self._l2(l2)
+                entry = table[(offset >> self.cluster_bits) & self.l2_mask]
+            else:
+                entry = 0
+            if entry & _L2_OFFSET and not entry & (_SPECIAL | self._cmask):
+                data = os.pread(self.host.fd, length, (entry & _L2_OFFSET) + in_cluster)
+                return data if len(data) == length else data + zeros(length - len(data))
             if entry & L.OFLAG_ZERO and not entry & L.OFLAG_COMPRESSED or not entry and self.backing is None:
                 return zeros(length)
         return b"".join(self._read_runs(offset, length))
