@@ -73,7 +73,7 @@ class Qcow2Image(ImageBackend):
         self.refs = Refcounts(host, cb, header.refcount_order, header.refcount_table_offset,
                               header.refcount_table_clusters, max(2, refcount_cache_bytes // cs),
                               self._write_header_reftable, self.write_metadata, self._check_overlap)
-        self._meta: set[int] | None = None          # see metadata_clusters (overlap check)
+        self._meta: tuple[set[int], set[int]] | None = None   # see metadata_clusters (overlap check)
         self.backing_name = header.backing_file
         self.backing_format = header.backing_format
         self.lazy_refcounts = bool(header.compatible_features & L.COMPAT_LAZY_REFCOUNTS)
@@ -173,14 +173,14 @@ class Qcow2Image(ImageBackend):
         self.l1[l1_index] = new_offset | L.OFLAG_COPIED
         self.l1_dirty.add(l1_index)
         if self._meta is not None:
-            self._meta.add(new_offset >> self.cluster_bits)
+            self._meta[1].add(new_offset >> self.cluster_bits)
         return table
 
     # -- metadata overlap check (qcow2_pre_write_overlap_check) ------------------------------------
-    def metadata_clusters(self) -> set[int]:
-        """Host clusters holding the header, L1 and L2 tables, the refcount table and the snapshot
-        tables (refcount blocks are in refs.block_clusters). Kept up to date as L2 tables come and go,
-        rebuilt when the refcount table or the L1 table moves."""
+    def metadata_clusters(self) -> tuple[set[int], set[int]]:
+        """Host clusters holding metadata, as (fixed, L2 tables): the header, L1 table, refcount table
+        and snapshot tables never move while the image is open (but for the refcount table growing),
+        L2 tables come and go. Refcount blocks are in refs.block_clusters."""
         if self._meta is None:
             cb, cs, h = self.cluster_bits, self.cluster_size, self.header
             spans = [(0, cs), (h.l1_table_offset, h.l1_size * 8),
@@ -188,19 +188,21 @@ class Qcow2Image(ImageBackend):
             if h.nb_snapshots:
                 spans.append((h.snapshots_offset, table_length(self.host, h.snapshots_offset, h.nb_snapshots)))
             spans += [(snap.l1_table_offset, snap.l1_size * 8) for snap in self.snapshots]
-            meta = {(e & L.L1E_OFFSET_MASK) >> cb for e in self.l1 if e & L.L1E_OFFSET_MASK}
+            fixed: set[int] = set()
             for offset, length in spans:
                 if length > 0:
-                    meta.update(range(offset >> cb, ((offset + length - 1) >> cb) + 1))
-            self._meta = meta
+                    fixed.update(range(offset >> cb, ((offset + length - 1) >> cb) + 1))
+            l2 = {(e & _L1_OFFSET) >> cb for e in self.l1 if e & _L1_OFFSET}
+            self._meta = (fixed, l2)
         return self._meta
 
     def _check_overlap(self, first: int, count: int) -> None:
         """Refuse to write data or new metadata over existing metadata: refcounts and L2 entries can
         lie in a damaged image. Like qemu, the image is then marked corrupt."""
-        meta, blocks = self.metadata_clusters(), self.refs.block_clusters
+        fixed, l2 = self.metadata_clusters()
+        blocks = self.refs.block_clusters
         for ci in range(first, first + count):
-            if ci in meta or ci in blocks:
+            if ci in fixed or ci in l2 or ci in blocks:
                 self._signal_corruption(f"a write to host cluster {ci} would overwrite metadata")
 
     def _signal_corruption(self, what: str) -> None:
@@ -334,8 +336,9 @@ class Qcow2Image(ImageBackend):
                 entry = self._l2(l1e & L.L1E_OFFSET_MASK)[(offset >> cb) & self.l2_mask]
                 host = entry & L.L2E_OFFSET_MASK
                 if host and entry & L.OFLAG_COPIED and not entry & (L.OFLAG_ZERO | L.OFLAG_COMPRESSED | self._cmask):
+                    fixed, l2 = self._meta or self.metadata_clusters()
                     host_ci = host >> cb
-                    if host_ci in (self._meta or self.metadata_clusters()) or host_ci in self.refs.block_clusters:
+                    if host_ci in fixed or host_ci in l2 or host_ci in self.refs.block_clusters:
                         self._check_overlap(host_ci, 1)
                     self.host.pwrite(host + in_cluster, data)
                     if trace is not None:
@@ -457,7 +460,7 @@ class Qcow2Image(ImageBackend):
         for ci in range(first, last + 1):
             if self.refs.decrement(ci):
                 if self._meta is not None:
-                    self._meta.discard(ci)
+                    self._meta[1].discard(ci)   # an L2 table that is gone (fixed metadata stays)
                 if self.l2_cache.cached(ci << cb) is not None:
                     self.l2_cache.drop(ci << cb)
                     if self._last_l2_offset == ci << cb:

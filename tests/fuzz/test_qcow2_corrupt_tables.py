@@ -402,3 +402,24 @@ def test_write_through_an_entry_pointing_at_metadata_never_overwrites_it(make_qc
         f.seek(target)
         after = f.read(64)
     assert after == before or target == L2_OFFSET and after[8:] == before[8:], "guest data over a table"
+
+
+def test_a_header_freed_through_a_corrupt_entry_is_never_allocated_again(make_qcow2, qemu_io):
+    """Found by fuzzing: an L2 entry pointing into cluster 0 makes a discard drop the header's
+    refcount to 0; later allocations must still refuse cluster 0 (it stays metadata)."""
+    path = make_qcow2("hdr.qcow2", "64M", "-o", "cluster_size=4096")
+    subprocess.run([qemu_io, "-c", "write -P 1 0 8k", path], check=True, capture_output=True)
+    image = open_image(path, read_only=True)
+    l2_offset = image.l1[0] & L.L1E_OFFSET_MASK
+    image.close()
+    patch_u64(path, l2_offset, 0x200)                 # guest cluster 0 -> host offset 0x200 (cluster 0)
+    image = open_image(path, read_only=False)
+    try:
+        drive = Drive(image, DriveOptions(discard="ignore"))
+        assert drive.discard(0, 4096).ok
+        done = drive.write(1 << 20, PATTERN)             # allocates: the cursor is back at cluster 0
+        assert done.ok or done.errno == errno.EIO
+    finally:
+        image.host.close()
+    with open(path, "rb") as f:
+        assert f.read(4) == L.MAGIC
