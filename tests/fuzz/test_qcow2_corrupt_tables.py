@@ -416,6 +416,7 @@ def test_a_header_freed_through_a_corrupt_entry_is_never_allocated_again(make_qc
     image = open_image(path, read_only=False)
     try:
         drive = Drive(image, DriveOptions(discard="ignore"))   # frees without punching the header out
+        assert drive.write(4096, PATTERN).ok             # an in-place write: the overlap check is armed
         assert drive.write_zeroes(0, 4096, may_unmap=True).ok
         done = drive.write(1 << 20, PATTERN)             # allocates: the cursor is back at cluster 0
         assert done.ok or done.errno == errno.EIO
