@@ -73,6 +73,14 @@ class CheckResult:
     compressed_clusters: int = 0
     messages: list[str] = field(default_factory=list)
 
+    def corruption(self, message: str) -> None:
+        self.corruptions += 1
+        self.messages.append(message)
+
+    def leak(self, message: str) -> None:
+        self.leaks += 1
+        self.messages.append(message)
+
 
 class ImageBackend:
     """Base of every format. Owns its `HostFile` and, if any, its backing backend.

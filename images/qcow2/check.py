@@ -42,8 +42,7 @@ class _Counter:
             return
         cb = self.cluster_bits
         if offset + length - self.file_size >= 1 << cb:
-            self.res.corruptions += 1
-            self.res.messages.append(f"ERROR: counting reference for region exceeding the end of the file by one "
+            self.res.corruption(f"ERROR: counting reference for region exceeding the end of the file by one "
                                      f"cluster or more: offset {offset:#x} size {length:#x}")
             return
         last = (offset + length - 1) >> cb
@@ -51,8 +50,7 @@ class _Counter:
             self.counts.extend(array("Q", bytes(8 * (last + 1 - len(self.counts)))))
         for ci in range(offset >> cb, last + 1):
             if self.counts[ci] >= self.max:
-                self.res.corruptions += 1
-                self.res.messages.append(f"ERROR: overflow cluster offset={ci << cb:#x}")
+                self.res.corruption(f"ERROR: overflow cluster offset={ci << cb:#x}")
                 continue
             self.counts[ci] += 1
 
@@ -110,13 +108,11 @@ def _check(image: Qcow2Image) -> tuple[CheckResult, _Found]:
         if not offset:
             continue
         if offset & (cs - 1):
-            res.corruptions += 1
-            res.messages.append(f"ERROR refcount block {index} is not cluster aligned; refcount table entry "
+            res.corruption(f"ERROR refcount block {index} is not cluster aligned; refcount table entry "
                                 "corrupted")
             continue
         if offset >= file_size:
-            res.corruptions += 1
-            res.messages.append(f"ERROR refcount block {index} is outside image")
+            res.corruption(f"ERROR refcount block {index} is outside image")
             continue
         refs.add(offset, cs)
         block_clusters.append(offset >> cb)
@@ -136,28 +132,23 @@ def _check(image: Qcow2Image) -> tuple[CheckResult, _Found]:
         if on_disk == want:
             continue
         if on_disk < want:
-            res.corruptions += 1
-            res.messages.append(f"ERROR cluster {ci} refcount={on_disk} reference={want}")
+            res.corruption(f"ERROR cluster {ci} refcount={on_disk} reference={want}")
         else:
-            res.leaks += 1
-            res.messages.append(f"Leaked cluster {ci} refcount={on_disk} reference={want}")
+            res.leak(f"Leaked cluster {ci} refcount={on_disk} reference={want}")
     for ci in block_clusters:
         if counts[ci] != 1:
-            res.corruptions += 1
-            res.messages.append(f"ERROR refcount block {ci} refcount={counts[ci]}")
+            res.corruption(f"ERROR refcount block {ci} refcount={counts[ci]}")
     res.image_end_offset = (highest + 1) * cs
     # COPIED flags of the active tables (check_oflag_copied)
     for l1_index, l2_offset in copied_l2:
         want_copied = image.refs.get(l2_offset >> cb) == 1
         if bool(image.l1[l1_index] & L.OFLAG_COPIED) != want_copied:
-            res.corruptions += 1
-            res.messages.append(f"ERROR OFLAG_COPIED L2 cluster: l1_index={l1_index} "
+            res.corruption(f"ERROR OFLAG_COPIED L2 cluster: l1_index={l1_index} "
                                 f"l1_entry={image.l1[l1_index]:x} refcount={image.refs.get(l2_offset >> cb)}")
     for _l2_offset, _index, entry in copied_data:
         rc = image.refs.get((entry & L.L2E_OFFSET_MASK) >> cb)
         if bool(entry & L.OFLAG_COPIED) != (rc == 1):
-            res.corruptions += 1
-            res.messages.append(f"ERROR OFLAG_COPIED data cluster: l2_entry={entry:x} refcount={rc}")
+            res.corruption(f"ERROR OFLAG_COPIED data cluster: l2_entry={entry:x} refcount={rc}")
     return res, _Found(counts, copied_l2, copied_data)
 
 
@@ -171,15 +162,13 @@ def _count_l1(image: Qcow2Image, res: CheckResult, refs: _Counter, l1_offset: in
         if not l1_entry:
             continue
         if l1_entry & L.L1E_RESERVED_MASK:
-            res.corruptions += 1
-            res.messages.append(f"ERROR found L1 entry with reserved bits set: {l1_entry:x}")
+            res.corruption(f"ERROR found L1 entry with reserved bits set: {l1_entry:x}")
         l2_offset = l1_entry & L.L1E_OFFSET_MASK
         if not l2_offset:
             continue
         refs.add(l2_offset, cs)
         if l2_offset & (cs - 1):
-            res.corruptions += 1
-            res.messages.append(f"ERROR l2_offset={l2_offset:x}: Table is not cluster aligned; L1 entry "
+            res.corruption(f"ERROR l2_offset={l2_offset:x}: Table is not cluster aligned; L1 entry "
                                 "corrupted")
             continue
         if l2_offset + cs > file_size:
@@ -196,8 +185,7 @@ def _count_l1(image: Qcow2Image, res: CheckResult, refs: _Counter, l1_offset: in
                 continue
             if entry & L.OFLAG_COMPRESSED:
                 if entry & L.OFLAG_COPIED:
-                    res.corruptions += 1
-                    res.messages.append(f"ERROR: coffset=0x{entry & image.coffset_mask:x}: copied flag must "
+                    res.corruption(f"ERROR: coffset=0x{entry & image.coffset_mask:x}: copied flag must "
                                         "never be set for compressed clusters")
                 coffset = entry & image.coffset_mask
                 nb = ((entry >> image.csize_shift) & image.csize_mask) + 1
@@ -208,14 +196,12 @@ def _count_l1(image: Qcow2Image, res: CheckResult, refs: _Counter, l1_offset: in
                     res.fragmented_clusters += 1
                 continue
             if entry & L.L2E_STD_RESERVED_MASK:
-                res.corruptions += 1
-                res.messages.append(f"ERROR found l2 entry with reserved bits set: {entry:x}")
+                res.corruption(f"ERROR found l2 entry with reserved bits set: {entry:x}")
             host = entry & L.L2E_OFFSET_MASK
             if not host:
                 continue   # unallocated or zero-plain
             if host & (cs - 1):
-                res.corruptions += 1
-                res.messages.append(f"ERROR offset={host:x}: Data cluster is not properly aligned; L2 entry "
+                res.corruption(f"ERROR offset={host:x}: Data cluster is not properly aligned; L2 entry "
                                     "corrupted.")
             if active:
                 res.allocated_clusters += 1

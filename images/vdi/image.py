@@ -236,18 +236,15 @@ class VdiImage(ImageBackend):
             if entry >= L.BLOCK_ZERO:
                 continue
             if entry >= self.header.blocks_in_image:
-                res.corruptions += 1
-                res.messages.append(f"ERROR: block index {block} too large, is {entry}")
+                res.corruption(f"ERROR: block index {block} too large, is {entry}")
                 continue
             count += 1
             if entry in seen:
-                res.corruptions += 1
-                res.messages.append(f"ERROR: block index {seen[entry]} also used by {entry}")
+                res.corruption(f"ERROR: block index {seen[entry]} also used by {entry}")
             else:
                 seen[entry] = entry
         if count != self.header.blocks_allocated:
-            res.corruptions += 1
-            res.messages.append(f"ERROR: allocated blocks mismatch, is {count}, should be "
+            res.corruption(f"ERROR: allocated blocks mismatch, is {count}, should be "
                                 f"{self.header.blocks_allocated}")
         return res
 
