@@ -88,7 +88,8 @@ def prepare(path: str, fmt: str, filled: bool) -> None:
 
 
 def bench_args(size: int, step: int, count: int, write: bool) -> list[str]:
-    return ["-c", str(count), "-d", "1", "-s", str(size), "-S", str(step), "-t", "writeback"] + (["-w"] if write else [])
+    args = ["-c", str(count), "-d", "1", "-s", str(size), "-S", str(step), "-t", "writeback"]
+    return args + (["-w"] if write else [])
 
 
 def calibrate(work: str, fmt: str, size: int, step: int, count: int, write: bool, filled: bool) -> int:

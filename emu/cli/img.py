@@ -52,7 +52,8 @@ def cmd_create(argv: list[str]) -> int:
         image = open_image(a.filename, a.fmt, read_only=True, open_backing=False)
         size = image.virtual_size
         image.close()
-        print(f"Formatting '{a.filename}', fmt={a.fmt} {describe_create(a.fmt, options, size, a.backing, a.backing_fmt)}")
+        described = describe_create(a.fmt, options, size, a.backing, a.backing_fmt)
+        print(f"Formatting '{a.filename}', fmt={a.fmt} {described}")
     return 0
 
 

@@ -43,7 +43,7 @@ class _Counter:
         cb = self.cluster_bits
         if offset + length - self.file_size >= 1 << cb:
             self.res.corruption(f"ERROR: counting reference for region exceeding the end of the file by one "
-                                     f"cluster or more: offset {offset:#x} size {length:#x}")
+                                f"cluster or more: offset {offset:#x} size {length:#x}")
             return
         last = (offset + length - 1) >> cb
         if last >= len(self.counts):   # within a cluster of the end: the last cluster may be partial
@@ -280,7 +280,7 @@ def _rebuild(image: Qcow2Image, counts: array) -> None:
     refs = image.refs
     cs, cb = image.cluster_size, image.cluster_bits
     counts = array("Q", counts)
-    for index, entry in enumerate(refs.table):   # the old structure is dropped: do not count it
+    for entry in refs.table:   # the old structure is dropped: do not count it
         offset = entry & L.REFT_OFFSET_MASK
         if offset and not offset & (cs - 1) and (offset >> cb) < len(counts) and counts[offset >> cb]:
             counts[offset >> cb] -= 1

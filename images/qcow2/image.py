@@ -342,7 +342,8 @@ class Qcow2Image(ImageBackend):
                         self._check_overlap(host_ci, 1)
                     self.host.pwrite(host + in_cluster, data)
                     if trace is not None:
-                        trace.add(self.format_name, Act.WRITTEN, offset, length, f"in place at host {host + in_cluster:#x}")
+                        trace.add(self.format_name, Act.WRITTEN, offset, length,
+                                  f"in place at host {host + in_cluster:#x}")
                     return
         view = memoryview(data)
         pos = 0
