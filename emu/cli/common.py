@@ -35,6 +35,7 @@ def parse_options(values: list[str]) -> dict[str, str]:
 
 
 def open_for_cli(path: str, fmt: str | None, *, read_only: bool, open_backing: bool = True,
-                 cache: str = "writeback", check_mode: bool = False) -> ImageBackend:
+                 cache: str = "writeback", check_mode: bool = False,
+                 options: dict[str, str] | None = None) -> ImageBackend:
     return open_image(path, fmt, read_only=read_only, open_backing=open_backing, cache=cache,
-                      check_mode=check_mode)
+                      check_mode=check_mode, options=options)

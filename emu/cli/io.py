@@ -1,6 +1,7 @@
 """`emu io`: qemu-io's command set, run through the Drive so every request is traced.
 
-    emu io [-f FMT] [-r] [-d ignore|unmap] [--detect-zeroes off|on|unmap] [--trace] -c CMD ... FILE
+    emu io [-f FMT] [-r] [-o OPEN_OPTIONS] [-d ignore|unmap] [--detect-zeroes off|on|unmap] [--trace]
+           -c CMD ... FILE
 
 Commands: read [-P pat] [-v] OFF LEN, write [-P pat] [-z [-u]] [-f] OFF LEN, discard OFF LEN, flush,
 map. Output lines are qemu-io's. The exit status is 1 if any command failed (including a pattern
@@ -14,7 +15,7 @@ import sys
 import time
 
 from emu.block import Completion, Drive, DriveOptions, Request
-from emu.cli.common import Parser, open_for_cli
+from emu.cli.common import Parser, open_for_cli, parse_options
 from emu.errors import UsageError
 from emu.units import parse_size
 from images.backend import Status
@@ -194,11 +195,14 @@ def main(argv: list[str]) -> int:
                    help="drive discard option: ignore or unmap (default unmap, as qemu-io)")
     p.add_argument("--detect-zeroes", default="off", help="drive detect-zeroes option: off, on or unmap")
     p.add_argument("-t", dest="cache", default="writeback", choices=("writeback", "unsafe", "writethrough"))
+    p.add_argument("-o", dest="open_options", action="append", default=[],
+                   help="format open options k=v,... (e.g. discard=virtualbox for vdi)")
     p.add_argument("--trace", action="store_true", help="print what each layer did with every request")
     p.add_argument("filename")
     a = p.parse_args(argv)
     options = DriveOptions(discard=a.discard, detect_zeroes=a.detect_zeroes, read_only=a.read_only)
-    image = open_for_cli(a.filename, a.fmt, read_only=a.read_only, cache=a.cache)
+    image = open_for_cli(a.filename, a.fmt, read_only=a.read_only, cache=a.cache,
+                         options=parse_options(a.open_options))
     drive = Drive(image, options)
     ok = True
     try:

@@ -9,7 +9,9 @@ Discards depend on whose VDI code you model, chosen by the `discard` open option
   "virtualbox"  VirtualBox frees whole blocks: the block map entry becomes ZERO, the last allocated
                 block is moved into the hole and the file is truncated by one block. Partial-block
                 discards are remembered in memory per sector until the whole block is unused (and
-                forgotten when the image is closed), as VirtualBox's VD layer does.
+                forgotten when the image is closed), as VirtualBox's VD layer does. In a differencing
+                image a whole discarded block that was never written there becomes ZERO too, so the
+                parent's data does not show through (a discarded range reads zeros).
 
 Differencing images link to their parent by UUID (uuid_link = the parent's uuid_image); VirtualBox
 keeps the parent's file name in its media registry, not in the image, so emu writes a name hint into
@@ -160,12 +162,15 @@ class VdiImage(ImageBackend):
         bs = self.block_size
         end = offset + length
         freed: list[int] = []
+        hidden: list[int] = []
         pending = 0
         while offset < end:
             block, within = divmod(offset, bs)
             n = min(end - offset, bs - within)
             block_len = min(bs, self.virtual_size - block * bs)
-            if self.bmap[block] < L.BLOCK_ZERO:
+            if self.bmap[block] == L.BLOCK_FREE and self.is_diff and n == block_len:
+                hidden.append(block)     # the parent's data must not show through a discarded block
+            elif self.bmap[block] < L.BLOCK_ZERO:
                 if n == block_len:
                     freed.append(block)
                 else:
@@ -179,7 +184,15 @@ class VdiImage(ImageBackend):
         released = 0
         for block in freed:
             released += self._free_block(block)
+        if hidden:
+            for block in hidden:
+                self.bmap[block] = L.BLOCK_ZERO
+            self._write_metadata(hidden)
         if trace is not None:
+            if hidden:
+                trace.add(FORMAT, Act.ZEROED, hidden[0] * bs, len(hidden) * bs,
+                          f"{len(hidden)} unallocated block(s) of a differencing image marked zero, hiding the "
+                          "parent's data")
             if freed:
                 trace.add(FORMAT, Act.FREED, freed[0] * bs, len(freed) * bs,
                           f"{len(freed)} block(s) marked zero; last blocks moved into the holes, file "
@@ -188,7 +201,7 @@ class VdiImage(ImageBackend):
                 trace.add(FORMAT, Act.IGNORED, end - length, length,
                           f"{pending} bytes of partly discarded blocks remembered until the whole block is "
                           "discarded (kept in memory only)")
-            if not freed and not pending:
+            if not freed and not pending and not hidden:
                 trace.add(FORMAT, Act.IGNORED, end - length, length, "nothing allocated there")
 
     def _free_block(self, block: int) -> int:
