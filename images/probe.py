@@ -18,6 +18,7 @@ from images.hostfile import HostFile
 from images.qcow2 import create as qcow2_create
 from images.qcow2 import image as qcow2_image
 from images.vdi import image as vdi_image
+from images.vhd import image as vhd_image
 
 MAX_CHAIN_DEPTH = 16  # a chain longer than this is treated as a loop or an attack
 
@@ -27,7 +28,7 @@ class Format:
     """One image format: how to recognise, open and create it (qemu-img's name)."""
 
     name: str
-    probe: Callable[[bytes], bool] | None      # None: the fallback (raw)
+    probe: Callable[[bytes, bytes], bool] | None   # (first 512 bytes, last 512 bytes); None: raw
     open: Callable[..., ImageBackend]           # open(host, read_only=, check_mode=, **open_options)
     create: Callable[..., None]                 # create(path, size, options, backing=, backing_fmt=, opener=)
     describe: Callable[..., str]                # the option list `qemu-img create` prints
@@ -46,14 +47,20 @@ def _create_raw(path, size, options, *, backing, backing_fmt, opener) -> None:
     raw.create(path, size, options)
 
 
+def _open_vhd(host: HostFile, *, read_only: bool, check_mode: bool = False, size_calc: str = "auto"):
+    return vhd_image.open_vhd(host, read_only=read_only, size_calc=size_calc)
+
+
 def _open_vdi(host: HostFile, *, read_only: bool, check_mode: bool = False, discard: str = "qemu"):
     return vdi_image.open_vdi(host, read_only=read_only, discard=discard)
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("qcow2", lambda head: head[:4] == qcow2_image.MAGIC, qcow2_image.open_qcow2, qcow2_create.create,
-           qcow2_create.describe),
-    Format("vdi", vdi_image.probe, _open_vdi, vdi_image.create, vdi_image.describe, vdi_image.OPEN_OPTIONS),
+    Format("qcow2", lambda head, tail: head[:4] == qcow2_image.MAGIC, qcow2_image.open_qcow2,
+           qcow2_create.create, qcow2_create.describe),
+    Format("vdi", lambda head, tail: vdi_image.probe(head), _open_vdi, vdi_image.create, vdi_image.describe,
+           vdi_image.OPEN_OPTIONS),
+    Format("vpc", vhd_image.probe, _open_vhd, vhd_image.create, vhd_image.describe, vhd_image.OPEN_OPTIONS),
     Format("raw", None, _open_raw, _create_raw, raw.describe),
 )}
 
@@ -70,10 +77,13 @@ def detect_format(path: str) -> str:
     try:
         with open(path, "rb") as f:
             head = f.read(512)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 512))
+            tail = f.read(512) if size >= 1024 else b""
     except OSError as exc:
         raise ImageError(f"cannot open: {exc.strerror}", path=path) from None
     for fmt in FORMATS.values():
-        if fmt.probe is not None and fmt.probe(head):
+        if fmt.probe is not None and fmt.probe(head, tail):
             return fmt.name
     return "raw"
 

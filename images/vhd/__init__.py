@@ -1,0 +1,1 @@
+"""VHD ("vpc" in qemu-img): Virtual PC / Hyper-V's first format, fixed, dynamic and differencing."""
