@@ -11,8 +11,8 @@ it and the BAT entry updated, each step synced; reads ignore the bitmap.
 
 Differencing (type 4; qemu opens these as dynamic and ignores the parent): the dynamic header names
 the parent by UUID, time stamp, Unicode name and locators (W2ru relative, W2ku absolute). Here the
-bitmap decides: a set bit reads from this file, a clear one from the parent; writes copy partial
-sectors from the parent and set the bits.
+bitmap decides: a set bit reads from this file, a clear one from the parent; writes copy what they
+do not cover of their 4 KiB pages from the parent and set the bits.
 
 The size of a VHD is CHS geometry x 512 for creators "qemu" and "vpc " (1 GiB asked gives
 1,073,995,776 bytes) and the footer's current size for Hyper-V, Disk2vhd, XenServer and qemu's
@@ -174,6 +174,10 @@ class VhdImage(ImageBackend):
         for entry in self.bat:
             if entry != L.BAT_UNUSED:
                 end = max(end, entry * SECTOR + self.bitmap_size + bs)
+        for loc in dyn.parent_locators:       # locator data (differencing disks) lies before the blocks
+            if loc.platform_code and loc.data_length:
+                space = max(loc.data_length, loc.data_space * SECTOR if loc.data_space < 1 << 20 else 0)
+                end = max(end, loc.data_offset + -(-space // SECTOR) * SECTOR)
         if end > host.size():
             raise InvalidImage("free_data_block_offset points after the end of file: the image has been "
                                "truncated", field="bat")
@@ -304,23 +308,30 @@ class VhdImage(ImageBackend):
                       f"block {block} at host {offset:#x}", self.bitmap_size + self.block_size)
 
     def _write_diff(self, block: int, within: int, data: memoryview, data_start: int) -> None:
-        """Sector-granular copy-on-write: partial sectors not yet here come from the parent."""
-        first, last = within // SECTOR, (within + len(data) - 1) // SECTOR
+        """Copy-on-write in 4 KiB pages (8 sectors, one bitmap byte): what a page holds besides the new
+        data comes from this file or the parent, sector by sector, and all its bits are set. Pages
+        rather than sectors, so readers that look at the bitmap a byte at a time (libvhdi) agree."""
+        per_block = self.block_size // SECTOR
+        first = within // SECTOR // 8 * 8
+        last = min(per_block, ((within + len(data) - 1) // SECTOR // 8 + 1) * 8)
         start = first * SECTOR
-        buf = bytearray((last - first + 1) * SECTOR)
+        end = within + len(data)
+        buf = bytearray((last - first) * SECTOR)
         bitmap = self._bitmap(block)
-        for sector in {first, last}:
-            if not bitmap[sector >> 3] & (0x80 >> (sector & 7)):
-                base = block * self.block_size + sector * SECTOR
-                buf[(sector - first) * SECTOR:(sector - first + 1) * SECTOR] = self.read_backing(base, SECTOR)
+        for sector in range(first, last):
+            lo = sector * SECTOR
+            if lo >= within and lo + SECTOR <= end:
+                continue                       # overwritten whole
+            if bitmap[sector >> 3] & (0x80 >> (sector & 7)):
+                content = self.host.pread(data_start + lo, SECTOR)
             else:
-                buf[(sector - first) * SECTOR:(sector - first + 1) * SECTOR] = \
-                    self.host.pread(data_start + sector * SECTOR, SECTOR)
-        buf[within - start:within - start + len(data)] = data
+                content = self.read_backing(block * self.block_size + lo, SECTOR)
+            buf[lo - start:lo - start + SECTOR] = content
+        buf[within - start:end - start] = data
         self.host.pwrite(data_start + start, buf)
-        for sector in range(first, last + 1):
+        for sector in range(first, last):
             bitmap[sector >> 3] |= 0x80 >> (sector & 7)
-        lo, hi = (first >> 3) // SECTOR * SECTOR, (last >> 3) // SECTOR * SECTOR + SECTOR
+        lo, hi = (first >> 3) // SECTOR * SECTOR, ((last - 1) >> 3) // SECTOR * SECTOR + SECTOR
         self.host.pwrite(self.bat[block] * SECTOR + lo, bytes(bitmap[lo:hi]))
 
     # -- status and information --------------------------------------------------------------------
