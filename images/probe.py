@@ -19,6 +19,7 @@ from images.qcow2 import create as qcow2_create
 from images.qcow2 import image as qcow2_image
 from images.vdi import image as vdi_image
 from images.vhd import image as vhd_image
+from images.vmdk import image as vmdk_image
 
 MAX_CHAIN_DEPTH = 16  # a chain longer than this is treated as a loop or an attack
 
@@ -47,6 +48,10 @@ def _create_raw(path, size, options, *, backing, backing_fmt, opener) -> None:
     raw.create(path, size, options)
 
 
+def _open_vmdk(host: HostFile, *, read_only: bool, check_mode: bool = False):
+    return vmdk_image.open_vmdk(host, read_only=read_only)
+
+
 def _open_vhd(host: HostFile, *, read_only: bool, check_mode: bool = False, size_calc: str = "auto"):
     return vhd_image.open_vhd(host, read_only=read_only, size_calc=size_calc)
 
@@ -61,6 +66,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("vdi", lambda head, tail: vdi_image.probe(head), _open_vdi, vdi_image.create, vdi_image.describe,
            vdi_image.OPEN_OPTIONS),
     Format("vpc", vhd_image.probe, _open_vhd, vhd_image.create, vhd_image.describe, vhd_image.OPEN_OPTIONS),
+    Format("vmdk", lambda head, tail: vmdk_image.probe(head), _open_vmdk, vmdk_image.create, vmdk_image.describe),
     Format("raw", None, _open_raw, _create_raw, raw.describe),
 )}
 

@@ -1,0 +1,1 @@
+"""VMDK hosted sparse extents (monolithicSparse) and delta links by content id."""
