@@ -9,6 +9,7 @@ done once here in `block_status`, so `emu img map` prints what `qemu-img map` pr
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
 
 from emu.errors import BlockError, UnsupportedFeature
@@ -17,6 +18,12 @@ from images.hostfile import HostFile
 
 
 _ZEROS: dict[int, bytes] = {}
+
+
+def backing_path(image_path: str, name: str) -> str:
+    """Where a backing file named in an image lives: relative names are relative to the image's
+    directory (qemu's path_combine, so "b.qcow2" next to "c.qcow2" stays "b.qcow2")."""
+    return name if os.path.isabs(name) else os.path.join(os.path.dirname(image_path), name)
 
 
 def zeros(length: int) -> bytes:

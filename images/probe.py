@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 from emu.errors import ImageError, InvalidImage, UnsupportedFeature, UsageError
 from images import raw
-from images.backend import ImageBackend
+from images.backend import ImageBackend, backing_path
 from images.hostfile import HostFile
 from images.qcow2 import create as qcow2_create
 from images.qcow2 import image as qcow2_image
 from images.vdi import image as vdi_image
 from images.vhd import image as vhd_image
+from images.vhdx import create as vhdx_create
+from images.vhdx import image as vhdx_image
 from images.vmdk import image as vmdk_image
 
 MAX_CHAIN_DEPTH = 16  # a chain longer than this is treated as a loop or an attack
@@ -66,6 +68,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("vdi", lambda head, tail: vdi_image.probe(head), _open_vdi, vdi_image.create, vdi_image.describe,
            vdi_image.OPEN_OPTIONS),
     Format("vpc", vhd_image.probe, _open_vhd, vhd_image.create, vhd_image.describe, vhd_image.OPEN_OPTIONS),
+    Format("vhdx", lambda head, tail: vhdx_image.probe(head), vhdx_image.open_vhdx, vhdx_create.create,
+           vhdx_create.describe),
     Format("vmdk", lambda head, tail: vmdk_image.probe(head), _open_vmdk, vmdk_image.create, vmdk_image.describe),
     Format("raw", None, _open_raw, _create_raw, raw.describe),
 )}
@@ -136,7 +140,7 @@ def _open_backing(image: ImageBackend, override_fmt: str | None, cache: str,
                   seen: tuple[str, ...]) -> ImageBackend:
     name = image.backing_name
     assert name is not None
-    path = name if os.path.isabs(name) else os.path.join(os.path.dirname(image.path) or ".", name)
+    path = backing_path(image.path, name)
     if not os.path.exists(path):
         raise ImageError(f"backing file '{name}' not found", path=image.path, field="backing_file")
     fmt = override_fmt or image.backing_format

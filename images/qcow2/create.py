@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from emu.errors import EmuError, ImageError, UsageError
 from emu.units import parse_size
+from images.backend import backing_path
 from images.hostfile import HostFile
 from images.qcow2 import layout as L
 from images.qcow2.header import Qcow2Header
@@ -111,8 +112,7 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
 
 
 def _backing_size(path: str, backing: str, backing_fmt: str, opener: Callable) -> int:
-    import os
-    full = backing if os.path.isabs(backing) else os.path.join(os.path.dirname(path) or ".", backing)
+    full = backing_path(path, backing)
     try:
         image = opener(full, backing_fmt, read_only=True)
     except EmuError as exc:

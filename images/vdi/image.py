@@ -21,7 +21,6 @@ ZERO blocks read zeros and hide it.
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from array import array
@@ -30,7 +29,7 @@ from construct import ConstructError
 
 from emu.errors import CorruptImage, ImageError, InvalidImage, UnsupportedFeature, UsageError
 from emu.trace import Act, Trace
-from images.backend import BlockStatus, CheckResult, ImageBackend, Status, zeros
+from images.backend import BlockStatus, CheckResult, ImageBackend, Status, backing_path, zeros
 from images.hostfile import HostFile
 from images.vdi import layout as L
 
@@ -358,7 +357,7 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
             raise UsageError("vdi: a differencing VDI's parent must be a VDI (-F vdi)")
         if static == "on":
             raise UsageError("vdi: a differencing image cannot be static")
-        full = backing if os.path.isabs(backing) else os.path.join(os.path.dirname(path) or ".", backing)
+        full = backing_path(path, backing)
         parent = opener(full, FORMAT, read_only=True, open_backing=False)
         parent_header = parent.header
         size = parent.virtual_size if size is None else size

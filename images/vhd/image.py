@@ -32,7 +32,7 @@ from construct import ConstructError
 
 from emu.errors import ImageError, InvalidImage, UnsupportedFeature, UsageError
 from emu.trace import Act, Trace
-from images.backend import BlockStatus, ImageBackend, Status, zeros
+from images.backend import BlockStatus, ImageBackend, Status, backing_path, zeros
 from images.hostfile import HostFile
 from images.vhd import layout as L
 
@@ -409,7 +409,7 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
             raise UsageError("vpc: a differencing VHD's parent must be a VHD (-F vpc)")
         if subformat == "fixed":
             raise UsageError("vpc: a differencing disk cannot be fixed")
-        full = backing if os.path.isabs(backing) else os.path.join(os.path.dirname(path) or ".", backing)
+        full = backing_path(path, backing)
         parent = opener(full, FORMAT, read_only=True, open_backing=False)
         parent_footer, size = parent.footer, parent.virtual_size
         parent_path = os.path.realpath(full)

@@ -15,7 +15,6 @@ silently. VMDK has no discard; with zeroed_grain=on a whole-grain zero write set
 from __future__ import annotations
 
 import errno
-import os
 import random
 import re
 import sys
@@ -26,7 +25,7 @@ from construct import ConstructError
 
 from emu.errors import BlockError, ImageError, InvalidImage, UnsupportedFeature, UsageError
 from emu.trace import Act, Trace
-from images.backend import BlockStatus, CheckResult, ImageBackend, Status, zeros
+from images.backend import BlockStatus, CheckResult, ImageBackend, Status, backing_path, zeros
 from images.hostfile import HostFile
 from images.vmdk import layout as L
 
@@ -324,7 +323,8 @@ def describe(options: dict[str, str], size: int, backing: str | None, backing_fm
     backing = options.get("backing_file", backing)
     link = f" backing_file={backing} backing_fmt={options.get('backing_fmt', backing_fmt) or 'vmdk'}" if backing \
         else ""
-    return f"size={size}{link} compat6={options.get('compat6', 'off')} hwversion={options.get('hwversion', 'undefined')}"
+    return (f"size={size}{link} compat6={options.get('compat6', 'off')} "
+            f"hwversion={options.get('hwversion', 'undefined')}")
 
 
 def create(path: str, size: int | None, options: dict[str, str], *, backing: str | None,
@@ -352,7 +352,7 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
     if backing:
         if backing_fmt not in (None, FORMAT):
             raise UsageError(f"vmdk: invalid backing file format: {backing_fmt}. Must be vmdk")
-        full = backing if os.path.isabs(backing) else os.path.join(os.path.dirname(path) or ".", backing)
+        full = backing_path(path, backing)
         parent = opener(full, read_only=True, open_backing=False)
         if parent.format_name != FORMAT:
             parent.close()

@@ -45,7 +45,7 @@ def qcow2(tmp_path, qemu_img, qemu_io):
     (["img", "create", "-f", "qcow2", "-o", "cluster_size=3000", "x.qcow2", "1G"], "cluster size"),
     (["img", "create", "-f", "qcow2", "-o", "bogus=1", "x.qcow2", "1G"], "bogus"),
     (["img", "create", "-f", "qcow2", "-b", "base.qcow2", "x.qcow2"], "backing format"),
-    (["img", "create", "-f", "vhdx", "x.img", "1G"], "unknown format"),
+    (["img", "create", "-f", "qed", "x.img", "1G"], "unknown format"),
     (["img", "create", "-f", "qcow2", "x.qcow2", "1000"], "multiple of 512"),
     (["img", "map", "--output=xml", "x"], "invalid choice"),
     (["img", "check", "-r", "everything", "x"], "invalid choice"),
@@ -150,7 +150,8 @@ def test_compare_exit_codes_and_messages(qemu_img, qemu_io, qcow2, tmp_path):
     run(qemu_io, "-f", "raw", "-c", "write -P 9 8M 512", raw)
     theirs = run(qemu_img, "compare", qcow2, raw, check=False)
     ours = emu("img", "compare", qcow2, raw)
-    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (1, "Content mismatch at offset 8388608!\n")
+    mismatch = (1, "Content mismatch at offset 8388608!\n")
+    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == mismatch
     longer = str(tmp_path / "longer.raw")
     run(qemu_img, "convert", "-O", "raw", qcow2, longer)
     run(qemu_img, "resize", "-q", "-f", "raw", longer, "80M")
@@ -226,7 +227,8 @@ def test_bench_prints_qemu_img_bench_lines(tmp_path):
     emu("img", "create", "-q", "-f", "qcow2", path, "64M", check=True)
     proc = emu("img", "bench", "-c", "200", "-d", "1", "-w", "-s", "4k", "-S", "64k", path, check=True)
     lines = proc.stdout.splitlines()
-    assert lines[0] == "Sending 200 write requests, 4096 bytes each, 1 in parallel (starting at offset 0, step size 65536)"
+    assert lines[0] == ("Sending 200 write requests, 4096 bytes each, 1 in parallel (starting at offset 0, "
+                        "step size 65536)")
     assert re.fullmatch(r"Run completed in \d+\.\d{3} seconds\.", lines[-1])
     assert json.loads(emu("img", "check", "--output=json", path).stdout)["allocated-clusters"] == 200
 
@@ -250,7 +252,8 @@ def test_demo_runs_and_shows_where_space_went():
                                   ["-f", "qcow2", "-o", "compat=0.10,preallocation=metadata,cluster_size=4k",
                                    "a.qcow2", "10M"],
                                   ["-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "a.qcow2"],
-                                  ["-f", "raw", "a.raw", "1G"], ["-f", "raw", "-o", "preallocation=falloc", "a.raw", "1M"],
+                                  ["-f", "raw", "a.raw", "1G"],
+                                  ["-f", "raw", "-o", "preallocation=falloc", "a.raw", "1M"],
                                   ["-f", "qcow2", "-o", "lazy_refcounts=on,refcount_bits=8", "a.qcow2", "1M"]])
 def test_create_prints_qemu_img_s_formatting_line(qemu_img, tmp_path, args):
     os.chdir(tmp_path)

@@ -43,7 +43,8 @@ def test_sub_byte_refcounts_are_packed_lsb_first_as_the_spec_says(order, data):
 
 
 headers = st.builds(
-    Qcow2Header, version=st.just(3), cluster_bits=st.integers(12, 21), size=st.integers(0, 2**40).map(lambda v: v * 512),
+    Qcow2Header, version=st.just(3), cluster_bits=st.integers(12, 21),
+    size=st.integers(0, 2**40).map(lambda v: v * 512),
     l1_table_offset=st.just(0), refcount_table_offset=st.integers(1, 50), refcount_table_clusters=st.integers(1, 4),
     incompatible_features=st.sampled_from([0, L.INCOMPAT_DIRTY]), compatible_features=st.sampled_from([0, 1]),
     refcount_order=st.integers(0, 6), backing_file=st.one_of(st.none(), st.text("abcxyz./-_", min_size=1, max_size=40)),

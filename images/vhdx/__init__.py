@@ -1,0 +1,1 @@
+"""VHDX (Hyper-V): layout, metadata log, image backend and creation."""
