@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -16,14 +17,26 @@ settings.register_profile("dev", deadline=None, max_examples=30,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev"))
 
 
+def _missing(message: str) -> None:
+    """An absent oracle skips on a developer's machine and fails under CI=true."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + "; with CI=true a missing oracle is a failure, not a skip")
+    pytest.skip(message)
+
+
 def _need(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        message = f"{tool} is not installed (Debian package qemu-utils)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + "; with CI=true a missing oracle is a failure, not a skip")
-        pytest.skip(message)
+        _missing(f"{tool} is not installed (Debian package qemu-utils)")
     return path
+
+
+def oracle_module(name: str, package: str):
+    """Import an independent reader used as a test oracle (a test-only extra of pyproject.toml)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        _missing(f"{name} is not importable (pip install {package}, or the project's [test] extra)")
 
 
 @pytest.fixture(scope="session")

@@ -556,8 +556,21 @@ def test_backing_file_without_a_recorded_format_or_magic_is_not_guessed_as_raw(m
 
 
 def test_backing_format_emu_does_not_know_is_refused_naming_the_file_and_the_field(make_qcow2):
-    """A recorded format like vmdk is a property of the file, not a command-line mistake (once a
+    """A recorded format like qed is a property of the file, not a command-line mistake (once a
     UsageError naming neither)."""
+    make_qcow2("base.qcow2", "64M")
+    path = make_qcow2("top.qcow2", "64M", "-b", "base.qcow2", "-F", "qcow2")
+    with open(path, "rb") as f:
+        head = f.read(CLUSTER)
+    (offset, _type, _length), = [e for e in extensions(head) if e[1] == L.EXT_BACKING_FORMAT]
+    patch_bytes(path, offset + 8, b"qed\x00\x00")
+    patch_bytes(path, offset + 4, struct.pack(">I", 3))
+    exc = assert_open_fails(path, UnsupportedFeature, "backing_format")
+    assert "qed" in str(exc)
+
+
+def test_backing_format_that_does_not_match_the_backing_file_is_refused_naming_the_backing_file(make_qcow2):
+    """A known format recorded for a file of another format: the backing file's magic is named."""
     make_qcow2("base.qcow2", "64M")
     path = make_qcow2("top.qcow2", "64M", "-b", "base.qcow2", "-F", "qcow2")
     with open(path, "rb") as f:
@@ -565,7 +578,8 @@ def test_backing_format_emu_does_not_know_is_refused_naming_the_file_and_the_fie
     (offset, _type, _length), = [e for e in extensions(head) if e[1] == L.EXT_BACKING_FORMAT]
     patch_bytes(path, offset + 8, b"vmdk\x00")
     patch_bytes(path, offset + 4, struct.pack(">I", 4))
-    exc = assert_open_fails(path, UnsupportedFeature, "backing_format")
+    base = path.replace("top.qcow2", "base.qcow2")
+    exc = assert_open_fails(path, InvalidImage, "magic", names_path=base)
     assert "vmdk" in str(exc)
 
 

@@ -14,7 +14,7 @@ from emu.errors import EmuError, InvalidImage, UnsupportedFeature
 from images import create_image, open_image
 from images.inspect import map_extents
 from images.vdi import layout as L
-from tests.conftest import run
+from tests.conftest import oracle_module, run
 
 MiB = 1 << 20
 UUIDS = slice(0x188, 0x1A8)   # uuid_image and uuid_last_snap are random
@@ -162,7 +162,7 @@ def test_differencing_vdi_reads_through_its_parent(tmp_path, qemu_img, qemu_io):
 
 def test_differencing_vdi_matches_dissect_hypervisor(tmp_path, qemu_img, qemu_io):
     """qemu refuses differencing VDIs; dissect.hypervisor's reader is the independent oracle."""
-    vdi = pytest.importorskip("dissect.hypervisor.disk.vdi")
+    vdi = oracle_module("dissect.hypervisor.disk.vdi", "dissect.hypervisor")
     base, child, model = make_chain(tmp_path, qemu_img, qemu_io)
     with open(base, "rb") as fb, open(child, "rb") as fc:
         parent = vdi.VDI(fb).open()
