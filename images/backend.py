@@ -12,7 +12,7 @@ import enum
 import os
 from dataclasses import dataclass, field
 
-from emu.errors import BlockError, UnsupportedFeature
+from emu.errors import BlockError, UnsupportedFeature, UsageError
 from emu.trace import Trace
 from images.hostfile import HostFile
 
@@ -151,6 +151,57 @@ class ImageBackend:
     def check_parent(self, parent: ImageBackend) -> None:
         """Verify the link to an opened parent (UUID, content id...); formats that link by name only
         accept any parent."""
+
+    # -- relinking (qemu-img rebase -u, commit) ----------------------------------------------------
+    def set_backing(self, parent: ImageBackend | None, name: str | None, fmt: str | None) -> None:
+        """Rewrite this image's link to its parent in place, as `qemu-img rebase -u` does: the stored
+        name (exactly as given; relative names are relative to this image's directory), the recorded
+        backing format where the format records one, and the parent's identity where the format
+        links by one. parent=None with name=None makes the image standalone (same format, no parent).
+
+        On success self.backing is the parent (an opened, read-only image the caller hands over; the
+        old self.backing is not closed here, the caller owns it) and backing_name/backing_format say
+        what the file now records. The guest data of this layer is not touched. Each format writes
+        the link so that a crash leaves either the old or the new one. A name that does not fit the
+        format's space raises UsageError, an image that cannot have a parent UnsupportedFeature, a
+        read-only image BlockError."""
+        raise UnsupportedFeature(f"{self.format_name} images cannot have a backing file", path=self.path)
+
+    def creation_options(self) -> dict[str, str]:
+        """The `create` options (-o k=v) that make a new, empty image laid out like this one: the same
+        virtual size (given separately) and layout parameters. Only options the format's create takes."""
+        return {}
+
+    def make_empty(self) -> None:
+        """Drop every allocation of this layer so it reads through to its backing file again (qemu's
+        bdrv_make_empty, used by `qemu-img commit` to empty the committed top). Only qcow2 has it in
+        qemu 7.2; `qemu-img commit` leaves the top of every other format as it was."""
+        raise UnsupportedFeature(f"{self.format_name} images cannot be emptied (qemu-img commit leaves "
+                                 "their data in place)", path=self.path)
+
+    def _check_relink(self, parent: ImageBackend | None, name: str | None, fmt: str | None,
+                      own_format: str | None = None) -> None:
+        """What every set_backing checks first: a writable image, parent and name given together, a
+        parent of `own_format` (formats whose parent must be of their own kind), and a name that, if
+        it names an existing file, names the parent handed over."""
+        self.check_writable()
+        if (parent is None) != (name is None) or (parent is None and fmt is not None):
+            raise UsageError(f"{self.path}: set_backing needs a parent and its name together (or neither, "
+                             "to make the image standalone)")
+        if parent is None or name is None:
+            return
+        if not name:
+            raise UsageError(f"{self.path}: the backing file name is empty")
+        if fmt is not None and fmt != parent.format_name:
+            raise UsageError(f"{self.path}: backing format '{fmt}' given, but {parent.path} is "
+                             f"{parent.format_name}")
+        if own_format is not None and parent.format_name != own_format:
+            raise UsageError(f"{self.path}: the parent of a {own_format} image must be {own_format}, not "
+                             f"{parent.format_name} ({parent.path})")
+        target = backing_path(self.path, name)
+        if os.path.exists(target) and os.path.exists(parent.path) and not os.path.samefile(target, parent.path):
+            raise UsageError(f"{self.path}: backing file name '{name}' resolves to {target}, not to the parent "
+                             f"handed over ({parent.path})")
 
     # -- shared helpers ----------------------------------------------------------------------------
     def chain(self) -> list[ImageBackend]:

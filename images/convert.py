@@ -33,7 +33,7 @@ def convert(source: ImageBackend, target: ImageBackend, *, min_sparse: int = DEF
             offset += n
             continue
         data = source.read(offset, n)
-        runs = _differing_runs(data, target.read(offset, n)) if overlay else _data_runs(data, min_sparse, offset)
+        runs = differing_runs(data, target.read(offset, n)) if overlay else _data_runs(data, min_sparse, offset)
         for start, length in runs:
             target.write(offset + start, data[start:start + length])
             written += length
@@ -44,8 +44,9 @@ def convert(source: ImageBackend, target: ImageBackend, *, min_sparse: int = DEF
     return written
 
 
-def _differing_runs(data: bytes, current: bytes) -> list[tuple[int, int]]:
-    """Runs of 512-byte sectors where data differs from what is there now."""
+def differing_runs(data: bytes, current: bytes) -> list[tuple[int, int]]:
+    """Runs of 512-byte sectors where data differs from what is there now (qemu-img compares by
+    sector in convert -B and rebase)."""
     runs: list[tuple[int, int]] = []
     for pos in range(0, len(data), 512):
         if data[pos:pos + 512] != current[pos:pos + 512]:

@@ -6,9 +6,16 @@ semantics (formats.md 1.7, controllers.md 7), independently of the code under te
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import signal
+import tracemalloc
 from dataclasses import dataclass, field
 
+import pytest
+
+from emu.errors import EmuError, ImageError
 from images import create_image, open_image
 
 MiB = 1 << 20
@@ -90,3 +97,72 @@ def model_discard(variant: Variant, model: bytearray, offset: int, length: int, 
         end = offset + length                            # the last partial cluster at the image end
     if end > start:
         model[start:end] = bytes(end - start)
+
+
+# -- guards and the refused-open check of the malformed-file tests ---------------------------------
+
+class Hang(BaseException):
+    """Raised by the time guard. A BaseException, so that no `except Exception` (nor the Drive's
+    `except OSError`, which would catch TimeoutError) can swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Fail with Hang if the block takes longer than `seconds` of wall time."""
+    def on_alarm(signum, frame):
+        raise Hang(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def traced_memory():
+    """Trace Python allocations in the block; yields a dict whose "peak" is set on exit."""
+    result = {"peak": 0}
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    try:
+        yield result
+    finally:
+        result["peak"] = tracemalloc.get_traced_memory()[1] - base
+        if not was_tracing:
+            tracemalloc.stop()
+
+
+SMALL_PEAK = 4 * MiB      # a refused open of a small image needs far less than this
+
+
+def digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def assert_open_fails(path: str, cls: type[ImageError], field: str, *, fmt: str | None = None,
+                      names_path: str | None = None) -> ImageError:
+    """Open read-only, then read-write: both must raise `cls` naming the file and `field`, with a
+    small memory peak, leaving the file as it was. Returns the read-only exception."""
+    before = digest(path)
+    raised = []
+    for read_only in (True, False):
+        with traced_memory() as memory, time_limit(10):
+            with pytest.raises(EmuError) as info:
+                image = open_image(path, fmt, read_only=read_only)
+                image.close()
+        exc = info.value
+        mode = "read-only" if read_only else "read-write"
+        assert type(exc) is cls, f"{mode}: {type(exc).__name__} instead of {cls.__name__}: {exc}"
+        assert exc.field == field, f"{mode}: field {exc.field!r} instead of {field!r}: {exc}"
+        assert (names_path or path) in str(exc), f"{mode}: message does not name the file: {exc}"
+        assert memory["peak"] < SMALL_PEAK, f"{mode}: {memory['peak']} bytes allocated before failing"
+        raised.append(exc)
+    assert digest(path) == before, "a refused open modified the file"
+    return raised[0]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 from emu.block import Drive, DriveOptions
+from emu.cli.chain import (cmd_commit, cmd_compact, cmd_immutable, cmd_rebase, cmd_snapshot, cmd_stream,
+                           snapshot_table)
 from emu.cli.common import Parser, open_for_cli, parse_options
 from emu.errors import EmuError, UnsupportedFeature, UsageError
 from emu.units import human_size, parse_size
@@ -16,7 +17,8 @@ from images.backend import CheckResult
 from images.convert import DEFAULT_MIN_SPARSE, convert
 from images.inspect import backing_path, compare_images, image_info, map_extents
 
-SUBCOMMANDS = ("create", "info", "map", "check", "compare", "convert", "bench", "snapshot")
+SUBCOMMANDS = ("create", "info", "map", "check", "compare", "convert", "bench", "snapshot", "commit", "rebase",
+               "stream", "compact", "immutable")
 
 
 def main(argv: list[str]) -> int:
@@ -27,7 +29,8 @@ def main(argv: list[str]) -> int:
     command = argv[0]
     handler = {"create": cmd_create, "info": cmd_info, "map": cmd_map, "check": cmd_check,
                "compare": cmd_compare, "convert": cmd_convert, "bench": cmd_bench,
-               "snapshot": cmd_snapshot}.get(command)
+               "snapshot": cmd_snapshot, "commit": cmd_commit, "rebase": cmd_rebase, "stream": cmd_stream,
+               "compact": cmd_compact, "immutable": cmd_immutable}.get(command)
     if handler is None:
         raise UsageError(f"unknown command '{command}' (expected one of {', '.join(SUBCOMMANDS)})")
     return handler(argv[1:])
@@ -36,9 +39,9 @@ def main(argv: list[str]) -> int:
 # -- create ----------------------------------------------------------------------------------------
 def cmd_create(argv: list[str]) -> int:
     p = Parser("emu img create", "Create a new image (qemu-img create).")
-    p.add_argument("-f", dest="fmt", default="raw", help="image format (raw, qcow2)")
+    p.add_argument("-f", dest="fmt", default="raw", help="image format (raw, qcow2, vdi, vpc, vhdx, vmdk)")
     p.add_argument("-o", dest="options", action="append", default=[], help="format options k=v,...")
-    p.add_argument("-b", dest="backing", help="backing file (qcow2)")
+    p.add_argument("-b", dest="backing", help="backing file (qcow2, vdi, vpc, vhdx, vmdk)")
     p.add_argument("-F", dest="backing_fmt", help="backing file format (required with -b)")
     p.add_argument("-u", dest="unsafe", action="store_true", help="do not open the backing file")
     p.add_argument("-q", dest="quiet", action="store_true")
@@ -49,9 +52,10 @@ def cmd_create(argv: list[str]) -> int:
     size = parse_size(a.size) if a.size is not None else None
     create_image(a.filename, a.fmt, size, options, backing=a.backing, backing_fmt=a.backing_fmt)
     if not a.quiet:
-        image = open_image(a.filename, a.fmt, read_only=True, open_backing=False)
-        size = image.virtual_size
-        image.close()
+        if size is None:                     # qemu-img prints the size asked for, else the backing file's
+            image = open_image(a.filename, a.fmt, read_only=True, open_backing=False)
+            size = image.virtual_size
+            image.close()
         described = describe_create(a.fmt, options, size, a.backing, a.backing_fmt)
         print(f"Formatting '{a.filename}', fmt={a.fmt} {described}")
     return 0
@@ -96,7 +100,7 @@ def _human_info(image, info: dict) -> str:
         if image.backing_format:
             lines.append(f"backing file format: {image.backing_format}")
     if info.get("snapshots"):
-        lines += _snapshot_table(info["snapshots"])
+        lines += snapshot_table(info["snapshots"])
     specific = info.get("format-specific")
     if specific:
         lines.append("Format specific information:")
@@ -104,40 +108,6 @@ def _human_info(image, info: dict) -> str:
             text = str(value).lower() if isinstance(value, bool) else value
             lines.append(f"    {key.replace('-', ' ')}: {text}")
     return "\n".join(lines)
-
-
-def _snapshot_table(snapshots: list[dict]) -> list[str]:
-    """qemu's bdrv_snapshot_dump layout."""
-    lines = ["Snapshot list:", f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}"]
-    for s in snapshots:
-        date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["date-sec"]))
-        secs = s["vm-clock-sec"]
-        clock = f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}.{s['vm-clock-nsec'] // 10**6:03d}"
-        icount = s.get("icount")
-        lines.append(f"{s['id']:<9} {s['name']:<16} {human_size(s['vm-state-size']):>8}{date:>20}{clock:>13}"
-                     f"{'' if icount is None else icount:>11}")
-    return lines
-
-
-# -- snapshot --------------------------------------------------------------------------------------
-def cmd_snapshot(argv: list[str]) -> int:
-    p = Parser("emu img snapshot", "List the internal snapshots of a qcow2 image (qemu-img snapshot -l).")
-    p.add_argument("-l", dest="list", action="store_true", help="list internal snapshots")
-    p.add_argument("-f", dest="fmt")
-    p.add_argument("-U", "--force-share", action="store_true", help="accepted for compatibility")
-    p.add_argument("filename")
-    a = p.parse_args(argv)
-    if not a.list:
-        raise UsageError("only -l (list internal snapshots) is supported; creating, applying and deleting "
-                         "snapshots is done with external snapshots")
-    image = open_for_cli(a.filename, a.fmt, read_only=True, open_backing=False)
-    try:
-        snapshots = image.info_fields().get("snapshots", [])
-    finally:
-        image.close()
-    if snapshots:
-        print("\n".join(_snapshot_table(snapshots)))
-    return 0
 
 
 # -- map -------------------------------------------------------------------------------------------

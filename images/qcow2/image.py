@@ -16,7 +16,7 @@ import os
 import zlib
 from array import array
 
-from emu.errors import BlockError, CorruptImage, ImageError
+from emu.errors import BlockError, CorruptImage, ImageError, InvalidImage, UsageError
 from emu.trace import Act, Trace
 from images.backend import BlockLimits, BlockStatus, ImageBackend, Status, zeros
 from images.hostfile import HostFile
@@ -725,6 +725,73 @@ class Qcow2Image(ImageBackend):
     def check(self, repair: str | None = None):
         from images.qcow2.check import check_image
         return check_image(self, repair)
+
+    # -- relinking and emptying (qemu-img rebase -u, commit) ---------------------------------------
+    def set_backing(self, parent: ImageBackend | None, name: str | None, fmt: str | None) -> None:
+        """qcow2_change_backing_file: the name (at most 1023 bytes, in cluster 0) and the backing-format
+        extension. Cluster 0 is rebuilt as qemu's qcow2_update_header lays it out; only the sectors
+        that differ are written, in one write (the header, extensions and name share the first few
+        sectors), then flushed: a crash leaves the old header or the new one."""
+        self._check_relink(parent, name, fmt)
+        if parent is not None:
+            fmt = fmt or parent.format_name
+        if name is not None and len(name.encode("utf-8")) > L.MAX_BACKING_NAME:
+            raise UsageError(f"{self.path}: backing file name of {len(name.encode('utf-8'))} bytes is too long "
+                             f"(qcow2 stores at most {L.MAX_BACKING_NAME} bytes)")
+        if fmt is not None and len(fmt) > L.MAX_BACKING_FORMAT:
+            raise UsageError(f"{self.path}: backing format name '{fmt}' is too long (at most "
+                             f"{L.MAX_BACKING_FORMAT} bytes)")
+        h = self.header
+        old = (h.backing_file, h.backing_format)
+        h.backing_file, h.backing_format = name, fmt
+        try:
+            new = h.build().ljust(self.cluster_size, b"\0")
+        except InvalidImage:
+            h.backing_file, h.backing_format = old
+            raise UsageError(f"{self.path}: backing file name '{name}' does not fit in the "
+                             f"{self.cluster_size}-byte header cluster with the header and its extensions") from None
+        current = self.host.pread(0, self.cluster_size)
+        changed = [i for i in range(0, self.cluster_size, 512) if new[i:i + 512] != current[i:i + 512]]
+        if changed:
+            start, end = changed[0], changed[-1] + 512
+            self.host.pwrite(start, new[start:end])
+            self.host.sync()
+        self.backing = parent
+        self.backing_name, self.backing_format = name, fmt
+
+    def creation_options(self) -> dict[str, str]:
+        """compat, cluster_size, lazy_refcounts, refcount_bits (emu creates neither extended L2 entries
+        nor other compression types, so those stay at their defaults)."""
+        return {"compat": "1.1" if self.version >= 3 else "0.10", "cluster_size": str(self.cluster_size),
+                "lazy_refcounts": "on" if self.lazy_refcounts else "off",
+                "refcount_bits": str(self.refs.codec.bits)}
+
+    def make_empty(self) -> None:
+        """qcow2_make_empty's discard of every cluster (qcow2_cluster_discard with full_discard, type
+        QCOW2_DISCARD_SNAPSHOT): every L2 entry becomes 0, so the whole disk reads from the backing
+        file again, data clusters are freed (shared ones keep their snapshot references) and punched.
+        L2 tables are kept; ranges without an L2 table are already empty and are skipped (qemu would
+        allocate tables there). The new tables and the refcount decrements are durable before any
+        hole is punched, so a crash leaves the old mapping or the empty one, at worst with leaks.
+        (For a v3 image without snapshots qemu takes a shortcut, make_completely_empty, that rebuilds
+        the refcount structures and truncates the file; the guest view, `qemu-img map` and a clean
+        `qemu-img check` are the same.)"""
+        self.check_writable()
+        freed: list[int] = []
+        shift = self._l1_shift
+        l1_count = min(len(self.l1), -(-self.virtual_size >> shift))
+        index = 0
+        while index < l1_count:
+            l2 = self.l1[index] & L.L1E_OFFSET_MASK
+            if not l2 or not any(self._l2(l2)):
+                index += 1
+                continue
+            offset = index << shift
+            length = min(self.virtual_size, (index + 1) << shift) - offset
+            self._rewrite_entries(offset, length, lambda old, kind: (0, True), DISCARD_ALWAYS, freed, None)
+            index += 1
+        self.write_metadata()
+        self._release(freed, DISCARD_ALWAYS, None, 0, self.virtual_size)
 
 
 def open_qcow2(host: HostFile, *, read_only: bool, check_mode: bool = False,

@@ -273,6 +273,44 @@ class VdiImage(ImageBackend):
                                f"{parent.path} is {_uuid(parent.header.uuid_image)}",
                                path=self.path, field="uuid_link")
 
+    # -- relinking ----------------------------------------------------------------------------------
+    def set_backing(self, parent: ImageBackend | None, name: str | None, fmt: str | None) -> None:
+        """A differencing VDI (type 4) links to its parent by uuid_link = the parent's uuid_image and
+        uuid_parent = the parent's uuid_last_snap (VirtualBox's uuidParentModify), and emu keeps the
+        name in the comment; standalone is a normal dynamic image with both UUIDs zero. All of it is
+        in the header sector, written once and flushed: a crash leaves the old link or the new one."""
+        if self.header.image_type == L.TYPE_FIXED:
+            raise UnsupportedFeature("a fixed (static) VDI cannot have a parent", path=self.path,
+                                     field="image_type")
+        self._check_relink(parent, name, fmt, FORMAT)
+        header = dict(self.header)
+        header.pop("_io", None)
+        header.update(link_fields(parent.header if isinstance(parent, VdiImage) else None, name, self.path))
+        if parent is None and _parent_hint(self.header.comment) is None:
+            header["comment"] = self.header.comment       # a comment that is not our hint stays
+        self.host.pwrite(0, L.HEADER.build(header))
+        self.host.sync()
+        self.header = L.HEADER.parse(L.HEADER.build(header))
+        self.is_diff = parent is not None
+        self.backing = parent
+        self.backing_name, self.backing_format = (name, FORMAT) if parent is not None else (None, None)
+
+    def creation_options(self) -> dict[str, str]:
+        return {"static": "on" if self.header.image_type == L.TYPE_FIXED else "off"}
+
+
+def link_fields(parent_header, name: str | None, path: str) -> dict:
+    """The header fields that link a VDI to its parent (or, parent_header None, to none): image type,
+    parent UUIDs and the name hint in the comment, as create and set_backing write them."""
+    if parent_header is None:
+        return dict(image_type=L.TYPE_NORMAL, comment=bytes(256), uuid_link=bytes(16), uuid_parent=bytes(16))
+    comment = PARENT_HINT + (name or "").encode("utf-8")
+    if len(comment) >= 256:
+        raise UsageError(f"{path}: parent file name too long for the VDI comment ({len(comment) - len(PARENT_HINT)} "
+                         f"bytes; at most {255 - len(PARENT_HINT)})")
+    return dict(image_type=L.TYPE_DIFF, comment=comment.ljust(256, b"\0"), uuid_link=bytes(parent_header.uuid_image),
+                uuid_parent=bytes(parent_header.uuid_last_snap))
+
 
 def _uuid(raw: bytes) -> str:
     return str(uuid.UUID(bytes_le=bytes(raw)))
@@ -370,19 +408,16 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
     size += -size % L.SECTOR_SIZE
     blocks = -(-size // L.BLOCK_SIZE)
     bmap_size = -(-blocks * 4 // L.SECTOR_SIZE) * L.SECTOR_SIZE
-    image_type = L.TYPE_DIFF if parent else (L.TYPE_FIXED if static == "on" else L.TYPE_NORMAL)
-    comment = (PARENT_HINT + backing.encode("utf-8")) if backing else b""
-    if len(comment) >= 256:
-        raise UsageError("vdi: parent file name too long for the image comment")
+    link = link_fields(parent_header if parent else None, backing, path)
+    if static == "on":
+        link["image_type"] = L.TYPE_FIXED
+    image_type = link["image_type"]
     header = dict(text=L.TEXT_QEMU.ljust(64, b"\0"), signature=L.SIGNATURE, version=L.VERSION_1_1,
-                  header_size=L.HEADER_SIZE_QEMU, image_type=image_type, image_flags=0,
-                  comment=comment.ljust(256, b"\0"), offset_bmap=L.HEADER_BYTES,
+                  header_size=L.HEADER_SIZE_QEMU, image_flags=0, offset_bmap=L.HEADER_BYTES,
                   offset_data=L.HEADER_BYTES + bmap_size, cylinders=0, heads=0, sectors=0,
                   sector_size=L.SECTOR_SIZE, unused1=0, disk_size=size, block_size=L.BLOCK_SIZE, block_extra=0,
                   blocks_in_image=blocks, blocks_allocated=blocks if image_type == L.TYPE_FIXED else 0,
-                  uuid_image=uuid.uuid4().bytes_le, uuid_last_snap=uuid.uuid4().bytes_le,
-                  uuid_link=parent_header.uuid_image if parent else bytes(16),
-                  uuid_parent=parent_header.uuid_last_snap if parent else bytes(16), lchs=None)
+                  uuid_image=uuid.uuid4().bytes_le, uuid_last_snap=uuid.uuid4().bytes_le, lchs=None, **link)
     bmap = array("I", range(blocks)) if image_type == L.TYPE_FIXED else array("I", [L.BLOCK_FREE]) * blocks
     host = HostFile(path, writable=True, create=True)
     try:

@@ -359,6 +359,98 @@ class VhdImage(ImageBackend):
     def info_fields(self) -> dict:
         return {} if self.fixed else {"cluster-size": self.block_size}
 
+    # -- relinking ----------------------------------------------------------------------------------
+    def set_backing(self, parent: ImageBackend | None, name: str | None, fmt: str | None) -> None:
+        """The dynamic header's parent UUID, time stamp, Unicode name and W2ku/W2ru locators (as create
+        writes them) and the footer's disk type (4 differencing, 3 dynamic when standalone).
+
+        Crash order: new locator data goes where the end footer is, followed by the footer, in one
+        write (old locator data is never overwritten); then the footer copy at offset 0 and the dynamic
+        header after it go in one write, the point where the new link takes effect for readers that
+        start at offset 0 (qemu, emu); the end footer follows when the disk type changes, or goes first
+        when the parent is dropped, so a reader of the end footer (libvhdi) sees the old or the new
+        disk type with a header that suits it. A dynamic disk that gets a parent first has every
+        allocated block's bitmap set (qemu reads those blocks whole), and a disk made standalone loses
+        the locator data after its last block (the footer moves there, the file is truncated)."""
+        if self.fixed:
+            raise UnsupportedFeature("a fixed VHD cannot have a parent", path=self.path, field="disk_type")
+        self._check_relink(parent, name, fmt, FORMAT)
+        host = self.host
+        footer_at = max(self.free_data_offset, host.size() - L.FOOTER_SIZE)
+        if parent is not None:
+            link, locator_data = parent_link(self.path, name, parent.footer, footer_at)
+        else:
+            link, locator_data = no_parent_link(), b""
+        footer = _fields(self.footer, disk_type=L.TYPE_DIFF if parent is not None else L.TYPE_DYNAMIC, checksum=0)
+        footer["checksum"] = L.checksum(L.FOOTER.build(footer), L.FOOTER_CHECKSUM_OFFSET)
+        footer_bytes = L.FOOTER.build(footer)
+        dyn = _fields(self.dyn, checksum=0, **link)
+        dyn["checksum"] = L.checksum(L.DYNAMIC_HEADER.build(dyn), L.DYNAMIC_CHECKSUM_OFFSET)
+        dyn_bytes = L.DYNAMIC_HEADER.build(dyn)
+        type_changes = footer["disk_type"] != self.footer.disk_type
+        if parent is not None and not self.is_diff:
+            self._fill_bitmaps()
+        if locator_data:
+            host.pwrite(footer_at, locator_data + L.FOOTER.build(self.footer))
+            host.sync()
+            self.free_data_offset = footer_at + len(locator_data)
+        if type_changes and parent is None:
+            host.pwrite(host.size() - L.FOOTER_SIZE, footer_bytes)
+            host.sync()
+        if self.footer.data_offset == L.FOOTER_SIZE:
+            host.pwrite(0, footer_bytes + dyn_bytes)
+        else:
+            host.pwrite(self.footer.data_offset, dyn_bytes)
+            host.sync()
+            host.pwrite(0, footer_bytes)
+        host.sync()
+        if type_changes and parent is not None:
+            host.pwrite(host.size() - L.FOOTER_SIZE, footer_bytes)
+            host.sync()
+        self.footer = L.FOOTER.parse(footer_bytes)
+        self.dyn = L.DYNAMIC_HEADER.parse(dyn_bytes)
+        self.is_diff = parent is not None
+        self._bitmaps.clear()
+        self._full_bitmaps.clear()
+        if parent is None:
+            self._trim_tail(footer_bytes)
+        self.backing = parent
+        self.backing_name, self.backing_format = (self._parent_name(), FORMAT) if parent is not None else (None, None)
+
+    def _fill_bitmaps(self) -> None:
+        """Set every bit of each allocated block's sector bitmap (what qemu reads: the whole block)."""
+        full = b"\xff" * self.bitmap_size
+        wrote = False
+        for entry in self.bat:
+            if entry != L.BAT_UNUSED and self.host.pread(entry * SECTOR, self.bitmap_size) != full:
+                self.host.pwrite(entry * SECTOR, full)
+                wrote = True
+        if wrote:
+            self.host.sync()
+
+    def _trim_tail(self, footer_bytes: bytes) -> None:
+        """Drop what lies between the last block and the end footer (locator data no longer named): the
+        footer moves to the end of the data and the file is cut after it."""
+        end = self.dyn.table_offset + len(self.bat) * 4
+        end += -end % SECTOR
+        for entry in self.bat:
+            if entry != L.BAT_UNUSED:
+                end = max(end, entry * SECTOR + self.bitmap_size + self.block_size)
+        self.free_data_offset = end
+        if self.host.size() > end + L.FOOTER_SIZE:
+            self.host.pwrite(end, footer_bytes)
+            self.host.sync()
+            self.host.truncate(end + L.FOOTER_SIZE)
+            self.host.sync()
+
+    def creation_options(self) -> dict[str, str]:
+        """subformat, and force_size=on where the size is not the CHS size qemu-img would round to."""
+        options = {"subformat": "fixed" if self.fixed else "dynamic"}
+        exact = self.footer.creator_app in L.SIZE_FROM_FOOTER or rounded_size(self.virtual_size, False)[0] \
+            != self.virtual_size
+        options["force_size"] = "on" if exact else "off"
+        return options
+
 
 # -- opening and creating ---------------------------------------------------------------------------
 def open_vhd(host: HostFile, *, read_only: bool, size_calc: str = "auto") -> VhdImage:
@@ -374,6 +466,49 @@ def open_vhd(host: HostFile, *, read_only: bool, size_calc: str = "auto") -> Vhd
         if footer.disk_type != L.TYPE_FIXED:
             raise InvalidImage("a VHD with its footer only at the end must be fixed", field="disk_type")
     return VhdImage(host, footer, read_only=read_only, size_calc=size_calc)
+
+
+def _fields(parsed, **changes) -> dict:
+    """A parsed structure as a dict to build from, with some fields changed."""
+    out = {k: v for k, v in parsed.items() if not k.startswith("_")}
+    out.update(changes)
+    return out
+
+
+MAX_LOCATOR = 65536                 # longer locator data is not read back (see _parent_name)
+NO_LOCATOR = dict(platform_code=0, data_space=0, data_length=0, reserved=0, data_offset=0)
+
+
+def parent_link(path: str, name: str, parent_footer, data_at: int) -> tuple[dict, bytes]:
+    """The dynamic-header fields that name a parent (UUID, time stamp, Unicode name, W2ku absolute and
+    W2ru relative locators) for an image at `path` naming it `name`, with the locator data placed
+    from file offset `data_at`; returns (fields, locator data to write at data_at)."""
+    parent_path = os.path.realpath(backing_path(path, name))
+    relative = os.path.relpath(parent_path, os.path.dirname(os.path.realpath(path)))
+    unicode_name = os.path.basename(name).encode("utf-16-be")
+    if len(unicode_name) > 512:
+        raise UsageError(f"{path}: parent name '{os.path.basename(name)}' does not fit the 512-byte parent "
+                         "Unicode name of the VHD header (256 UTF-16 code units)")
+    blobs = [(L.PLATFORM_W2KU, parent_path.encode("utf-16-le")),
+             (L.PLATFORM_W2RU, (".\\" + relative.replace("/", "\\")).encode("utf-16-le"))]
+    locators, data = [], b""
+    for code, blob in blobs:
+        if len(blob) > MAX_LOCATOR:
+            raise UsageError(f"{path}: parent path of {len(blob)} bytes (UTF-16) is too long for a VHD parent "
+                             f"locator (at most {MAX_LOCATOR} bytes)")
+        space = -(-len(blob) // SECTOR) * SECTOR
+        locators.append(dict(platform_code=code, data_space=space // SECTOR, data_length=len(blob), reserved=0,
+                             data_offset=data_at + len(data)))
+        data += blob.ljust(space, b"\0")
+    fields = dict(parent_unique_id=parent_footer.unique_id, parent_timestamp=parent_footer.timestamp,
+                  parent_unicode_name=unicode_name.ljust(512, b"\0"),
+                  parent_locators=locators + [NO_LOCATOR] * (8 - len(locators)))
+    return fields, data
+
+
+def no_parent_link() -> dict:
+    return dict(parent_unique_id=bytes(16), parent_timestamp=0, parent_unicode_name=bytes(512),
+                parent_locators=[NO_LOCATOR] * 8)
 
 
 def describe(options: dict[str, str], size: int, backing: str | None, backing_fmt: str | None) -> str:
@@ -412,7 +547,6 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
         full = backing_path(path, backing)
         parent = opener(full, FORMAT, read_only=True, open_backing=False)
         parent_footer, size = parent.footer, parent.virtual_size
-        parent_path = os.path.realpath(full)
         parent.close()
     if size is None:
         raise UsageError("vpc: image creation needs a size parameter")
@@ -427,6 +561,13 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
         creator = b"qem2" if force == "on" else b"qemu"
     if size // SECTOR > L.MAX_SECTORS:
         raise UsageError("vpc: disk size is too large, max size is 2040 GiB")
+    entries = -(-size // L.DEFAULT_BLOCK_SIZE)
+    bat_offset = 3 * SECTOR
+    bat_bytes = -(-entries * 4 // SECTOR) * SECTOR
+    end = bat_offset + bat_bytes
+    link, locator_data = no_parent_link(), b""
+    if parent is not None:
+        link, locator_data = parent_link(path, backing, parent_footer, end)
     host = HostFile(path, writable=True, create=True)
     try:
         if subformat == "fixed":
@@ -436,31 +577,12 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
             return
         disk_type = L.TYPE_DIFF if parent is not None else L.TYPE_DYNAMIC
         footer = L.FOOTER.build(_footer(size, geometry, disk_type, creator, L.FOOTER_SIZE))
-        entries = -(-size // L.DEFAULT_BLOCK_SIZE)
-        bat_offset = 3 * SECTOR
-        bat_bytes = -(-entries * 4 // SECTOR) * SECTOR
-        end = bat_offset + bat_bytes
-        locators = [dict(platform_code=0, data_space=0, data_length=0, reserved=0, data_offset=0)] * 8
-        unicode_name = bytes(512)
-        parent_id, parent_time = bytes(16), 0
-        if parent is not None:
-            relative = os.path.relpath(parent_path, os.path.dirname(os.path.realpath(path)))
-            blobs = [(L.PLATFORM_W2KU, parent_path.encode("utf-16-le")),
-                     (L.PLATFORM_W2RU, (".\\" + relative.replace("/", "\\")).encode("utf-16-le"))]
-            locators = []
-            for code, blob in blobs:
-                space = -(-len(blob) // SECTOR) * SECTOR
-                locators.append(dict(platform_code=code, data_space=space // SECTOR, data_length=len(blob),
-                                     reserved=0, data_offset=end))
-                host.pwrite(end, blob.ljust(space, b"\0"))
-                end += space
-            locators += [dict(platform_code=0, data_space=0, data_length=0, reserved=0, data_offset=0)] * 6
-            unicode_name = os.path.basename(backing).encode("utf-16-be")[:512].ljust(512, b"\0")
-            parent_id, parent_time = parent_footer.unique_id, parent_footer.timestamp
+        if locator_data:
+            host.pwrite(end, locator_data)
+            end += len(locator_data)
         dyn = dict(cookie=L.DYNAMIC_COOKIE, data_offset=0xFFFFFFFFFFFFFFFF, table_offset=bat_offset,
                    header_version=L.VERSION, max_table_entries=entries, block_size=L.DEFAULT_BLOCK_SIZE,
-                   checksum=0, parent_unique_id=parent_id, parent_timestamp=parent_time, reserved1=0,
-                   parent_unicode_name=unicode_name, parent_locators=locators, reserved2=bytes(256))
+                   checksum=0, reserved1=0, reserved2=bytes(256), **link)
         dyn["checksum"] = L.checksum(L.DYNAMIC_HEADER.build(dyn), L.DYNAMIC_CHECKSUM_OFFSET)
         host.pwrite(0, footer)
         host.pwrite(SECTOR, L.DYNAMIC_HEADER.build(dyn))

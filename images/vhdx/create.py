@@ -3,15 +3,15 @@
 File identifier, two headers (random sequence numbers n and n+1), two identical region tables, the
 log at 1 MiB, the BAT after it and the 1 MiB metadata region after that, each 1 MiB aligned; the
 data area starts 5 MiB after the BAT (room to grow the metadata). A dynamic disk's payload entries
-start as PAYLOAD_BLOCK_ZERO (qemu's block_state_zero=on default) or NOT_PRESENT; a fixed disk has
-every block present in order after the data start; a differencing disk (an emu extension: qemu 7.2
-cannot make or open one) starts with every block NOT_PRESENT and names its parent by the parent's
-data-write GUID and by relative and absolute paths in a parent locator.
+start as PAYLOAD_BLOCK_ZERO (qemu's block_state_zero=on default) or NOT_PRESENT; a fixed disk reserves
+its data area and, with block_state_zero=off, has every block present in order after the data start
+(with the default block_state_zero=on qemu marks its blocks ZERO all the same); a differencing disk
+(an emu extension: qemu 7.2 cannot make or open one) starts with every block NOT_PRESENT and names
+its parent by the parent's data-write GUID and by relative and absolute paths in a parent locator.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import uuid
@@ -22,9 +22,10 @@ from emu.units import parse_size
 from images.backend import backing_path
 from images.hostfile import HostFile
 from images.vhdx import layout as L
-from images.vhdx.headers import build_parent_locator, format_guid
+from images.vhdx.headers import build_parent_locator
 from images.vhdx.image import FORMAT, SECTOR
 from images.vhdx.log import checksum
+from images.vhdx.relink import parent_locator_pairs
 
 CREATE_OPTIONS = ("size", "log_size", "block_size", "subformat", "block_state_zero", "backing_file", "backing_fmt")
 CREATOR = "emu"
@@ -96,15 +97,9 @@ def _metadata(size: int, block_size: int, flags: int, locator: bytes | None) -> 
 
 def _parent(path: str, backing: str, opener) -> tuple[dict[str, str], int, int]:
     """The parent's locator entries, virtual size and block size."""
-    full = backing_path(path, backing)
-    parent = opener(full, FORMAT, read_only=True, open_backing=False)
+    parent = opener(backing_path(path, backing), FORMAT, read_only=True, open_backing=False)
     try:
-        absolute = os.path.realpath(full)
-        relative = os.path.relpath(absolute, os.path.dirname(os.path.realpath(path)))
-        pairs = {"parent_linkage": format_guid(parent.data_write_guid),
-                 "relative_path": ".\\" + relative.replace("/", "\\"),
-                 "absolute_win32_path": absolute}
-        return pairs, parent.virtual_size, parent.block_size
+        return parent_locator_pairs(path, backing, parent.data_write_guid), parent.virtual_size, parent.block_size
     finally:
         parent.close()
 
@@ -170,10 +165,12 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
                   log_offset=L.HEADER_SECTION_END)
     regions = bytearray(L.REGION_AREA)
     regions[:16] = L.REGION_HEADER.build(dict(signature=L.REGION_SIGNATURE, checksum=0, entry_count=2, reserved=0))
+    # qemu leaves the Required bit clear on both entries (Hyper-V sets it; [MS-VHDX] 2.2.3.2 asks only that
+    # an unknown required region be refused, and every reader knows these two)
     regions[16:48] = L.REGION_ENTRY.build(dict(guid=L.BAT_GUID, file_offset=bat_offset, length=bat_length,
-                                               required=L.REGION_REQUIRED))
+                                               required=0))
     regions[48:80] = L.REGION_ENTRY.build(dict(guid=L.METADATA_GUID, file_offset=meta_offset, length=L.MiB,
-                                               required=L.REGION_REQUIRED))
+                                               required=0))
     regions[4:8] = checksum(regions).to_bytes(4, "little")
 
     host = HostFile(path, writable=True, create=True)
@@ -189,10 +186,14 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
             host.pwrite(offset, regions)
         host.truncate(data_offset + (size if fixed else 0))
         if fixed or zero_blocks:
-            state = L.PAYLOAD_FULLY_PRESENT if fixed else L.PAYLOAD_ZERO
-            bat = array("Q", bytes(entries * 8))
+            # as qemu 7.2 (vhdx_create_bat): block_state_zero=on, the default, wins over subformat=fixed, so a
+            # default fixed disk has its data area reserved but every block ZERO (file offset 0), and qemu
+            # appends a block at the end of the file on its first write; the whole BAT region is written
+            state = L.PAYLOAD_ZERO if zero_blocks else L.PAYLOAD_FULLY_PRESENT
+            bat = array("Q", bytes(bat_length))
             for block in range(blocks):
-                bat[block + block // chunk_ratio] = (data_offset + block * block_size if fixed else 0) | state
+                offset = data_offset + block * block_size if state == L.PAYLOAD_FULLY_PRESENT else 0
+                bat[block + block // chunk_ratio] = offset | state
             if sys.byteorder == "big":
                 bat.byteswap()
             host.pwrite(bat_offset, bat.tobytes())

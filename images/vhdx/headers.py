@@ -70,6 +70,9 @@ def read_regions(host: HostFile) -> tuple[object, object]:
 
 def read_metadata(host: HostFile, region) -> dict[bytes, bytes]:
     """Known metadata items by GUID, bounds-checked ([MS-VHDX] 2.6)."""
+    if region.file_offset + L.METADATA_TABLE_SIZE > host.size():
+        raise InvalidImage(f"the metadata table at {region.file_offset} runs past the end of the file "
+                           f"({host.size()} bytes; truncated?)", field="metadata")
     raw = host.pread(region.file_offset, L.METADATA_TABLE_SIZE)
     mh = L.METADATA_HEADER.parse(raw)
     if mh.signature != L.METADATA_SIGNATURE:
@@ -93,12 +96,18 @@ def read_metadata(host: HostFile, region) -> dict[bytes, bytes]:
                 or entry.offset + entry.length > region.length:
             raise InvalidImage(f"metadata item {format_guid(entry.item_id)} lies outside the metadata region",
                                field="metadata")
+        if region.file_offset + entry.offset + entry.length > host.size():
+            raise InvalidImage(f"metadata item {format_guid(entry.item_id)} lies past the end of the file "
+                               "(truncated?)", field="metadata")
         items[entry.item_id] = host.pread(region.file_offset + entry.offset, entry.length)
-    for item, name in ((L.FILE_PARAMS_GUID, "file parameters"), (L.VIRTUAL_SIZE_GUID, "virtual disk size"),
-                       (L.PAGE83_GUID, "page 83 data"), (L.LOGICAL_SECTOR_GUID, "logical sector size"),
-                       (L.PHYSICAL_SECTOR_GUID, "physical sector size")):
+    for item, name, need in ((L.FILE_PARAMS_GUID, "file parameters", 8), (L.VIRTUAL_SIZE_GUID, "virtual disk size", 8),
+                             (L.PAGE83_GUID, "page 83 data", 16), (L.LOGICAL_SECTOR_GUID, "logical sector size", 4),
+                             (L.PHYSICAL_SECTOR_GUID, "physical sector size", 4)):
         if item not in items:
             raise InvalidImage(f"required metadata item '{name}' is missing", field="metadata")
+        if len(items[item]) < need:
+            raise InvalidImage(f"metadata item '{name}' is {len(items[item])} bytes, shorter than its {need}",
+                               field="metadata")
     return items
 
 

@@ -72,9 +72,11 @@ class VhdxImage(ImageBackend):
         header = headers[current]
         if header.log_version != 0:
             raise UnsupportedFeature(f"log version {header.log_version} (only 0 exists)", field="log_version")
-        if header.log_offset < L.HEADER_SECTION_END or header.log_offset % L.MiB or header.log_length % L.MiB:
-            raise InvalidImage(f"log at {header.log_offset}, {header.log_length} bytes: not 1 MiB aligned "
-                               "after the header section", field="log_offset")
+        if header.log_offset < L.HEADER_SECTION_END or header.log_offset % L.MiB:
+            raise InvalidImage(f"log at {header.log_offset}: not 1 MiB aligned after the header section",
+                               field="log_offset")
+        if header.log_length % L.MiB:
+            raise InvalidImage(f"log of {header.log_length} bytes: not a multiple of 1 MiB", field="log_length")
         if header.log_offset + header.log_length > host.size():
             raise InvalidImage("the log runs past the end of the file (truncated?)", field="log_offset")
         self.log = Log(host, header.log_offset, header.log_length)
@@ -91,9 +93,11 @@ class VhdxImage(ImageBackend):
                 self.log.replay(entries)
                 self.replayed = True
             self.sequence = (entries[-1].sequence + 1) if entries else 1
-            if not read_only:
+            if entries:
                 self._update_headers(log_guid=L.ZERO_GUID)
+            stale_log_guid = not entries and not read_only
         else:
+            stale_log_guid = False
             self.sequence = 1
         bat_region, meta_region = read_regions(host)
         self._check_regions(bat_region, meta_region, header)
@@ -105,8 +109,10 @@ class VhdxImage(ImageBackend):
         bs = params.block_size
         if bs < L.BLOCK_SIZE_MIN or bs > L.BLOCK_SIZE_MAX or bs & (bs - 1):
             raise InvalidImage(f"block size {bs} (a power of two from 1 MiB to 256 MiB)", field="block_size")
-        if logical not in (512, 4096) or physical not in (512, 4096):
-            raise InvalidImage(f"sector sizes {logical}/{physical} (512 or 4096)", field="logical_sector_size")
+        if logical not in (512, 4096):
+            raise InvalidImage(f"logical sector size {logical} (512 or 4096)", field="logical_sector_size")
+        if physical not in (512, 4096):     # qemu 7.2 does not look at it; [MS-VHDX] 2.6.2.5 allows these two
+            raise InvalidImage(f"physical sector size {physical} (512 or 4096)", field="physical_sector_size")
         if logical != SECTOR:
             raise UnsupportedFeature("4096-byte logical sectors are not supported (qemu 7.2 refuses them too)",
                                      field="logical_sector_size")
@@ -154,6 +160,8 @@ class VhdxImage(ImageBackend):
         self.free_slots: list[int] | None = None   # unused block-sized slots inside the file, found lazily
         self._bitmaps: dict[int, bytearray] = {}   # 4 KiB sector-bitmap pages by file offset
         self._modified = False
+        if stale_log_guid:       # a log GUID that no valid entry carries: cleared once the file proved valid,
+            self._update_headers(log_guid=L.ZERO_GUID)   # so a refused open leaves the file untouched
 
     # -- validation --------------------------------------------------------------------------------
     @staticmethod
@@ -239,22 +247,29 @@ class VhdxImage(ImageBackend):
             self._update_headers(data_guid=True)
 
     def _commit(self, pages: dict[int, bytes]) -> None:
-        """Make metadata page updates atomic through the log, as qemu's vhdx_log_write_and_flush."""
+        """Make metadata page updates atomic through the log, as qemu's vhdx_log_write_and_flush. An
+        update larger than the log holds (a discard of a terabyte in 1 MiB blocks changes thousands of
+        BAT pages) goes through in several entries: each page stands alone (a block's BAT entry, a
+        sector-bitmap page), so a crash between entries leaves every block old or new, never torn."""
         if not pages:
             return
         host = self.host
         host.sync()                                  # the data the new metadata points at is stable
-        log_guid = uuid.uuid4().bytes_le
-        self._update_headers(log_guid=log_guid)
-        host.sync()
-        entry = self.log.build_entry(log_guid, self.sequence, pages, host.size())
-        self.sequence += 1
-        self.log.write_entry(entry)
-        host.sync()
-        for offset, data in sorted(pages.items()):
-            host.pwrite(offset, data)
-        host.sync()
-        self._update_headers(log_guid=L.ZERO_GUID)
+        ordered = sorted(pages.items())
+        per_entry = self.log.max_sectors_per_entry()
+        for first in range(0, len(ordered), per_entry):
+            chunk = dict(ordered[first:first + per_entry])
+            log_guid = uuid.uuid4().bytes_le
+            self._update_headers(log_guid=log_guid)
+            host.sync()
+            entry = self.log.build_entry(log_guid, self.sequence, chunk, host.size())
+            self.sequence += 1
+            self.log.write_entry(entry)
+            host.sync()
+            for offset, data in chunk.items():
+                host.pwrite(offset, data)
+            host.sync()
+            self._update_headers(log_guid=L.ZERO_GUID)
 
     def _bat_page(self, index: int, pages: dict[int, bytes]) -> None:
         """Queue the 4 KiB BAT page holding entry `index` (current in-memory contents)."""
@@ -364,15 +379,23 @@ class VhdxImage(ImageBackend):
     # -- allocation --------------------------------------------------------------------------------
     def _unused_slots(self) -> list[int]:
         """1 MiB aligned, block-sized ranges inside the file that no region or BAT entry uses (left by
-        discards, or by a writer that crashed before its BAT update), lowest last so pop() takes it."""
+        discards, or by a writer that crashed before its BAT update), lowest last so pop() takes it.
+        Only ranges above the lowest block in use count: the space between the metadata and the first
+        block is what qemu and Hyper-V keep for the metadata to grow (qemu leaves 4 MiB there, and a
+        fixed disk made with block_state_zero=on reserves its whole data area with no block in it),
+        and qemu puts the first block at the end of the file."""
         bs, ratio = self.block_size, self.chunk_ratio + 1
-        used = list(self.regions)
+        used = []
         for index, entry in enumerate(self.bat):
             if entry & 6 == 6:                     # FULLY/PARTIALLY_PRESENT, or SB_PRESENT
                 used.append((entry & L.OFFSET_MASK,
                              (entry & L.OFFSET_MASK) + (L.BITMAP_BLOCK if index % ratio == self.chunk_ratio else bs)))
+        if not used:
+            return []
+        floor = min(start for start, _ in used)
+        used += self.regions
         used.sort()
-        slots, pos, size = [], 0, self.host.size()
+        slots, pos, size = [], floor, self.host.size()
         for start, end in used + [(size, size)]:
             pos = -(-pos // L.MiB) * L.MiB
             while pos + bs <= min(start, size):
@@ -437,7 +460,8 @@ class VhdxImage(ImageBackend):
     def _ensure_bitmap(self, block: int, pages: dict[int, bytes], trace: Trace | None) -> None:
         index = self._bitmap_index(block)
         if self.bat[index] & L.STATE_MASK != L.SB_PRESENT:
-            slot = self._allocate(L.BITMAP_BLOCK, False, trace, f"sector bitmap of chunk {block // self.chunk_ratio}")
+            # zeroed: a reused slot holds a discarded block's data, which would read as set bits
+            slot = self._allocate(L.BITMAP_BLOCK, True, trace, f"sector bitmap of chunk {block // self.chunk_ratio}")
             self._set_entry(index, L.SB_PRESENT, slot, pages)
 
     def _write_partial(self, block: int, base: int, within: int, data: memoryview, pages: dict[int, bytes],
@@ -511,7 +535,9 @@ class VhdxImage(ImageBackend):
             released = 0
             if self.host_unmap:
                 for block, within, n, _ in self._whole_blocks(offset, length):
-                    released += self.host.punch_hole((self.bat[self._index(block)] & L.OFFSET_MASK) + within, n)
+                    entry = self.bat[self._index(block)]
+                    if entry & L.STATE_MASK == L.PAYLOAD_FULLY_PRESENT:   # a ZERO block (qemu's default
+                        released += self.host.punch_hole((entry & L.OFFSET_MASK) + within, n)   # fixed) has none
             if trace is not None:
                 trace.add("file", Act.PUNCHED if self.host_unmap else Act.IGNORED, offset, length,
                           "fixed VHDX: blocks stay allocated, the host range is punched"
@@ -622,6 +648,22 @@ class VhdxImage(ImageBackend):
 
     def info_fields(self) -> dict:
         return {"cluster-size": self.block_size}
+
+    def set_backing(self, parent: ImageBackend | None, name: str | None, fmt: str | None) -> None:
+        """The parent locator and HasParent, through the log (see images/vhdx/relink.py)."""
+        from images.vhdx.relink import set_backing
+        set_backing(self, parent, name, fmt)
+
+    def creation_options(self) -> dict[str, str]:
+        from images.vhdx.relink import creation_options
+        return creation_options(self)
+
+    def close(self) -> None:
+        # close is a flush (qemu's bdrv_close): in-place writes and punches since the last barrier
+        # must be durable once close returns
+        if self.host.fd >= 0 and self._modified and not self.read_only:
+            self.host.sync()
+        super().close()
 
 
 def _swapped(chunk: array) -> bytes:

@@ -164,6 +164,13 @@ class Log:
         host.sync()
 
     # -- writing -----------------------------------------------------------------------------------
+    def max_sectors_per_entry(self) -> int:
+        """How many 4 KiB sectors one entry can replace in this log (at least one: the log is >= 1 MiB)."""
+        count = self.length // SECTOR * L.DESCRIPTORS_PER_SECTOR // (L.DESCRIPTORS_PER_SECTOR + 1)
+        while count > 1 and (_descriptor_sectors(count) + count) * SECTOR > self.length:
+            count -= 1
+        return count
+
     def build_entry(self, log_guid: bytes, sequence: int, sectors: dict[int, bytes], file_size: int) -> bytes:
         """One entry replacing whole 4 KiB file sectors {file_offset: data}, written at position 0."""
         count = len(sectors)

@@ -76,6 +76,22 @@ class Descriptor:
         return re.sub(r"(?m)^CID=[0-9a-fA-F]+", f"CID={cid:08x}", self.text, count=1)
 
 
+def relink_descriptor(text: str, parent_cid: int, name: str | None, path: str) -> str:
+    """The descriptor with parentCID set and parentFileNameHint (after createType, as qemu writes it)
+    naming the parent, or removed when name is None."""
+    if name is not None and any(c in name for c in '"\r\n'):
+        raise UsageError(f"{path}: a VMDK parentFileNameHint cannot hold quotes or line breaks: {name!r}")
+    lines = [line for line in text.split("\n") if not line.strip().startswith("parentFileNameHint")]
+    out = []
+    for line in lines:
+        if re.match(r"\s*parentCID\s*=", line):
+            line = f"parentCID={parent_cid:x}"
+        out.append(line)
+        if name is not None and re.match(r"\s*createType\s*=", line):
+            out.append(f'parentFileNameHint="{name}"')
+    return "\n".join(out)
+
+
 class VmdkImage(ImageBackend):
     format_name = FORMAT
     supports_backing = True
@@ -147,6 +163,45 @@ class VmdkImage(ImageBackend):
         elif parent.cid != self.parent_cid:
             self.parent_mismatch = (f"parentCID {self.parent_cid:08x} does not match the parent's CID "
                                     f"{parent.cid:08x} ({parent.path} was written after this image was made)")
+
+    def set_backing(self, parent: ImageBackend | None, name: str | None, fmt: str | None) -> None:
+        """parentCID (the parent's CID) and parentFileNameHint in the embedded descriptor; standalone is
+        parentCID ffffffff without a hint. This image's own CID is kept (its children stay linked).
+        Only the descriptor sectors that change are written, in one write (one sector unless the
+        descriptor outgrows 512 bytes), then flushed: a crash leaves the old link or the new one."""
+        self._check_relink(parent, name, fmt, FORMAT)
+        parent_cid = parent.cid if isinstance(parent, VmdkImage) else L.NO_PARENT_CID
+        text = relink_descriptor(self.descriptor.text, parent_cid, name, self.path).encode()
+        area = self.header.descriptor_size * L.SECTOR
+        if len(text) > area:
+            raise UsageError(f"{self.path}: parent name too long: the descriptor would be {len(text)} bytes, the "
+                             f"embedded descriptor holds {area}")
+        start = self.header.descriptor_offset * L.SECTOR
+        current = self.host.pread(start, area)
+        new = text.ljust(area, b"\0")
+        changed = [i for i in range(0, area, L.SECTOR) if new[i:i + L.SECTOR] != current[i:i + L.SECTOR]]
+        if changed:
+            self.host.pwrite(start + changed[0], new[changed[0]:changed[-1] + L.SECTOR])
+            self.host.sync()
+        self.descriptor = Descriptor(text.decode())
+        self.parent_cid = parent_cid
+        self.parent_mismatch = None
+        self.backing = parent
+        self.backing_name, self.backing_format = (name, FORMAT) if parent is not None else (None, None)
+
+    def creation_options(self) -> dict[str, str]:
+        """subformat, adapter_type, hwversion, toolsversion and zeroed_grain from the header and the
+        descriptor's DDB (an adapter emu cannot create is left to the default)."""
+        ddb = self.descriptor.values
+        options = {"subformat": "monolithicSparse"}
+        if ddb.get("ddb.adapterType") in ADAPTERS:
+            options["adapter_type"] = ddb["ddb.adapterType"]
+        if ddb.get("ddb.virtualHWVersion"):
+            options["hwversion"] = ddb["ddb.virtualHWVersion"]
+        if ddb.get("ddb.toolsVersion"):
+            options["toolsversion"] = ddb["ddb.toolsVersion"]
+        options["zeroed_grain"] = "on" if self.zero_grains else "off"
+        return options
 
     def read_backing(self, offset: int, length: int) -> bytes:
         if self.backing is not None and self.parent_mismatch:
@@ -348,7 +403,6 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
     backing = options.get("backing_file", backing)
     backing_fmt = options.get("backing_fmt", backing_fmt)
     parent_cid = L.NO_PARENT_CID
-    parent_line = ""
     if backing:
         if backing_fmt not in (None, FORMAT):
             raise UsageError(f"vmdk: invalid backing file format: {backing_fmt}. Must be vmdk")
@@ -359,7 +413,6 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
             raise UsageError(f"vmdk: invalid backing file format: {parent.format_name}. Must be vmdk")
         parent_cid, size = parent.cid, parent.virtual_size if size is None else size
         parent.close()
-        parent_line = f'parentFileNameHint="{backing}"\n'
     if size is None:
         raise UsageError("vmdk: image creation needs a size parameter")
     size += -size % L.SECTOR
@@ -380,17 +433,21 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
     heads = 16 if adapter == "ide" else 255
     descriptor = (
         "# Disk DescriptorFile\nversion=1\n"
-        f"CID={random.getrandbits(32):x}\nparentCID={parent_cid:x}\n"
-        f'createType="monolithicSparse"\n{parent_line}\n'
+        f"CID={random.getrandbits(32):x}\nparentCID={L.NO_PARENT_CID:x}\n"
+        'createType="monolithicSparse"\n\n'
         "# Extent description\n"
         f'RW {capacity} SPARSE "{path}"\n\n'
         "# The Disk Data Base\n#DDB\n\n"
         f'ddb.virtualHWVersion = "{hw_version}"\n'
         f'ddb.geometry.cylinders = "{size // (63 * heads * L.SECTOR)}"\n'
         f'ddb.geometry.heads = "{heads}"\nddb.geometry.sectors = "63"\n'
-        f'ddb.adapterType = "{adapter}"\nddb.toolsVersion = "{tools}"\n').encode()
+        f'ddb.adapterType = "{adapter}"\nddb.toolsVersion = "{tools}"\n')
+    if backing:
+        descriptor = relink_descriptor(descriptor, parent_cid, backing, path)
+    descriptor = descriptor.encode()
     if len(descriptor) > L.DESCRIPTOR_SIZE * L.SECTOR:
-        raise UsageError("vmdk: descriptor too long (file names too long?)")
+        raise UsageError(f"vmdk: descriptor too long (file names too long?): {len(descriptor)} bytes, the "
+                         f"embedded descriptor holds {L.DESCRIPTOR_SIZE * L.SECTOR}")
     host = HostFile(path, writable=True, create=True)
     try:
         host.pwrite(0, L.HEADER.build(header))

@@ -12,6 +12,13 @@ The guest reference model (`Contents`) says what the guest must read back: every
 before the last *completed* flush (or close), except ranges it wrote, zeroed or discarded again
 after that flush. Those may hold the flushed content or any newer one (`Expectation.strict`: with
 the prefix model, whole per cluster, since every host write is applied atomically).
+
+The machinery is format-neutral except where a crashed file is checked (`check_crashed_file`
+dispatches on `Scenario.fmt`): qcow2 files go through `qemu-img check` (and, when dirty with lazy
+refcounts, a repair by qemu and by emu); VHDX files are recovered the two ways a reader replays
+the metadata log, emu's read-write open and `qemu-img check -r all` on a copy, and each result's
+guest view is compared with the model (qemu's through `qemu-img convert`; for a differencing VHDX,
+which qemu cannot open, libvhdi's instead).
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ from images.backend import Status
 from images.hostfile import HostFile
 from images.qcow2 import layout as L
 from images.qcow2.image import open_qcow2
+from images.vhdx import layout as VL
+from images.vhdx.headers import read_headers
+from images.vhdx.log import Log
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -232,7 +242,8 @@ def first_diff(a: bytes, b: bytes) -> int:
 
 
 def verify_contents(read: Callable[[int, int], bytes], exp: Expectation, cluster_size: int) -> str | None:
-    """None if what `read` returns is allowed by `exp`, else a description of the first violation."""
+    """None if what `read` returns is allowed by `exp`, else a description of the first violation.
+    `cluster_size` is the unit a strict expectation holds whole (the recording's `atom`)."""
     for (ro, rn), dbuf in zip(exp.durable.regions, exp.durable.bufs):
         actual = read(ro, rn)
         if actual == dbuf:
@@ -284,8 +295,13 @@ class Scenario:
     reorder_budget: int = 16             # reordered crash states checked (sampled from all epochs)
     exhaustive: bool = False             # reorder: every subset of every short epoch, no sampling
     reorder_from: int = 0                # reorder: only epochs reaching past the start of ops[k]
-    full_every: int = 3                  # qemu-io and qemu's view of the data on every k-th file
+    full_every: int = 3                  # qcow2: qemu-io and qemu's view of the data on every k-th file
     seed: int = 0
+    fmt: str = "qcow2"                   # image format: qcow2 or vhdx
+    atom: int | None = None              # unit a crash leaves whole (None: the cluster or block size)
+    keep_first: int = 0                  # sampled prefix cuts: keep every cut inside ops[:keep_first]
+    strict_reorder: bool = False         # reorder model: ranges written since the flush whole per atom too
+    host_punch: bool = True              # False: the host file cannot punch holes (as on some file systems)
 
 
 @dataclass
@@ -296,13 +312,26 @@ class Recording:
     pre: bytes                    # its bytes before the workload
     journal: list[tuple]
     ops: list[Op]
-    cluster_size: int
+    cluster_size: int             # qcow2 cluster, VHDX block: the allocation unit
     lazy: bool
     base: Callable[[int, int], bytes]
     regions: list[tuple[int, int]]
     final: bytes                  # its bytes after the workload
     base_data: Sequence[tuple[int, int]] = ()   # where the pre-crash guest content may be non-zero
     _durable: dict[int, Contents] = field(default_factory=dict)
+
+    @property
+    def fmt(self) -> str:
+        return self.scenario.fmt
+
+    @property
+    def atom(self) -> int:
+        """The unit of guest data that a crash in the middle of a request leaves whole."""
+        return self.scenario.atom or self.cluster_size
+
+    @property
+    def backing_path(self) -> str | None:
+        return os.path.join(self.dir, f"base.{self.fmt}") if self.scenario.backing is not None else None
 
     # -- expectations ---------------------------------------------------------------------------
     def last_barrier(self, applied: int) -> int:
@@ -361,21 +390,24 @@ def record(scenario: Scenario, directory: str) -> Recording:
     os.makedirs(directory, exist_ok=True)
     base = zero_base
     backing_name = None
+    fmt = scenario.fmt
     if scenario.backing is not None:
-        base = scenario.backing(directory)
-        backing_name = "base.qcow2"
-    path = os.path.join(directory, "disk.qcow2")
+        base = scenario.backing(directory)    # creates base.<fmt> in the directory
+        backing_name = f"base.{fmt}"
+    path = os.path.join(directory, f"disk.{fmt}")
     if backing_name:
-        images.create_image(path, "qcow2", None, scenario.options, backing=backing_name, backing_fmt="qcow2")
+        images.create_image(path, fmt, None, scenario.options, backing=backing_name, backing_fmt=fmt)
     else:
-        images.create_image(path, "qcow2", scenario.size, scenario.options)
+        images.create_image(path, fmt, scenario.size, scenario.options)
     with open(path, "rb") as f:
         pre = f.read()
     image = open_for_workload(path, scenario.small_caches)
     image.host.journal = journal = []
+    if not scenario.host_punch:
+        image.host.can_punch = False
     with open(path, "rb") as f:
         assert f.read() == pre, "opening the image changed it before the journal started"
-    cs = image.cluster_size
+    cs = image.cluster_size if fmt == "qcow2" else image.block_size
     assert image.virtual_size == scenario.size
     ops = scenario.ops(cs)
     regions = merge_ranges([(op.offset, op.length) for op in ops if op.kind in DATA_OPS], cs)
@@ -414,7 +446,7 @@ def record(scenario: Scenario, directory: str) -> Recording:
     with open(path, "rb") as f:
         final = f.read()
     version = int.from_bytes(pre[4:8], "big")
-    lazy = version >= 3 and bool(int.from_bytes(pre[80:88], "big") & L.COMPAT_LAZY_REFCOUNTS)
+    lazy = fmt == "qcow2" and version >= 3 and bool(int.from_bytes(pre[80:88], "big") & L.COMPAT_LAZY_REFCOUNTS)
     return Recording(scenario, directory, path, pre, journal, ops, cs, lazy, base, regions, final,
                      scenario.backing_data if scenario.backing is not None else ())
 
@@ -506,8 +538,10 @@ def run_tool(*cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TOOL_TIMEOUT)
 
 
-def qemu_check(qemu_img: str, path: str) -> tuple[int, dict, str]:
-    proc = run_tool(qemu_img, "check", "-f", "qcow2", "--output=json", path)
+def qemu_check(qemu_img: str, path: str, fmt: str = "qcow2", repair: str | None = None
+               ) -> tuple[int, dict, str]:
+    """`qemu-img check` (with `-r repair` if given): exit status, JSON report, all output."""
+    proc = run_tool(qemu_img, "check", "-f", fmt, *(("-r", repair) if repair else ()), "--output=json", path)
     try:
         info = json.loads(proc.stdout) if proc.stdout.strip() else {}
     except json.JSONDecodeError:
@@ -537,34 +571,40 @@ def is_dirty(data: bytes) -> bool:
 def emu_read_regions(path: str, regions: Sequence[tuple[int, int]], base: Callable[[int, int], bytes],
                      size: int) -> tuple[dict[int, bytes], list[str]]:
     """Read the regions through emu (read-only) and make sure the rest reads as before the crash."""
-    problems: list[str] = []
     image = images.open_image(path, read_only=True)
     try:
-        got = {o: image.read(o, n) for o, n in regions}
-        for go, gn in gaps(regions, size):
-            pos, end = go, go + gn
-            while pos < end:
-                status = image.block_status(pos, end - pos)
-                if status.length <= 0:
-                    problems.append(f"emu block status made no progress at {pos:#x}")
-                    break
-                if status.flags & Status.ALLOCATED:
-                    data = image.read(pos, status.length)
-                    if data != base(pos, status.length):
-                        problems.append(f"guest range {pos:#x}+{status.length:#x} was never written but "
-                                        "no longer reads as before the crash (emu)")
-                pos += status.length
+        return read_image_regions(image, regions, base, size)
     finally:
         image.close()
+
+
+def read_image_regions(image, regions: Sequence[tuple[int, int]], base: Callable[[int, int], bytes],
+                       size: int) -> tuple[dict[int, bytes], list[str]]:
+    """emu_read_regions on an open image."""
+    problems: list[str] = []
+    got = {o: image.read(o, n) for o, n in regions}
+    for go, gn in gaps(regions, size):
+        pos, end = go, go + gn
+        while pos < end:
+            status = image.block_status(pos, end - pos)
+            if status.length <= 0:
+                problems.append(f"emu block status made no progress at {pos:#x}")
+                break
+            if status.flags & Status.ALLOCATED:
+                data = image.read(pos, status.length)
+                if data != base(pos, status.length):
+                    problems.append(f"guest range {pos:#x}+{status.length:#x} was never written but "
+                                    "no longer reads as before the crash (emu)")
+            pos += status.length
     return got, problems
 
 
 def qemu_read_regions(qemu_img: str, path: str, out: str, regions: Sequence[tuple[int, int]],
-                      base: Callable[[int, int], bytes], base_data: Sequence[tuple[int, int]]
-                      ) -> tuple[dict[int, bytes] | None, list[str]]:
+                      base: Callable[[int, int], bytes], base_data: Sequence[tuple[int, int]],
+                      fmt: str = "qcow2") -> tuple[dict[int, bytes] | None, list[str]]:
     """qemu's view of the guest data, through `qemu-img convert -O raw`. `base_data` lists where the
     pre-crash disk may hold something other than zeros."""
-    proc = run_tool(qemu_img, "convert", "-f", "qcow2", "-O", "raw", path, out)
+    proc = run_tool(qemu_img, "convert", "-f", fmt, "-O", "raw", path, out)
     if proc.returncode != 0:
         return None, [f"qemu-img convert exited {proc.returncode}: {proc.stderr.strip()}"]
     problems: list[str] = []
@@ -613,6 +653,7 @@ def _reader(got: dict[int, bytes]) -> Callable[[int, int], bytes]:
 class Tools:
     qemu_img: str
     qemu_io: str
+    vhdi: object | None = None    # the pyvhdi module (libvhdi), which reads differencing VHDX
 
 
 @dataclass
@@ -620,13 +661,38 @@ class FileResult:
     problems: list[str] = field(default_factory=list)
 
 
+def _first_violation(got: dict[int, bytes], expectations: list[Expectation], atom: int) -> str | None:
+    for exp in expectations:
+        bad = verify_contents(_reader(got), exp, atom)
+        if bad:
+            return bad
+    return None
+
+
 def check_crashed_file(rec: Recording, tools: Tools, data: bytes, expectations: list[Expectation],
                        tag: str, full: bool, barrier_size: int | None = None) -> FileResult:
-    """All the checks on one rebuilt file. `full` adds qemu-io reading the whole disk and qemu's view
-    of the data; `barrier_size` is set under the reorder model."""
-    path = os.path.join(rec.dir, f"cut-{tag}.qcow2")
+    """All the checks on one rebuilt file, by format. `full` adds qemu's view of the data where it
+    is not always taken; `barrier_size` is set under the reorder model."""
+    path = os.path.join(rec.dir, f"cut-{tag}.{rec.fmt}")
     out = FileResult()
-    problems = out.problems
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+        if rec.fmt == "vhdx":
+            _check_vhdx_file(rec, tools, path, data, expectations, out.problems)
+        else:
+            _check_qcow2_file(rec, tools, path, data, expectations, full, barrier_size, out.problems)
+    finally:
+        for leftover in (path, path + ".qemu"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+    return out
+
+
+def _check_qcow2_file(rec: Recording, tools: Tools, path: str, data: bytes, expectations: list[Expectation],
+                      full: bool, barrier_size: int | None, problems: list[str]) -> None:
+    """`qemu-img check` clean (a dirty lazy-refcounts image: after qemu's and emu's repair), emu's view
+    of the data; `full`: qemu-io reads the whole disk and qemu's view of the data."""
     where = expectations[0].label
     size = rec.scenario.size
 
@@ -636,69 +702,211 @@ def check_crashed_file(rec: Recording, tools: Tools, data: bytes, expectations: 
         problems.append(f"{where}: after {who}'s repair, qemu-img check exited {result[0]}: "
                         f"{brief(result[2])}")
 
-    try:
-        with open(path, "wb") as f:
-            f.write(data)
-        raw = qemu_check(tools.qemu_img, path)
-        if rec.lazy and is_dirty(data):
-            # A crashed lazy-refcounts image may have any refcount damage: qemu allows it and repairs
-            # it on the next read-write open. It must still be a qcow2 image qemu-img can check.
-            if raw[0] not in (0, 2, 3):
-                problems.append(f"{where}: qemu-img check on the dirty image exited {raw[0]}: "
-                                f"{brief(raw[2])}")
-            if barrier_size is None:
-                # Prefix model: qemu's own repair (a read-write open) must cope too. Not under the
-                # reorder model, where qemu's repair trips over states qemu itself can produce (a
-                # reference just past the end of the file gets the rebuilt refcount block on top).
-                qcopy = path + ".qemu-repaired"
-                shutil.copyfile(path, qcopy)
-                proc = run_tool(tools.qemu_io, "-f", "qcow2", "-c", "read 0 512", qcopy)   # rw open repairs
-                if proc.returncode != 0 or "read 512/512 bytes" not in proc.stdout:
-                    problems.append(f"{where}: qemu-io could not open (and repair) the dirty image: "
-                                    f"{proc.stdout.strip()} {proc.stderr.strip()}")
-                else:
-                    clean_after_repair(qemu_check(tools.qemu_img, qcopy), "qemu")
-                os.unlink(qcopy)
-            try:
-                images.open_image(path).close()     # emu's repair on a read-write open
-            except EmuError as exc:
-                problems.append(f"{where}: emu could not open the dirty image read-write: {exc}")
-                return out
-            clean_after_repair(qemu_check(tools.qemu_img, path), "emu")
-            with open(path, "rb") as f:
-                if is_dirty(f.read(L.V3_HEADER_LENGTH)):
-                    problems.append(f"{where}: emu's repair left the dirty bit set")
-        elif not check_is_clean(raw):
-            problems.append(f"{where}: qemu-img check exited {raw[0]}: {brief(raw[2])}")
+    raw = qemu_check(tools.qemu_img, path)
+    if rec.lazy and is_dirty(data):
+        # A crashed lazy-refcounts image may have any refcount damage: qemu allows it and repairs
+        # it on the next read-write open. It must still be a qcow2 image qemu-img can check.
+        if raw[0] not in (0, 2, 3):
+            problems.append(f"{where}: qemu-img check on the dirty image exited {raw[0]}: "
+                            f"{brief(raw[2])}")
+        if barrier_size is None:
+            # Prefix model: qemu's own repair (a read-write open) must cope too. Not under the
+            # reorder model, where qemu's repair trips over states qemu itself can produce (a
+            # reference just past the end of the file gets the rebuilt refcount block on top).
+            qcopy = path + ".qemu"
+            shutil.copyfile(path, qcopy)
+            proc = run_tool(tools.qemu_io, "-f", "qcow2", "-c", "read 0 512", qcopy)   # rw open repairs
+            if proc.returncode != 0 or "read 512/512 bytes" not in proc.stdout:
+                problems.append(f"{where}: qemu-io could not open (and repair) the dirty image: "
+                                f"{proc.stdout.strip()} {proc.stderr.strip()}")
+            else:
+                clean_after_repair(qemu_check(tools.qemu_img, qcopy), "qemu")
+            os.unlink(qcopy)
         try:
-            got, found = emu_read_regions(path, rec.regions, rec.base, size)
+            images.open_image(path).close()     # emu's repair on a read-write open
         except EmuError as exc:
-            problems.append(f"{where}: emu cannot read the crashed image: {exc}")
-        else:
-            problems += [f"{where}: {p}" for p in found]
-            for exp in expectations:
-                bad = verify_contents(_reader(got), exp, rec.cluster_size)
-                if bad:
-                    problems.append(f"(emu) {bad}")
-                    break
-        if full:
-            proc = run_tool(tools.qemu_io, "-r", "-f", "qcow2", "-c", f"read 0 {size}", path)
-            if proc.returncode != 0 or f"read {size}/{size} bytes" not in proc.stdout:
-                problems.append(f"{where}: qemu-io cannot read the whole disk: {proc.stdout.strip()} "
-                                f"{proc.stderr.strip()}")
-            qgot, found = qemu_read_regions(tools.qemu_img, path, path + ".raw", rec.regions, rec.base,
-                                            rec.base_data)
-            problems += [f"{where}: {p}" for p in found]
-            if qgot is not None:
-                for exp in expectations:
-                    bad = verify_contents(_reader(qgot), exp, rec.cluster_size)
-                    if bad:
-                        problems.append(f"(qemu) {bad}")
-                        break
+            problems.append(f"{where}: emu could not open the dirty image read-write: {exc}")
+            return
+        clean_after_repair(qemu_check(tools.qemu_img, path), "emu")
+        with open(path, "rb") as f:
+            if is_dirty(f.read(L.V3_HEADER_LENGTH)):
+                problems.append(f"{where}: emu's repair left the dirty bit set")
+    elif not check_is_clean(raw):
+        problems.append(f"{where}: qemu-img check exited {raw[0]}: {brief(raw[2])}")
+    try:
+        got, found = emu_read_regions(path, rec.regions, rec.base, size)
+    except EmuError as exc:
+        problems.append(f"{where}: emu cannot read the crashed image: {exc}")
+    else:
+        problems += [f"{where}: {p}" for p in found]
+        bad = _first_violation(got, expectations, rec.atom)
+        if bad:
+            problems.append(f"(emu) {bad}")
+    if full:
+        proc = run_tool(tools.qemu_io, "-r", "-f", "qcow2", "-c", f"read 0 {size}", path)
+        if proc.returncode != 0 or f"read {size}/{size} bytes" not in proc.stdout:
+            problems.append(f"{where}: qemu-io cannot read the whole disk: {proc.stdout.strip()} "
+                            f"{proc.stderr.strip()}")
+        qgot, found = qemu_read_regions(tools.qemu_img, path, path + ".raw", rec.regions, rec.base,
+                                        rec.base_data)
+        problems += [f"{where}: {p}" for p in found]
+        if qgot is not None:
+            bad = _first_violation(qgot, expectations, rec.atom)
+            if bad:
+                problems.append(f"(qemu) {bad}")
+
+
+def vhdx_log_pending(path: str) -> bool:
+    """Whether the current header names a log GUID that a valid sequence of entries carries: the
+    state in which a writer crashed between logging a metadata update and finishing it ([MS-VHDX]
+    2.3.3), and readers must replay the log before they trust the BAT."""
+    host = HostFile(path, writable=False)
+    try:
+        current, headers = read_headers(host)
+        header = headers[current]
+        if header.log_guid == VL.ZERO_GUID or not header.log_length:
+            return False
+        return bool(Log(host, header.log_offset, header.log_length).active_sequence(header.log_guid))
     finally:
-        if os.path.exists(path):
-            os.unlink(path)
-    return out
+        host.close()
+
+
+def vhdi_readable_blocks(image) -> list[int]:
+    """Blocks of a differencing VHDX whose content libvhdi reads as [MS-VHDX] defines it. libvhdi
+    takes every state below FULLY_PRESENT as "ask the sector bitmap" and, where a bit is clear, the
+    parent: right for NOT_PRESENT blocks of a chunk that has a sector bitmap, not for ZERO or
+    UNMAPPED blocks (which read zeros) nor where the chunk has no bitmap (it reads one at offset 0)."""
+    blocks = []
+    for block in range(image.blocks):
+        state = image.bat[image._index(block)] & VL.STATE_MASK
+        bitmap = image.bat[image._bitmap_index(block)] & VL.STATE_MASK == VL.SB_PRESENT
+        if state in (VL.PAYLOAD_FULLY_PRESENT, VL.PAYLOAD_PARTIALLY_PRESENT) \
+                or (state == VL.PAYLOAD_NOT_PRESENT and bitmap):
+            blocks.append(block)
+    return blocks
+
+
+def vhdi_read_blocks(vhdi, path: str, parent: str, blocks: Sequence[int], block_size: int) -> dict[int, bytes]:
+    """libvhdi's view of some blocks of a differencing VHDX over its parent, by guest offset."""
+    top, bottom = vhdi.file(), vhdi.file()
+    bottom.open(parent)
+    try:
+        top.open(path)
+        try:
+            top.set_parent(bottom)
+            return {b * block_size: top.read_buffer_at_offset(block_size, b * block_size) for b in blocks}
+        finally:
+            top.close()
+    finally:
+        bottom.close()
+
+
+def _check_vhdx_file(rec: Recording, tools: Tools, path: str, data: bytes, expectations: list[Expectation],
+                     problems: list[str]) -> None:
+    """A crashed VHDX is recovered the two ways a reader replays its log, and each result checked:
+
+    * qemu (not for a differencing disk, which qemu cannot open): `qemu-img check -r all` on a copy
+      replays a pending log (and counts that as a fixed corruption) and finds nothing else; then
+      the guest view through `qemu-img convert -O raw` must match the model;
+    * emu: a read-only open refuses a file whose log is pending, with an error that says so, and
+      opens any other; a read-write open replays the log (and only then); emu's check then finds
+      no corruption and emu's view of the data matches the model; `qemu-img check` accepts the
+      file emu's replay wrote; a differencing disk's view is also read through libvhdi where
+      libvhdi reads it as the specification says (`vhdi_readable_blocks`).
+
+    Whether the log is pending is qemu's verdict where qemu can open the file, else emu's parser's;
+    where both exist they must agree."""
+    where = expectations[0].label
+    size = rec.scenario.size
+    diff = rec.scenario.backing is not None
+    pending = vhdx_log_pending(path)
+    if not diff:
+        qcopy = path + ".qemu"
+        with open(qcopy, "wb") as f:
+            f.write(data)
+        rc, info, text = qemu_check(tools.qemu_img, qcopy, "vhdx", repair="all")
+        if rc != 0 or info.get("corruptions", 0) or info.get("check-errors", 0):
+            problems.append(f"{where}: qemu-img check -r all exited {rc}: {brief(text)}")
+        if (info.get("corruptions-fixed", 0) > 0) != pending:   # qemu counts a replayed log as one
+            problems.append(f"{where}: emu's log parser finds {'a' if pending else 'no'} pending log, but "
+                            f"qemu-img check -r all {'did not replay one' if pending else 'replayed one'}")
+        qgot, found = qemu_read_regions(tools.qemu_img, qcopy, qcopy + ".raw", rec.regions, rec.base,
+                                        rec.base_data, fmt="vhdx")
+        problems += [f"{where}: {p}" for p in found]
+        if qgot is not None:
+            bad = _first_violation(qgot, expectations, rec.atom)
+            if bad:
+                problems.append(f"(qemu) {bad}")
+        os.unlink(qcopy)
+
+    def check_and_read() -> bool:
+        """emu's check and view of the data, read-only; False if it cannot open the file."""
+        try:
+            image = images.open_image(path, read_only=True, check_mode=True)
+        except EmuError as exc:
+            if not pending:
+                problems.append(f"{where}: emu cannot open the image read-only: {exc}")
+                return False
+            if "log" not in str(exc) or "read-write" not in str(exc):
+                problems.append(f"{where}: emu refuses a pending log read-only, but does not say why: {exc}")
+            return False
+        try:
+            if pending:
+                problems.append(f"{where}: emu opened an image with a pending log read-only (it must refuse)")
+            result = image.check()
+            if result.corruptions or result.check_errors:
+                problems.append(f"{where}: emu's check: " + "; ".join(result.messages[:3]))
+            got, found = read_image_regions(image, rec.regions, rec.base, size)
+            vblocks = vhdi_readable_blocks(image) if diff and tools.vhdi is not None else []
+        finally:
+            image.close()
+        problems.extend(f"{where}: {p}" for p in found)
+        bad = _first_violation(got, expectations, rec.atom)
+        if bad:
+            problems.append(f"(emu) {bad}")
+        if vblocks:
+            check_vhdi(got, vblocks)
+        return True
+
+    def check_vhdi(got: dict[int, bytes], blocks: list[int]) -> None:
+        """libvhdi's bytes in the blocks it reads as specified, emu's (already checked) elsewhere."""
+        assert rec.backing_path is not None
+        bs = rec.cluster_size
+        vgot = vhdi_read_blocks(tools.vhdi, path, rec.backing_path, blocks, bs)
+        mixed = {o: bytearray(d) for o, d in got.items()}
+        starts = sorted(mixed)
+        for offset, data in vgot.items():
+            i = bisect.bisect_right(starts, offset) - 1
+            if i >= 0 and offset < starts[i] + len(mixed[starts[i]]):   # regions are whole blocks
+                mixed[starts[i]][offset - starts[i]:offset - starts[i] + bs] = data
+            elif data != rec.base(offset, bs):
+                at = offset + first_diff(data, rec.base(offset, bs))
+                problems.append(f"{where}: guest byte {at:#x} was never written but reads differently in libvhdi")
+        bad = _first_violation({o: bytes(d) for o, d in mixed.items()}, expectations, rec.atom)
+        if bad:
+            problems.append(f"(libvhdi) {bad}")
+
+    if not check_and_read() and not pending:   # a pending log: the read-only open must have refused
+        return
+    try:
+        image = images.open_image(path)        # read-write: replays a pending log
+        replayed = image.replayed
+        image.close()
+    except EmuError as exc:
+        problems.append(f"{where}: emu cannot open the crashed image read-write: {exc}")
+        return
+    if replayed != pending:
+        problems.append(f"{where}: emu {'replayed' if replayed else 'did not replay'} the log on a read-write "
+                        f"open, but it {'was' if pending else 'was not'} pending")
+    if not pending:
+        return
+    if vhdx_log_pending(path):
+        problems.append(f"{where}: the log is still pending after emu's read-write open")
+    pending = False
+    if check_and_read() and not diff:
+        rc, info, text = qemu_check(tools.qemu_img, path, "vhdx")
+        if rc != 0 or info.get("corruptions", 0):
+            problems.append(f"{where}: qemu-img check of the file emu's replay wrote exited {rc}: {brief(text)}")
 
 
 # -- driving many crash states ---------------------------------------------------------------------
@@ -751,17 +959,36 @@ class _Pool:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def landmarks(rec: Recording) -> set[int]:
+    """Cut points that sampling always keeps. qcow2: those next to a header write (the refcount-table
+    switch, the dirty bit). VHDX: the one right after each log entry is written (the update is
+    pending in the log, none of it applied: recovery must replay it)."""
+    n = len(rec.journal)
+    if rec.fmt == "vhdx":
+        host = HostFile(rec.path, writable=False)
+        try:
+            current, headers = read_headers(host)
+        finally:
+            host.close()
+        lo, hi = headers[current].log_offset, headers[current].log_offset + headers[current].log_length
+        return {i + 1 for i, (op, args) in enumerate(rec.journal) if op == "pwrite" and lo <= args[0] < hi}
+    chosen: set[int] = set()
+    for i, (op, args) in enumerate(rec.journal):
+        if op == "pwrite" and args[0] < rec.cluster_size:
+            chosen.update(j for j in range(i - 2, i + 3) if 0 <= j <= n)
+    return chosen
+
+
 def select_cuts(rec: Recording) -> list[int]:
     """Every cut point 0..len(journal), or a deterministic sample of `cut_budget` of them that keeps
-    every point next to a header write (the refcount-table switch, the dirty bit) and the end."""
+    the end, the `landmarks` and every cut inside the first `keep_first` requests."""
     n = len(rec.journal)
     budget = rec.scenario.cut_budget
     if budget is None or n + 1 <= budget:
         return list(range(n + 1))
-    chosen = {0, n}
-    for i, (op, args) in enumerate(rec.journal):
-        if op == "pwrite" and args[0] < rec.cluster_size:
-            chosen.update(j for j in range(i - 2, i + 3) if 0 <= j <= n)
+    chosen = {0, n} | landmarks(rec)
+    if rec.scenario.keep_first:
+        chosen.update(range(rec.ops[rec.scenario.keep_first - 1].end + 1))
     rng = random.Random(rec.scenario.seed ^ 0xC0FFEE)
     rest = [i for i in range(n + 1) if i not in chosen]
     chosen.update(rng.sample(rest, max(0, min(len(rest), budget - len(chosen)))))
@@ -846,7 +1073,7 @@ def check_reordered(rec: Recording, tools: Tools) -> Summary:
             lost = [describe_entry(rec.journal[j]) for j in range(s + 1, t) if j not in keep]
             label = (f"entries up to the sync at {s} on disk, of the {t - s - 1} up to the next sync "
                      f"at {t} lost: " + "; ".join(lost))
-            exp = rec.expectation(label, s + 1, t, strict=False)
+            exp = rec.expectation(label, s + 1, t, strict=rec.scenario.strict_reorder)
             full = i % rec.scenario.full_every == 0
             summary.full_files += full
             pool.submit(rec, tools, bytes(buf), [exp], f"r{i}", full, barrier_size)

@@ -10,15 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import signal
 import struct
 import subprocess
-import tracemalloc
 from dataclasses import dataclass, field
 
 import pytest
 
 from images.qcow2 import layout as L
+from tests.support import Hang, time_limit, traced_memory  # noqa: F401  (re-exported: the guards)
 
 
 def qemu_img_run(qemu_img: str, *args: str, cwd: str | None = None) -> None:
@@ -90,43 +89,6 @@ def extensions(data: bytes) -> list[tuple[int, int, int]]:
 
 
 # -- guards ----------------------------------------------------------------------------------------
-
-class Hang(BaseException):
-    """Raised by the time guard. A BaseException, so that no `except Exception` (nor the Drive's
-    `except OSError`, which would catch TimeoutError) can swallow it."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Fail with Hang if the block takes longer than `seconds` of wall time."""
-    def on_alarm(signum, frame):
-        raise Hang(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-@contextlib.contextmanager
-def traced_memory():
-    """Trace Python allocations in the block; yields a dict whose "peak" is set on exit."""
-    result = {"peak": 0}
-    was_tracing = tracemalloc.is_tracing()
-    if not was_tracing:
-        tracemalloc.start()
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
-    try:
-        yield result
-    finally:
-        result["peak"] = tracemalloc.get_traced_memory()[1] - base
-        if not was_tracing:
-            tracemalloc.stop()
-
 
 def _vm_size() -> int:
     with open("/proc/self/status") as f:

@@ -8,54 +8,25 @@ allocation, and without the file being touched. A few tests check the converse: 
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import struct
 
 import pytest
 
-from emu.errors import EmuError, ImageError, InvalidImage, UnsupportedFeature
+from emu.errors import ImageError, InvalidImage, UnsupportedFeature
 from images import detect_format, open_image
 from images.qcow2 import layout as L
-from qcow2_fuzz_support import (HEADER_FIELDS, extensions, patch_bytes, patch_field, qemu_img_run, read_field,
-                                time_limit, traced_memory)
+from qcow2_fuzz_support import HEADER_FIELDS, extensions, patch_bytes, patch_field, qemu_img_run, read_field
+from tests.support import assert_open_fails
 
 pytestmark = pytest.mark.qemu
 
 MiB = 1 << 20
-SMALL_PEAK = 4 * MiB      # a failed open of a 64 MiB image needs far less than this
 CLUSTER = 65536
 # qemu-img create -f qcow2 X 64M: header cluster, refcount table, refcount block, then an 8-byte L1.
 REFTABLE_OFFSET = 0x10000
 L1_OFFSET = 0x30000
 FILE_SIZE = L1_OFFSET + 8
-
-
-def digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def assert_open_fails(path: str, cls: type[ImageError], field: str, *, fmt: str | None = None,
-                      names_path: str | None = None) -> ImageError:
-    """Open read-only, then read-write: both must raise `cls` naming the file and `field`, with a
-    small memory peak, leaving the file as it was. Returns the read-only exception."""
-    before = digest(path)
-    raised = []
-    for read_only in (True, False):
-        with traced_memory() as memory, time_limit(10):
-            with pytest.raises(EmuError) as info:
-                image = open_image(path, fmt, read_only=read_only)
-                image.close()
-        exc = info.value
-        mode = "read-only" if read_only else "read-write"
-        assert type(exc) is cls, f"{mode}: {type(exc).__name__} instead of {cls.__name__}: {exc}"
-        assert exc.field == field, f"{mode}: field {exc.field!r} instead of {field!r}: {exc}"
-        assert (names_path or path) in str(exc), f"{mode}: message does not name the file: {exc}"
-        assert memory["peak"] < SMALL_PEAK, f"{mode}: {memory['peak']} bytes allocated before failing"
-        raised.append(exc)
-    assert digest(path) == before, "a refused open modified the file"
-    return raised[0]
 
 
 @pytest.fixture
