@@ -144,6 +144,13 @@ class ImageBackend:
     def check(self, repair: str | None = None) -> CheckResult:
         raise UnsupportedFeature("this image format does not support checks", path=self.path)
 
+    def reclaim(self) -> dict[str, str]:
+        """What this image can give back to the host, in words, for `emu img info`: what a discard
+        does ("discard"), what a write of zeros does ("write-zeroes"), and offline ("offline")."""
+        return {"discard": "ignored: the format has no way to free space (the request still succeeds)",
+                "write-zeroes": "written as zero data",
+                "offline": "emu img compact rewrites the image without its zero blocks"}
+
     def info_fields(self) -> dict:
         """Format-specific `emu img info` keys (qemu-img's names): cluster-size, format-specific..."""
         return {}

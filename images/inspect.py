@@ -15,7 +15,7 @@ _COMPARE_CHUNK = 1 << 20
 
 
 def image_info(image: ImageBackend) -> dict:
-    """qemu-img info --output=json for one layer, keys in qemu-img's order."""
+    """qemu-img info --output=json for one layer, keys in qemu-img's order, plus emu's "reclaim"."""
     info: dict = {}
     if image.backing_name:
         if image.backing_format:
@@ -34,6 +34,7 @@ def image_info(image: ImageBackend) -> dict:
         info["full-backing-filename"] = backing_path(image)
         info["backing-filename"] = image.backing_name
     info["dirty-flag"] = dirty
+    info["reclaim"] = image.reclaim()    # emu's own key: what discards, zero writes and compaction give back
     if snapshots:
         info = {"snapshots": snapshots, **info}
     return info

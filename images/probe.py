@@ -163,6 +163,9 @@ def describe_create(fmt: str, options: dict[str, str], size: int, backing: str |
 
 def create_image(path: str, fmt: str, size: int | None, options: dict[str, str] | None = None,
                  backing: str | None = None, backing_fmt: str | None = None) -> None:
-    """Create an image the way `qemu-img create` does (same layout, same options)."""
+    """Create an image the way `qemu-img create` does (same layout, same options). Sizes are rounded
+    up to whole 512-byte sectors, as qemu-img rounds them for every format."""
+    if size is not None:
+        size = -(-size // 512) * 512
     _format(fmt).create(path, size, dict(options or {}), backing=backing, backing_fmt=backing_fmt,
                         opener=open_image)

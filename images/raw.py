@@ -57,6 +57,12 @@ class RawImage(ImageBackend):
             trace.add("file", Act.ZEROED, offset, length, why)
         return True
 
+    def reclaim(self) -> dict[str, str]:
+        return {"discard": "the host range is punched (fallocate PUNCH_HOLE) where the host file system "
+                           "can; reads zeros at once",
+                "write-zeroes": "punched with MAY_UNMAP (and discard=unmap), else zeros allocated in place",
+                "offline": "emu img compact rewrites it as a sparse file (qemu-img convert -S 4k)"}
+
     def _block_status(self, offset: int, length: int) -> BlockStatus:
         is_data, end = self.host.extent_at(offset)
         run = max(1, min(length, end - offset)) if end > offset else length

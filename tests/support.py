@@ -166,3 +166,17 @@ def assert_open_fails(path: str, cls: type[ImageError], field: str, *, fmt: str 
         raised.append(exc)
     assert digest(path) == before, "a refused open modified the file"
     return raised[0]
+
+
+def without_reclaim(info: dict) -> dict:
+    """emu's info is qemu-img's plus one key of its own, "reclaim"."""
+    assert set(info.pop("reclaim")) == {"discard", "write-zeroes", "offline"}
+    return info
+
+
+def qemu_part(human: str) -> str:
+    """emu's human info is qemu-img's followed by a "Space reclaim (emu):" section."""
+    head, sep, tail = human.partition("Space reclaim (emu):\n")
+    assert sep and [line.split(":")[0] for line in tail.splitlines()] == ["    discard", "    write zeroes",
+                                                                         "    offline"]
+    return head

@@ -107,6 +107,8 @@ def _human_info(image, info: dict) -> str:
         for key, value in specific["data"].items():
             text = str(value).lower() if isinstance(value, bool) else value
             lines.append(f"    {key.replace('-', ' ')}: {text}")
+    lines.append("Space reclaim (emu):")
+    lines += [f"    {key.replace('-', ' ')}: {text}" for key, text in info["reclaim"].items()]
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ import zlib
 from array import array
 
 from emu.errors import BlockError, CorruptImage, ImageError, InvalidImage, UsageError
+from emu.units import human_size
 from emu.trace import Act, Trace
 from images.backend import BlockLimits, BlockStatus, ImageBackend, Status, zeros
 from images.hostfile import HostFile
@@ -707,6 +708,21 @@ class Qcow2Image(ImageBackend):
         super().close()
 
     # -- information -------------------------------------------------------------------------------
+    def reclaim(self) -> dict[str, str]:
+        cs = human_size(self.cluster_size)
+        if self.version < 3 and self.backing is not None:
+            discard = "ignored: a v2 image has no zero flag, and clearing entries would expose the backing file"
+        elif self.version < 3:
+            discard = f"whole {cs} clusters are unallocated; partial clusters ignored"
+        else:
+            discard = (f"whole {cs} clusters become zero clusters (unallocated without a backing file); "
+                       "partial clusters ignored")
+        return {"discard": discard + "; freed host clusters are punched with discard=unmap and reused later",
+                "write-zeroes": (f"whole {cs} clusters get the zero flag; MAY_UNMAP also frees them"
+                                 if self.version >= 3 else "as a discard without a backing file; zero data "
+                                 "with one"),
+                "offline": "emu img compact rewrites the image without zero clusters (qemu-img convert -S 4k)"}
+
     def info_fields(self) -> dict:
         data: dict = {"compat": "1.1" if self.version >= 3 else "0.10", "compression-type": "zlib"}
         if self.version >= 3:

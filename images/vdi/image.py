@@ -28,6 +28,7 @@ from array import array
 from construct import ConstructError
 
 from emu.errors import CorruptImage, ImageError, InvalidImage, UnsupportedFeature, UsageError
+from emu.units import human_size
 from emu.trace import Act, Trace
 from images.backend import BlockStatus, CheckResult, ImageBackend, Status, backing_path, zeros
 from images.hostfile import HostFile
@@ -259,6 +260,20 @@ class VdiImage(ImageBackend):
             res.corruption(f"ERROR: allocated blocks mismatch, is {count}, should be "
                                 f"{self.header.blocks_allocated}")
         return res
+
+    def reclaim(self) -> dict[str, str]:
+        bs = human_size(self.block_size)
+        if self.header.image_type == L.TYPE_FIXED:
+            discard = "ignored: a fixed image keeps every block"
+        elif self.supports_discard:
+            discard = (f"whole {bs} blocks are freed and the file's last block moves into the hole (the file "
+                       "shrinks), as VirtualBox does; partial blocks are remembered until the whole block is "
+                       "discarded")
+        else:
+            discard = "ignored, as qemu's vdi driver does (open option discard=virtualbox frees whole blocks)"
+        return {"discard": discard, "write-zeroes": "written as zero data",
+                "offline": "emu img compact frees zero blocks in place, as VBoxManage modifymedium --compact"
+                if self.header.image_type != L.TYPE_FIXED else "nothing: a fixed image is fully allocated"}
 
     def info_fields(self) -> dict:
         return {"cluster-size": self.block_size}

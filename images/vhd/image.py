@@ -356,6 +356,13 @@ class VhdImage(ImageBackend):
             return BlockStatus(Status.DATA | Status.OFFSET_VALID, run, data_start + start)
         return BlockStatus(Status(0), run)
 
+    def reclaim(self) -> dict[str, str]:
+        return {"discard": "ignored: VHD has no unallocated state a discard could return a block to in qemu's "
+                           "vpc driver",
+                "write-zeroes": "written as zero data",
+                "offline": "nothing: a fixed image is fully allocated" if self.fixed else
+                "emu img compact rewrites the image without its zero blocks (qemu-img convert -S 4k)"}
+
     def info_fields(self) -> dict:
         return {} if self.fixed else {"cluster-size": self.block_size}
 

@@ -33,6 +33,7 @@ from array import array
 
 
 from emu.errors import InvalidImage, UnsupportedFeature
+from emu.units import human_size
 from emu.trace import Act, Trace
 from images.backend import BlockLimits, BlockStatus, CheckResult, ImageBackend, Status, zeros
 from images.hostfile import HostFile
@@ -645,6 +646,20 @@ class VhdxImage(ImageBackend):
                 if sb & L.STATE_MASK != L.SB_PRESENT:
                     res.corruption(f"ERROR: BAT entry {index} is partially present but its chunk has no sector bitmap")
         return res
+
+    def reclaim(self) -> dict[str, str]:
+        bs = human_size(self.block_size)
+        if self.fixed:
+            discard = "blocks stay allocated; the host range of fully present blocks is punched with discard=unmap"
+        else:
+            state = "PAYLOAD_BLOCK_ZERO (the parent stays hidden)" if self.is_diff else "PAYLOAD_BLOCK_UNMAPPED"
+            discard = (f"whole {bs} blocks become {state} and their slots are punched with discard=unmap and "
+                       "reused; partial blocks ignored (qemu's vhdx driver has no discard)")
+        return {"discard": discard,
+                "write-zeroes": f"whole {bs} blocks become PAYLOAD_BLOCK_ZERO (freed with MAY_UNMAP); parts of "
+                                "blocks are zeroed in place",
+                "offline": "nothing: a fixed image is fully allocated" if self.fixed else
+                "emu img compact rewrites the image without its zero blocks (qemu-img convert -S 4k)"}
 
     def info_fields(self) -> dict:
         return {"cluster-size": self.block_size}

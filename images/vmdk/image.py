@@ -24,6 +24,7 @@ from collections import OrderedDict
 from construct import ConstructError
 
 from emu.errors import BlockError, ImageError, InvalidImage, UnsupportedFeature, UsageError
+from emu.units import human_size
 from emu.trace import Act, Trace
 from images.backend import BlockStatus, CheckResult, ImageBackend, Status, backing_path, zeros
 from images.hostfile import HostFile
@@ -316,6 +317,13 @@ class VmdkImage(ImageBackend):
         if self.parent_mismatch:
             res.corruption(f"ERROR: {self.parent_mismatch}")
         return res
+
+    def reclaim(self) -> dict[str, str]:
+        grain = human_size(self.grain_bytes)
+        return {"discard": "ignored: qemu's vmdk driver has no discard",
+                "write-zeroes": f"whole {grain} grains are marked zeroed (the grains stay in the file)"
+                if self.zero_grains else "written as zero data (zeroed_grain=off)",
+                "offline": "emu img compact rewrites the image without its zero grains (qemu-img convert -S 4k)"}
 
     def info_fields(self) -> dict:
         extent = {"virtual-size": self.virtual_size, "filename": self.path, "cluster-size": self.grain_bytes,

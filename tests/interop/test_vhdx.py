@@ -19,6 +19,7 @@ from images import create_image, detect_format, open_image
 from images.inspect import map_extents
 from images.vhdx import layout as L
 from tests.conftest import oracle_module, run
+from tests.support import qemu_part, without_reclaim
 
 MiB = 1 << 20
 
@@ -627,9 +628,11 @@ def test_info_and_check_print_what_qemu_img_prints(qemu_img, qemu_io, tmp_path, 
     run(qemu_io, "-f", "vhdx", "-c", "write -P 1 1M 2M", "-c", "write -P 2 15M 512", "q.vhdx")
     for command in (["info"], ["check"]):
         ours = emu_cli(capsys, "img", *command, "--output=json", "q.vhdx")
-        assert ours.returncode == 0 and json.loads(ours.stdout) == json.loads(
+        assert ours.returncode == 0
+        ours = json.loads(ours.stdout)
+        assert (without_reclaim(ours) if command == ["info"] else ours) == json.loads(
             run(qemu_img, *command, "--output=json", "q.vhdx").stdout)
-    assert emu_cli(capsys, "img", "info", "q.vhdx").stdout == run(qemu_img, "info", "q.vhdx").stdout
+    assert qemu_part(emu_cli(capsys, "img", "info", "q.vhdx").stdout) == run(qemu_img, "info", "q.vhdx").stdout
 
 
 def test_map_reports_the_blocks_where_qemu_img_cannot(qemu_img, qemu_io, tmp_path, monkeypatch, capsys):
