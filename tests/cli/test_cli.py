@@ -47,7 +47,7 @@ def qcow2(tmp_path, qemu_img, qemu_io):
     (["img", "create", "-f", "qcow2", "-o", "bogus=1", "x.qcow2", "1G"], "bogus"),
     (["img", "create", "-f", "qcow2", "-b", "base.qcow2", "x.qcow2"], "backing format"),
     (["img", "create", "-f", "qed", "x.img", "1G"], "unknown format"),
-    (["img", "create", "-f", "qcow2", "x.qcow2", "1000"], "multiple of 512"),
+    (["img", "create", "-f", "qcow2", "-o", "cluster_size=1000", "x.qcow2", "1M"], "power of two"),
     (["img", "map", "--output=xml", "x"], "invalid choice"),
     (["img", "check", "-r", "everything", "x"], "invalid choice"),
     (["img", "frobnicate"], "unknown command"),
