@@ -65,8 +65,9 @@ def _scan(directory: str) -> dict[str, Layer]:
     for entry in sorted(os.scandir(directory or "."), key=lambda e: e.name):
         if not entry.is_file() or entry.name.startswith("."):
             continue
+        path = os.path.join(directory, entry.name)
         try:
-            layers[os.path.realpath(entry.path)] = _describe(entry.path)
+            layers[os.path.realpath(path)] = _describe(path)
         except (EmuError, OSError):
             continue    # not an image emu can open: not part of any tree
     return layers
@@ -153,7 +154,7 @@ def delete(active: str, name: str) -> Moved:
                          "or delete the other branches first")
     if not children:
         os.remove(snapshot)
-        return Moved(note=f"{snapshot} had no child and was removed")
+        return Moved(note=f"it had no child, so {snapshot} was simply removed")
     child = children[0]
     grandchildren = children_of(child)
     moved = commit(child, keep=True)

@@ -65,7 +65,8 @@ def cmd_snapshot(argv: list[str]) -> int:
                    f"a new, empty image on {os.path.basename(parent)}")
     else:
         moved = snapshots.delete(path, a.delete)
-        message = f"Deleted snapshot '{a.delete}': merged {_moved(moved)}; {moved.note}"
+        merged = f"merged {_moved(moved)}; " if moved.data_bytes or moved.zero_bytes else ""
+        message = f"Deleted snapshot '{a.delete}': {merged}{moved.note}"
     if not a.quiet:
         print(message)
     return 0
@@ -83,26 +84,31 @@ def _list(path: str, fmt: str | None, output: str) -> int:
         return 0
     lines = snapshot_table(internal) if internal else []
     if root.children or root.active is False:
+        rows = _tree_rows(root, "", "")
+        widths = [max(len(row[i]) for row in rows + [HEADER]) for i in range(4)]
         if lines:
             lines.append("")
-        lines += ["Snapshot tree (external: one file per layer, children below their parent):",
-                  f"{'FILE':<40} {'SNAPSHOT':<12} {'FORMAT':<7} {'DISK SIZE':>10}  {'DATE':<19}"]
-        lines += _tree_lines(root, "", "")
+        lines.append("Snapshot tree (external: one file per layer, children below their parent):")
+        for row in [HEADER] + rows:
+            lines.append("  ".join(f"{cell:>{w}}" if i == 3 else f"{cell:<{w}}"
+                                   for i, (cell, w) in enumerate(zip(row, widths))) + "  " + row[4])
     if lines:
-        print("\n".join(lines))
+        print("\n".join(line.rstrip() for line in lines))
     return 0
 
 
-def _tree_lines(layer: snapshots.Layer, lead: str, child_lead: str) -> list[str]:
+HEADER = ("FILE", "SNAPSHOT", "FORMAT", "DISK SIZE", "DATE")
+
+
+def _tree_rows(layer: snapshots.Layer, lead: str, child_lead: str) -> list[tuple[str, ...]]:
     tag = "(active)" if layer.active else (layer.tag or "-")
     date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(layer.mtime))
-    name = lead + os.path.basename(layer.path)
-    lines = [f"{name:<40} {tag:<12} {layer.format:<7} {human_size(layer.disk_size):>10}  {date}"]
+    rows = [(lead + os.path.basename(layer.path), tag, layer.format, human_size(layer.disk_size), date)]
     for i, child in enumerate(layer.children):
         last = i == len(layer.children) - 1
-        lines += _tree_lines(child, child_lead + ("└── " if last else "├── "),
-                             child_lead + ("    " if last else "│   "))
-    return lines
+        rows += _tree_rows(child, child_lead + ("└── " if last else "├── "),
+                           child_lead + ("    " if last else "│   "))
+    return rows
 
 
 def _tree_json(layer: snapshots.Layer) -> dict:
