@@ -17,6 +17,7 @@ import pytest
 
 from emu.errors import EmuError, ImageError
 from images import create_image, open_image
+from images.inspect import map_extents
 
 MiB = 1 << 20
 
@@ -180,3 +181,38 @@ def qemu_part(human: str) -> str:
     assert sep and [line.split(":")[0] for line in tail.splitlines()] == ["    discard", "    write zeroes",
                                                                          "    offline"]
     return head
+
+
+def emu_read(path: str) -> bytes:
+    """The whole guest view of an image (and its chain), as emu reads it."""
+    image = open_image(path, read_only=True)
+    try:
+        return image.read(0, image.virtual_size)
+    finally:
+        image.close()
+
+
+def emu_map(path: str) -> list[dict]:
+    """emu's map of an image, as qemu-img map --output=json entries."""
+    image = open_image(path, read_only=True)
+    try:
+        return [e.to_json() for e in map_extents(image)]
+    finally:
+        image.close()
+
+
+def libvhdi_read(child: str, parent: str | None = None) -> tuple[str | None, bytes]:
+    """A VHD or VHDX guest view as libvhdi (pyvhdi) reads it, with the parent it is handed, and the
+    parent file name the child records (None without a parent)."""
+    from tests.conftest import oracle_module
+    pyvhdi = oracle_module("pyvhdi", "libvhdi-python")
+    disk = pyvhdi.file()
+    disk.open(child)
+    name = None
+    if parent is not None:
+        name = disk.get_parent_filename()
+        base = pyvhdi.file()
+        base.open(parent)
+        disk.set_parent(base)
+    disk.seek(0)
+    return name, disk.read(disk.get_media_size())

@@ -15,6 +15,7 @@ from emu.cli import main as emu_main
 from images import create_image, open_image
 from images.inspect import map_extents
 from tests.conftest import run
+from tests.support import emu_read
 
 MiB = 1 << 20
 SIZE = 8 * MiB
@@ -27,14 +28,6 @@ QEMU_FOLLOWS_CHAINS = ("qcow2", "vmdk")   # qemu cannot open differencing VDI, V
 def digest(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
-
-
-def view(path: str) -> bytes:
-    image = open_image(path, read_only=True)
-    try:
-        return image.read(0, image.virtual_size)
-    finally:
-        image.close()
 
 
 def write(path: str, offset: int, data: bytes) -> None:
@@ -79,11 +72,11 @@ def test_a_snapshot_copies_nothing_and_freezes_the_old_layer(disk, qemu_img, tmp
     snapshot = path.replace("disk.", "disk@s1.")
     assert digest(snapshot) == before                    # the old active file, renamed, untouched
     assert os.stat(path).st_blocks * 512 < 3 * MiB       # the new active layer holds no data
-    assert view(path) == bytes(model)
+    assert emu_read(path) == bytes(model)
     write(path, MiB, b"\x09" * 4096)                     # writes go to the active layer only
     model[MiB:MiB + 4096] = b"\x09" * 4096
     assert digest(snapshot) == before
-    assert view(path) == bytes(model)
+    assert emu_read(path) == bytes(model)
     image = open_image(path, read_only=True)
     assert [os.path.basename(layer.path) for layer in image.chain()] == [os.path.basename(path),
                                                                          os.path.basename(snapshot)]
@@ -97,9 +90,9 @@ def test_revert_discards_the_active_layer_and_starts_an_empty_one(disk):
     path, fmt, model = disk
     assert emu("img", "snapshot", "-c", "s1", path) == 0
     write(path, 0, b"\x07" * (2 * MiB))
-    assert view(path)[:2 * MiB] == b"\x07" * (2 * MiB)
+    assert emu_read(path)[:2 * MiB] == b"\x07" * (2 * MiB)
     assert emu("img", "snapshot", "-a", "s1", path) == 0
-    assert view(path) == bytes(model)
+    assert emu_read(path) == bytes(model)
     assert open_image(path, read_only=True).backing.path.endswith(os.path.basename(path).replace("disk.", "disk@s1."))
 
 
@@ -115,14 +108,14 @@ def test_delete_merges_the_one_child_into_the_snapshot(disk, qemu_img, tmp_path)
     s1, s2 = path.replace("disk.", "disk@s1."), path.replace("disk.", "disk@s2.")
     assert emu("img", "snapshot", "-d", "s1", path) == 0
     assert not os.path.exists(s1)
-    assert view(s2) == s2_view                            # s2 now holds s1's data and its own
+    assert emu_read(s2) == s2_view                            # s2 now holds s1's data and its own
     assert open_image(s2, read_only=True, open_backing=False).backing_name is None
-    assert view(path) == bytes(model)                     # the active layer, relinked, reads the same
+    assert emu_read(path) == bytes(model)                     # the active layer, relinked, reads the same
     if fmt in QEMU_FOLLOWS_CHAINS:
         assert qemu_view(qemu_img, path, fmt, tmp_path) == bytes(model)
         run(qemu_img, "check", "-f", fmt, s2)
     assert emu("img", "snapshot", "-d", "s2", path) == 0   # merging the active layer into the last one
-    assert not os.path.exists(s2) and view(path) == bytes(model)
+    assert not os.path.exists(s2) and emu_read(path) == bytes(model)
 
 
 def test_snapshot_trees_branch_and_a_branch_point_cannot_be_deleted(disk, capsys):
@@ -162,7 +155,7 @@ def test_a_raw_disk_gets_a_qcow2_active_layer(tmp_path, qemu_img):
     info = json.loads(run(qemu_img, "info", "--output=json", path).stdout)
     assert (info["format"], info["backing-filename"], info["backing-filename-format"]) == ("qcow2", "disk@s1.img",
                                                                                            "raw")
-    assert view(path)[:MiB] == b"\x01" * MiB
+    assert emu_read(path)[:MiB] == b"\x01" * MiB
 
 
 # -- commit ----------------------------------------------------------------------------------------
@@ -191,7 +184,7 @@ def test_commit_matches_qemu_img_commit(fmt, qemu_img, tmp_path):
     (paths, model), (qpaths, _) = three_deep(ours, fmt), three_deep(theirs, fmt)
     assert emu("img", "commit", "-q", paths[2]) == 0
     run(qemu_img, "commit", "-q", "-f", fmt, qpaths[2])
-    assert view(paths[2]) == bytes(model) == qemu_view(qemu_img, paths[2], fmt, tmp_path)
+    assert emu_read(paths[2]) == bytes(model) == qemu_view(qemu_img, paths[2], fmt, tmp_path)
     run(qemu_img, "compare", "-f", fmt, "-F", fmt, paths[1], qpaths[1])
     ours_map = json.loads(run(qemu_img, "map", "--output=json", "-f", fmt, paths[2]).stdout)
     theirs_map = json.loads(run(qemu_img, "map", "--output=json", "-f", fmt, qpaths[2]).stdout)
@@ -203,9 +196,9 @@ def test_commit_matches_qemu_img_commit(fmt, qemu_img, tmp_path):
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_commit_into_a_deeper_base_keeps_the_top(fmt, tmp_path):
     paths, model = three_deep(tmp_path, fmt)
-    base_before = view(paths[0])
+    base_before = emu_read(paths[0])
     assert emu("img", "commit", "-q", "-b", paths[0], paths[2]) == 0
-    assert view(paths[2]) == bytes(model)              # -b implies -d: the top keeps its data
+    assert emu_read(paths[2]) == bytes(model)              # -b implies -d: the top keeps its data
     base = open_image(paths[0], read_only=True)
     assert base.read(0, SIZE) == bytes(model)          # everything above the base is in it now
     base.close()
@@ -236,7 +229,7 @@ def test_safe_rebase_matches_qemu_img_rebase(qemu_img, tmp_path):
         write(other, 0, b"\x08" * MiB)
     assert emu("img", "rebase", "-b", "other.qcow2", "-F", "qcow2", paths[2]) == 0
     run(qemu_img, "rebase", "-f", "qcow2", "-b", "other.qcow2", "-F", "qcow2", qpaths[2])
-    assert view(paths[2]) == bytes(model) == qemu_view(qemu_img, qpaths[2], "qcow2", tmp_path)
+    assert emu_read(paths[2]) == bytes(model) == qemu_view(qemu_img, qpaths[2], "qcow2", tmp_path)
     info = json.loads(run(qemu_img, "info", "--output=json", paths[2]).stdout)
     assert info["backing-filename"] == "other.qcow2"
     ours_map = json.loads(run(qemu_img, "map", "--output=json", paths[2]).stdout)
@@ -252,7 +245,7 @@ def test_unsafe_rebase_only_rewrites_the_link(fmt, tmp_path):
     assert emu("img", "rebase", "-u", "-b", os.path.basename(paths[0]), "-F", fmt, paths[2]) == 0
     image = open_image(paths[2], read_only=True)
     assert image.backing.path.endswith(os.path.basename(paths[0]))
-    expected = bytearray(view(paths[0]))
+    expected = bytearray(emu_read(paths[0]))
     for extent in map_extents(image):
         if extent.depth == 0 and extent.present:
             expected[extent.start:extent.start + extent.length] = image.read(extent.start, extent.length)
@@ -274,7 +267,7 @@ def test_stream_pulls_the_chain_into_the_image(fmt, qemu_img, tmp_path):
     assert image.backing is None and image.read(0, SIZE) == bytes(model)
     image.close()
     os.remove(paths[0])                                   # standalone now: the base is not needed
-    assert view(paths[2]) == bytes(model)
+    assert emu_read(paths[2]) == bytes(model)
     if fmt != "vpc":   # qemu-img probes a dynamic VHD fine; keep one reader for all
         assert qemu_view(qemu_img, paths[2], fmt, tmp_path) == bytes(model)
 
@@ -288,14 +281,14 @@ def test_compaction_gives_back_zero_blocks_and_keeps_the_view(fmt, qemu_img, tmp
     write(path, 0, b"\x01" * (8 * MiB))
     write(path, 0, bytes(6 * MiB))                        # the guest zeroed most of what it wrote
     before = os.stat(path).st_blocks * 512
-    expected = view(path)
+    expected = emu_read(path)
     capsys.readouterr()
     assert emu("img", "compact", "--output=json", path) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["actual-size-before"] == before
     assert report["actual-size-after"] == os.stat(path).st_blocks * 512
     assert report["actual-size-after"] <= before - 5 * MiB
-    assert view(path) == expected
+    assert emu_read(path) == expected
     if fmt == "vdi":
         assert report["file-size-after"] < report["file-size-before"] and report["blocks-freed"] == 6
     if fmt != "vpc":   # qemu-img check has no vpc support
@@ -315,10 +308,10 @@ def test_compacting_a_parent_keeps_its_children_linked(fmt, tmp_path):
     write(mid, 3 * MiB, b"\x02" * 4096)
     create_image(top, fmt, SIZE, options, backing="mid." + ext, backing_fmt=fmt)
     write(top, 5 * MiB, b"\x03" * 4096)
-    mid_view, top_view = view(mid), view(top)
+    mid_view, top_view = emu_read(mid), emu_read(top)
     assert emu("img", "compact", mid) == 0
-    assert view(mid) == mid_view
-    assert view(top) == top_view                   # the top still opens: its link was renewed
+    assert emu_read(mid) == mid_view
+    assert emu_read(top) == top_view                   # the top still opens: its link was renewed
 
 
 def test_fixed_images_have_nothing_to_compact(tmp_path, capsys):
@@ -342,10 +335,10 @@ def test_immutable_base_child_is_reset_at_power_on_unless_auto_reset_is_off(fmt,
     write(child, 0, b"\x02" * 4096)
     assert emu("img", "immutable", "--no-auto-reset", base, child) == 0
     assert "kept" in capsys.readouterr().out
-    assert view(child)[:4096] == b"\x02" * 4096
+    assert emu_read(child)[:4096] == b"\x02" * 4096
     assert emu("img", "immutable", base, child) == 0
     assert "reset" in capsys.readouterr().out
-    assert view(child)[:MiB] == b"\x01" * MiB
+    assert emu_read(child)[:MiB] == b"\x01" * MiB
     assert digest(base) == frozen
     other = str(tmp_path / f"other.{ext}")
     create_image(other, fmt, SIZE, options)

@@ -21,7 +21,7 @@ from emu.cli import main as emu_main
 from images import create_image, open_image
 from images.inspect import map_extents
 from tests.conftest import run
-from tests.support import VARIANTS, make_variant, model_discard, qemu_part
+from tests.support import VARIANTS, emu_read, make_variant, model_discard, qemu_part
 
 MiB = 1 << 20
 
@@ -38,7 +38,7 @@ def emu_map(path: str) -> list[dict]:
         image.close()
 
 
-def qemu_read_all(qemu_img: str, path: str, tmp_path, fmt: str = "qcow2") -> bytes:
+def qemu_read(qemu_img: str, path: str, tmp_path, fmt: str = "qcow2") -> bytes:
     out = str(tmp_path / "qemu-view.raw")
     run(qemu_img, "convert", "-f", fmt, "-O", "raw", path, out)
     data = open(out, "rb").read()
@@ -46,16 +46,8 @@ def qemu_read_all(qemu_img: str, path: str, tmp_path, fmt: str = "qcow2") -> byt
     return data
 
 
-def emu_read_all(path: str) -> bytes:
-    image = open_image(path, read_only=True)
-    try:
-        return image.read(0, image.virtual_size)
-    finally:
-        image.close()
-
-
 def assert_same_view(qemu_img: str, path: str, tmp_path, fmt: str = "qcow2") -> None:
-    assert emu_read_all(path) == qemu_read_all(qemu_img, path, tmp_path, fmt)
+    assert emu_read(path) == qemu_read(qemu_img, path, tmp_path, fmt)
     assert emu_map(path) == qemu_map(qemu_img, path)
 
 
@@ -132,7 +124,7 @@ def test_raw_images_read_and_map_identically(qemu_img, qemu_io, tmp_path, mode):
     path = str(tmp_path / "r.img")
     run(qemu_img, "create", "-q", "-f", "raw", "-o", f"preallocation={mode}", path, "4M")
     qemu_io_all(qemu_io, path, ["write -P 0x66 64k 100k", "discard 80k 20k", "write -z 1M 64k"], "-f", "raw")
-    assert emu_read_all(path) == qemu_read_all(qemu_img, path, tmp_path, "raw")
+    assert emu_read(path) == qemu_read(qemu_img, path, tmp_path, "raw")
     assert emu_map(path) == qemu_map(qemu_img, path, "-f", "raw")
 
 
@@ -200,7 +192,7 @@ def test_writing_over_snapshot_shared_clusters_copies_them(qemu_img, qemu_io, tm
     assert run(qemu_img, "check", path).returncode == 0
     assert_same_view(qemu_img, path, tmp_path)
     run(qemu_img, "snapshot", "-a", "snap", path)          # the snapshot still holds the old data
-    assert emu_read_all(path)[:2 * MiB] == b"\x01" * (2 * MiB)
+    assert emu_read(path)[:2 * MiB] == b"\x01" * (2 * MiB)
 
 
 def test_dirty_lazy_refcount_image_is_repaired_on_read_write_open(qemu_img, qemu_io, tmp_path):
@@ -216,7 +208,7 @@ def test_dirty_lazy_refcount_image_is_repaired_on_read_write_open(qemu_img, qemu
     image.close()
     assert json.loads(run(qemu_img, "info", "--output=json", path).stdout)["dirty-flag"] is False
     assert run(qemu_img, "check", path).returncode == 0
-    assert emu_read_all(path)[:MiB] == b"\x03" * MiB
+    assert emu_read(path)[:MiB] == b"\x03" * MiB
 
 
 def test_check_counters_match_qemu_img(qemu_img, qemu_io, tmp_path):

@@ -23,6 +23,7 @@ from emu.units import parse_size
 from images import create_image, open_image
 from images.convert import convert
 from tests.conftest import oracle_module, run
+from tests.support import libvhdi_read
 
 MiB = 1 << 20
 
@@ -414,20 +415,7 @@ def vhd_chain(qemu_img, qemu_io) -> bytes:
     return read_all("c.vhd")
 
 
-def libvhdi_read(pyvhdi, child: str, parent: str | None) -> tuple[str | None, bytes]:
-    disk = pyvhdi.file()
-    disk.open(child)
-    name = disk.get_parent_filename() if parent is not None else None
-    if parent is not None:
-        base = pyvhdi.file()
-        base.open(parent)
-        disk.set_parent(base)
-    disk.seek(0)
-    return name, disk.read(disk.get_media_size())
-
-
 def test_vpc_relink_to_a_copy_with_a_new_uuid(qemu_img, qemu_io, tmp_path, monkeypatch):
-    pyvhdi = oracle_module("pyvhdi", "libvhdi-python")
     monkeypatch.chdir(tmp_path)
     before = vhd_chain(qemu_img, qemu_io)
     relink("c.vhd", "b.vhd", "b.vhd", "vpc")
@@ -437,14 +425,13 @@ def test_vpc_relink_to_a_copy_with_a_new_uuid(qemu_img, qemu_io, tmp_path, monke
     assert bytes(image.dyn.parent_unicode_name).decode("utf-16-be").rstrip("\0") == "b.vhd"
     assert image.read(0, image.virtual_size) == before
     image.close()
-    name, data = libvhdi_read(pyvhdi, "c.vhd", "b.vhd")
+    name, data = libvhdi_read("c.vhd", "b.vhd")
     assert name.endswith("b.vhd") and data == before
     relink("c.vhd", "a.vhd", "a.vhd", "vpc")          # and back: the locator data moves again
-    assert read_all("c.vhd") == before and libvhdi_read(pyvhdi, "c.vhd", "a.vhd")[1] == before
+    assert read_all("c.vhd") == before and libvhdi_read("c.vhd", "a.vhd")[1] == before
 
 
 def test_vpc_made_standalone_is_read_by_qemu_img_and_libvhdi(qemu_img, qemu_io, tmp_path, monkeypatch):
-    pyvhdi = oracle_module("pyvhdi", "libvhdi-python")
     monkeypatch.chdir(tmp_path)
     vhd_chain(qemu_img, qemu_io)
     relink("c.vhd", "b.vhd", "b.vhd")         # locator data after the blocks, dropped again below
@@ -455,7 +442,7 @@ def test_vpc_made_standalone_is_read_by_qemu_img_and_libvhdi(qemu_img, qemu_io, 
     assert info(qemu_img, "c.vhd", "-f", "vpc")["virtual-size"] == len(own)
     assert raw_view(qemu_img, "c.vhd", "vpc", "after.raw") == own == read_all("c.vhd")
     assert own[4 * MiB:7 * MiB] == b"\x04" * 3 * MiB and own[7 * MiB:8 * MiB] == bytes(MiB)
-    assert libvhdi_read(pyvhdi, "c.vhd", None)[1] == own
+    assert libvhdi_read("c.vhd", None)[1] == own
     # writes after the trim land where the locator data was and read back right
     write_pattern("c.vhd", [(9 * MiB, 4096, 7)])
     assert raw_view(qemu_img, "c.vhd", "vpc", "after.raw")[8 * MiB:10 * MiB] == \
@@ -464,7 +451,6 @@ def test_vpc_made_standalone_is_read_by_qemu_img_and_libvhdi(qemu_img, qemu_io, 
 
 def test_vpc_dynamic_disk_given_a_parent_reads_through_where_it_holds_nothing(qemu_img, qemu_io, tmp_path,
                                                                                monkeypatch):
-    pyvhdi = oracle_module("pyvhdi", "libvhdi-python")
     monkeypatch.chdir(tmp_path)
     run(qemu_img, "create", "-q", "-f", "vpc", "a.vhd", "16M")
     run(qemu_io, "-f", "vpc", "-c", "write -P 1 0 16M", "a.vhd")
@@ -474,7 +460,7 @@ def test_vpc_dynamic_disk_given_a_parent_reads_through_where_it_holds_nothing(qe
     expected = bytearray(read_all("a.vhd"))            # 16 MiB of 1s, then zeros to the CHS size
     expected[2 * MiB:4 * MiB] = b"\x02" * 4096 + bytes(2 * MiB - 4096)
     assert read_all("d.vhd") == expected
-    assert libvhdi_read(pyvhdi, "d.vhd", "a.vhd")[1] == expected
+    assert libvhdi_read("d.vhd", "a.vhd")[1] == expected
 
 
 def test_vpc_relink_is_crash_safe(qemu_img, qemu_io, tmp_path, monkeypatch):
@@ -498,7 +484,7 @@ def test_vpc_relink_crash_states_read_right_in_libvhdi(qemu_img, qemu_io, tmp_pa
         disk.open("c.vhd")
         parent = os.path.basename(disk.get_parent_filename()) if disk.get_disk_type() == 4 else None
         disk.close()
-        return parent, libvhdi_read(pyvhdi, "c.vhd", parent)[1]
+        return parent, libvhdi_read("c.vhd", parent)[1]
 
     before = vhd_chain(qemu_img, qemu_io)
     for _ in crash_states("c.vhd", "b.vhd", "b.vhd"):
@@ -550,7 +536,6 @@ def dissect_vhdx_read(path: str) -> tuple[str | None, bytes]:
 
 
 def test_vhdx_relink_to_a_copy_with_a_new_guid(qemu_img, qemu_io, tmp_path, monkeypatch):
-    pyvhdi = oracle_module("pyvhdi", "libvhdi-python")
     monkeypatch.chdir(tmp_path)
     before = vhdx_chain(qemu_img, qemu_io)
     a, b = open_image("a.vhdx", read_only=True), open_image("b.vhdx", read_only=True)
@@ -565,11 +550,11 @@ def test_vhdx_relink_to_a_copy_with_a_new_guid(qemu_img, qemu_io, tmp_path, monk
     assert image.read(0, image.virtual_size) == before
     image.close()
     b.close()
-    name, data = libvhdi_read(pyvhdi, "c.vhdx", "b.vhdx")
+    name, data = libvhdi_read("c.vhdx", "b.vhdx")
     assert name.endswith("b.vhdx") and data == before
     assert dissect_vhdx_read("c.vhdx") == ("b.vhdx", before)
     relink("c.vhdx", "a.vhdx", "a.vhdx")
-    assert read_all("c.vhdx") == before and libvhdi_read(pyvhdi, "c.vhdx", "a.vhdx")[1] == before
+    assert read_all("c.vhdx") == before and libvhdi_read("c.vhdx", "a.vhdx")[1] == before
     assert dissect_vhdx_read("c.vhdx") == ("a.vhdx", before)
 
 

@@ -15,6 +15,7 @@ from images import create_image, open_image
 from images.inspect import map_extents
 from images.vdi import layout as L
 from tests.conftest import oracle_module, run
+from tests.support import emu_map, emu_read
 
 MiB = 1 << 20
 UUIDS = slice(0x188, 0x1A8)   # uuid_image and uuid_last_snap are random
@@ -24,22 +25,6 @@ def masked(path: str) -> bytes:
     data = bytearray(open(path, "rb").read())
     data[UUIDS] = bytes(UUIDS.stop - UUIDS.start)
     return bytes(data)
-
-
-def emu_read(path: str) -> bytes:
-    image = open_image(path, read_only=True)
-    try:
-        return image.read(0, image.virtual_size)
-    finally:
-        image.close()
-
-
-def emu_map(path: str) -> list[dict]:
-    image = open_image(path, read_only=True)
-    try:
-        return [e.to_json() for e in map_extents(image)]
-    finally:
-        image.close()
 
 
 @pytest.mark.parametrize("size,options", [("64M", []), ("1G", []), ("10M", ["-o", "static=on"]), ("3000000", [])])

@@ -11,8 +11,8 @@ from emu.block import Drive, DriveOptions
 from emu.cli import main as emu_main
 from emu.errors import InvalidImage, UnsupportedFeature
 from images import create_image, open_image
-from images.inspect import map_extents
 from tests.conftest import run
+from tests.support import emu_map, emu_read
 
 MiB = 1 << 20
 
@@ -34,22 +34,6 @@ def test_created_images_equal_qemu_img_but_for_cid_and_name(qemu_img, tmp_path, 
     assert emu_main(["img", "create", "-q", "-f", "vmdk", *options, "e.vmdk", size]) == 0
     assert normalised("e.vmdk", "e.vmdk") == normalised("q.vmdk", "q.vmdk")
     assert run(qemu_img, "check", "e.vmdk").returncode == 0
-
-
-def emu_read(path: str) -> bytes:
-    image = open_image(path, read_only=True)
-    try:
-        return image.read(0, image.virtual_size)
-    finally:
-        image.close()
-
-
-def emu_map(path: str) -> list[dict]:
-    image = open_image(path, read_only=True)
-    try:
-        return [e.to_json() for e in map_extents(image)]
-    finally:
-        image.close()
 
 
 def test_three_deep_chain_written_by_qemu_reads_and_maps_identically(qemu_img, qemu_io, tmp_path, monkeypatch):
