@@ -1078,3 +1078,20 @@ def check_reordered(rec: Recording, tools: Tools) -> Summary:
             summary.full_files += full
             pool.submit(rec, tools, bytes(buf), [exp], f"r{i}", full, barrier_size)
     return summary
+
+
+def make_backing(directory: str, fmt: str, size: int, options: dict, backed: list[tuple[int, int]], seed: int):
+    """A backing file `base.<fmt>` with seeded random data in the `backed` ranges; returns a reader
+    of its content (offset, length) -> bytes."""
+    rng = random.Random(seed)
+    content = bytearray(size)
+    image_path = os.path.join(directory, f"base.{fmt}")
+    images.create_image(image_path, fmt, size, options)
+    image = images.open_image(image_path)
+    for offset, length in backed:
+        data = rng.randbytes(length)
+        content[offset:offset + length] = data
+        image.write(offset, data)
+    image.close()
+    frozen = bytes(content)
+    return lambda offset, length: frozen[offset:offset + length]

@@ -33,10 +33,9 @@ import random
 import pytest
 
 from crash_support import (KiB, MiB, Recording, Scenario, Tools, brief, check_prefix_cuts, check_reordered,
-                           close, coverage_prelude, discard, flush, qemu_check, random_ops, record, replay,
-                           select_cuts, write, zero)
+                           close, coverage_prelude, discard, flush, make_backing, qemu_check, random_ops, record,
+                           replay, select_cuts, write, zero)
 from emu.block import DriveOptions
-from images import create_image, open_image
 
 V3_64K = {"cluster_size": "65536", "compat": "1.1", "lazy_refcounts": "off"}
 V3_512 = {"cluster_size": "512", "compat": "1.1", "lazy_refcounts": "off"}
@@ -78,18 +77,7 @@ BACKED = [(0, 2 * MiB), (32 * MiB, MiB)]   # where the backing file holds data
 
 def make_base(directory: str):
     """A 64 MiB qcow2 backing file with random data in BACKED; returns its content reader."""
-    rng = random.Random(4)
-    content = bytearray(SIZE)
-    path = os.path.join(directory, "base.qcow2")
-    create_image(path, "qcow2", SIZE, V3_64K)
-    image = open_image(path)
-    for offset, length in BACKED:
-        data = rng.randbytes(length)
-        content[offset:offset + length] = data
-        image.write(offset, data)
-    image.close()
-    content = bytes(content)
-    return lambda offset, length: content[offset:offset + length]
+    return make_backing(directory, "qcow2", SIZE, V3_64K, BACKED, 4)
 
 
 def overlay_ops(cs: int) -> list:

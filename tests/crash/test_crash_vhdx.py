@@ -38,10 +38,10 @@ import random
 import pytest
 
 from crash_support import (MiB, Recording, Scenario, Tools, brief, check_prefix_cuts, check_reordered, close,
-                           discard, flush, landmarks, qemu_check, random_ops, record, replay, select_cuts,
+                           discard, flush, landmarks, make_backing, qemu_check, random_ops, record, replay, select_cuts,
                            vhdx_log_pending, write, zero)
 from emu.errors import EmuError
-from images import create_image, open_image
+from images import open_image
 from images.vhdx import layout as VL
 from tests.conftest import oracle_module
 
@@ -89,18 +89,7 @@ BACKED = [(0, 3 * MiB), (8 * MiB, 2 * MiB)]    # where the parent holds data
 
 def make_parent(directory: str):
     """A 16 MiB dynamic VHDX parent with random data in BACKED; returns its content reader."""
-    rng = random.Random(22)
-    content = bytearray(SIZE)
-    path = os.path.join(directory, "base.vhdx")
-    create_image(path, "vhdx", SIZE, BLOCK_1M)
-    image = open_image(path)
-    for offset, length in BACKED:
-        data = rng.randbytes(length)
-        content[offset:offset + length] = data
-        image.write(offset, data)
-    image.close()
-    content = bytes(content)
-    return lambda offset, length: content[offset:offset + length]
+    return make_backing(directory, "vhdx", SIZE, BLOCK_1M, BACKED, 22)
 
 
 def differencing_ops(bs: int) -> list:
