@@ -1095,3 +1095,14 @@ def make_backing(directory: str, fmt: str, size: int, options: dict, backed: lis
     image.close()
     frozen = bytes(content)
     return lambda offset, length: frozen[offset:offset + length]
+
+
+def recorder(scenarios: dict, tmp_path_factory) -> Callable[[str], Recording]:
+    """Record each scenario once per test module, on first use."""
+    cache: dict[str, Recording] = {}
+
+    def get(name: str) -> Recording:
+        if name not in cache:
+            cache[name] = record(scenarios[name], str(tmp_path_factory.mktemp(name)))
+        return cache[name]
+    return get

@@ -32,9 +32,9 @@ import random
 
 import pytest
 
-from crash_support import (KiB, MiB, Recording, Scenario, Tools, brief, check_prefix_cuts, check_reordered,
-                           close, coverage_prelude, discard, flush, make_backing, qemu_check, random_ops, record,
-                           replay, select_cuts, write, zero)
+from crash_support import (KiB, MiB, Scenario, brief, check_prefix_cuts, check_reordered, close, coverage_prelude,
+                           discard, flush, make_backing, qemu_check, random_ops, recorder, replay, select_cuts, write,
+                           zero)
 from emu.block import DriveOptions
 
 V3_64K = {"cluster_size": "65536", "compat": "1.1", "lazy_refcounts": "off"}
@@ -216,18 +216,7 @@ CLOSING = ["qcow2-v3-64k", "qcow2-v3-64k-over-backing", "qcow2-v3-512-refcount-t
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    cache: dict[str, Recording] = {}
-
-    def get(name: str) -> Recording:
-        if name not in cache:
-            cache[name] = record(SCENARIOS[name], str(tmp_path_factory.mktemp(name)))
-        return cache[name]
-    return get
-
-
-@pytest.fixture
-def tools(qemu_img, qemu_io) -> Tools:
-    return Tools(qemu_img, qemu_io)
+    return recorder(SCENARIOS, tmp_path_factory)
 
 
 # -- the harness itself ----------------------------------------------------------------------------

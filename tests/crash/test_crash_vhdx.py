@@ -37,8 +37,8 @@ import random
 
 import pytest
 
-from crash_support import (MiB, Recording, Scenario, Tools, brief, check_prefix_cuts, check_reordered, close,
-                           discard, flush, landmarks, make_backing, qemu_check, random_ops, record, replay, select_cuts,
+from crash_support import (MiB, Recording, Scenario, Tools, brief, check_prefix_cuts, check_reordered, close, discard,
+                           flush, landmarks, make_backing, qemu_check, random_ops, recorder, replay, select_cuts,
                            vhdx_log_pending, write, zero)
 from emu.errors import EmuError
 from images import open_image
@@ -162,18 +162,7 @@ WORKLOADS = [n for n in NAMES if not SCENARIOS[n].exhaustive]
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    cache: dict[str, Recording] = {}
-
-    def get(name: str) -> Recording:
-        if name not in cache:
-            cache[name] = record(SCENARIOS[name], str(tmp_path_factory.mktemp(name)))
-        return cache[name]
-    return get
-
-
-@pytest.fixture
-def tools(qemu_img, qemu_io) -> Tools:
-    return Tools(qemu_img, qemu_io)
+    return recorder(SCENARIOS, tmp_path_factory)
 
 
 def tools_for(rec: Recording, tools: Tools) -> Tools:

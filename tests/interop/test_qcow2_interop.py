@@ -19,23 +19,14 @@ from hypothesis import strategies as st
 
 from emu.cli import main as emu_main
 from images import create_image, open_image
-from images.inspect import map_extents
 from tests.conftest import run
-from tests.support import VARIANTS, emu_read, make_variant, model_discard, qemu_part
+from tests.support import VARIANTS, emu_map, emu_read, make_variant, model_discard, qemu_part
 
 MiB = 1 << 20
 
 
 def qemu_map(qemu_img: str, path: str, *extra: str) -> list[dict]:
     return json.loads(run(qemu_img, "map", "--output=json", *extra, path).stdout)
-
-
-def emu_map(path: str) -> list[dict]:
-    image = open_image(path, read_only=True)
-    try:
-        return [e.to_json() for e in map_extents(image)]
-    finally:
-        image.close()
 
 
 def qemu_read(qemu_img: str, path: str, tmp_path, fmt: str = "qcow2") -> bytes:
