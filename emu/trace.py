@@ -17,6 +17,7 @@ class Act:
     SPLIT = "split"                  # cut into aligned head / bulk / tail chunks
     DROPPED = "dropped"              # deliberately not done (detail says which option or rule)
     IGNORED = "ignored"              # the layer cannot do it and skips it silently (ENOTSUP)
+    DEFERRED = "deferred"            # remembered, done once a later request completes it (VDI partial blocks)
     REJECTED = "rejected"            # failed with an error
     ZERO_DETECTED = "zero-detected"  # an all-zero write became a write-zeroes
     FALLBACK = "fallback"            # write-zeroes done by writing a zero buffer

@@ -198,7 +198,7 @@ class VdiImage(ImageBackend):
                           f"{len(freed)} block(s) marked zero; last blocks moved into the holes, file "
                           "truncated", released)
             if pending:
-                trace.add(FORMAT, Act.IGNORED, end - length, length,
+                trace.add(FORMAT, Act.DEFERRED, end - length, length,
                           f"{pending} bytes of partly discarded blocks remembered until the whole block is "
                           "discarded (kept in memory only)")
             if not freed and not pending and not hidden:

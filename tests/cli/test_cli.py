@@ -257,10 +257,17 @@ def test_bench_rejects_flush_interval_on_reads(tmp_path):
 def test_demo_runs_and_shows_where_space_went():
     proc = emu("demo", "--size", "4M", "--disk", "64M")
     assert proc.returncode == 0, proc.stderr
-    table = [line.split() for line in proc.stdout.splitlines() if line.startswith(("raw ", "qcow2 "))]
-    assert [row[:2] for row in table] == [["raw", "ignore"], ["raw", "unmap"], ["qcow2", "ignore"],
-                                          ["qcow2", "unmap"]]
-    assert "partial cluster" in proc.stdout
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("format"))
+    table = {line[:22].strip(): line[22:] for line in lines[start + 1:start + 10]}
+    assert list(table) == ["raw         ignore", "raw         unmap", "qcow2       ignore", "qcow2       unmap",
+                           "vdi         unmap", "vdi (VBox)  unmap", "vpc         unmap", "vhdx        unmap",
+                           "vmdk        unmap"]
+    reclaimed = {key: row.split()[6] + " " + row.split()[7] for key, row in table.items()}
+    assert reclaimed["raw         unmap"] == "4 MiB" and reclaimed["vdi (VBox)  unmap"] == "4 MiB"
+    assert reclaimed["raw         ignore"] == reclaimed["vpc         unmap"] == reclaimed["vmdk        unmap"] == "0 B"
+    assert "partial cluster" in proc.stdout and "vpc has no discard operation" in table["vpc         unmap"]
+    assert "nothing copied" in proc.stdout and "512 KiB merged" in proc.stdout
 
 
 @pytest.mark.parametrize("args", [["-f", "qcow2", "a.qcow2", "1G"],
