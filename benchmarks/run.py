@@ -16,7 +16,8 @@ and, for sequential reads of a filled qcow2, dissect.hypervisor's QCow2 reader (
 Ratios > 1.0 mean emu is faster. Only the request loop is timed, as qemu-img bench times it.
 
 Every format runs the full matrix (2 ops x 2 sizes x 2 orders x 2 states = 16 cells), 112 cells in
-all. Two things keep the default run near 15 minutes on the project's noisy 2-core VM:
+all. Two things keep the default run under 15 minutes on the project's noisy 2-core VM (11 minutes
+with other jobs running, 2026-11-23):
 - Images are prepared once, not once per run. A filled image is written whole by `qemu-io` and fsynced
   once; read cells bench that very file with every tool (reads do not change it). Overwrites leave the
   allocation as it was, so one copy of the filled image serves every overwrite run of a format; only
@@ -24,8 +25,10 @@ all. Two things keep the default run near 15 minutes on the project's noisy 2-co
   made per run. Filling is the slow part (qemu's vmdk driver takes ~7 s for 512 MiB): per-run fills
   and copies made the full matrix take over 25 minutes.
 - A cell whose round of runs (all tools once) takes longer than LONG_ROUND seconds is not repeated:
-  such runs are long enough that start-up and short bursts of load do not decide them, and they are
-  the vpc and vmdk allocating writes, where qemu syncs metadata to the disk (up to ~15 s a run).
+  such runs are long enough that start-up and short bursts of load do not decide them. They are the
+  writes that sync metadata to the disk per request: vmdk's allocating writes (a grain table entry
+  synced for every new grain, by qemu and emu alike) and qemu's vpc random writes (qemu rewrites and
+  syncs a block's bitmap whenever a write goes to another block than the last): 2-16 s a run.
   The table marks such cells "(1 run)".
 
 The images: 512 MiB, made by `qemu-img create` with the default options except vpc, made with

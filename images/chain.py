@@ -181,6 +181,8 @@ def rebase(path: str, new_backing: str | None, *, new_fmt: str | None = None, un
     parent = None
     try:
         parent = open_image(new_path, new_fmt, read_only=True) if new_path else None
+        if parent is not None and any(_same_file(layer.path, path) for layer in parent.chain()):
+            raise UsageError(f"'{new_backing}' has {path} in its own backing chain: that would be a loop")
         moved = Moved()
         if not unsafe:
             moved = _pull(image, parent, new_path, progress)

@@ -12,6 +12,7 @@ import pytest
 
 from emu.block import Drive, DriveOptions
 from emu.cli import main as emu_main
+from emu.errors import InvalidImage
 from images import create_image, open_image
 from images.inspect import map_extents
 from tests.conftest import run
@@ -344,3 +345,22 @@ def test_immutable_base_child_is_reset_at_power_on_unless_auto_reset_is_off(fmt,
     create_image(other, fmt, SIZE, options)
     assert emu("img", "immutable", base, other) == 1       # not a child of the base: never reset
     assert "not a differencing image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_backing_loops_are_refused(fmt, tmp_path, capsys):
+    ext, options = FORMATS[fmt]
+    base, child = str(tmp_path / f"base.{ext}"), str(tmp_path / f"child.{ext}")
+    create_image(base, fmt, SIZE, options)
+    create_image(child, fmt, SIZE, options, backing=f"base.{ext}", backing_fmt=fmt)
+    assert emu("img", "rebase", "-u", "-b", f"child.{ext}", "-F", fmt, base) == 1
+    assert "loop" in capsys.readouterr().err
+    image = open_image(base)                       # made behind emu's back: the link is written anyway
+    parent = open_image(child, read_only=True, open_backing=False)
+    image.set_backing(parent, f"child.{ext}", fmt)
+    image.close()
+    with pytest.raises(InvalidImage, match="loop"):
+        open_image(child, read_only=True)
+    assert emu("img", "info", "--backing-chain", child) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "loop" in err
