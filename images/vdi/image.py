@@ -75,6 +75,10 @@ class VdiImage(ImageBackend):
         self.is_diff = header.image_type == L.TYPE_DIFF or any(header.uuid_link)
         bmap_bytes = header.blocks_in_image * 4
         self.bmap = _decode_bmap(host.pread(header.offset_bmap, bmap_bytes))
+        bad = next((i for i, entry in enumerate(self.bmap) if header.blocks_allocated <= entry < L.BLOCK_ZERO), None)
+        if bad is not None:
+            raise InvalidImage(f"block {bad} points to block {self.bmap[bad]} of the {header.blocks_allocated} "
+                               "allocated", field="block_map", offset=header.offset_bmap + 4 * bad)
         self._discarded: dict[int, set[int]] = {}   # block -> discarded sectors (VirtualBox mode)
         name = _parent_hint(header.comment)
         if self.is_diff:
@@ -380,6 +384,9 @@ def read_header(host: HostFile):
     if bmap_end > h.offset_data or bmap_end > host.size():
         raise InvalidImage("block map runs past the data area or the end of the file (truncated?)",
                            field="offset_bmap", offset=h.offset_bmap)
+    if h.offset_data + h.blocks_allocated * (h.block_size + h.block_extra) > host.size():
+        raise InvalidImage(f"the data area of {h.blocks_allocated} blocks at {h.offset_data:#x} runs past the end of "
+                           "the file (truncated?)", field="offset_data", offset=h.offset_data)
     if h.disk_size % L.SECTOR_SIZE:   # qemu accepts odd sizes from VBoxManage and rounds them up
         h.disk_size += -h.disk_size % L.SECTOR_SIZE
     return h
