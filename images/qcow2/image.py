@@ -258,6 +258,8 @@ class Qcow2Image(ImageBackend):
                 return data if len(data) == length else data + zeros(length - len(data))
             if entry & L.OFLAG_ZERO and not entry & L.OFLAG_COMPRESSED or not entry and self.backing is None:
                 return zeros(length)
+            if not entry:
+                return self.read_backing(offset, length)
         return b"".join(self._read_runs(offset, length))
 
     def _read_runs(self, offset: int, length: int):
@@ -625,7 +627,7 @@ class Qcow2Image(ImageBackend):
             stop = min(len(l1), -(-end >> shift))
             while last < stop and not l1[last] & mask:
                 last += 1
-            return BlockStatus(Status(0), min(end, last << shift) - offset)
+            return BlockStatus(Status.NONE, min(end, last << shift) - offset)
         table = self._l2(self.l2_offset(l1_index))
         entry = table[ci & self.l2_mask]
         kind = self.cluster_type(entry)
@@ -641,7 +643,7 @@ class Qcow2Image(ImageBackend):
                     break
                 stop += 1
         run = min(end, stop << cb) - offset
-        flags = Status(0)
+        flags = Status.NONE
         in_cluster = offset & self._cmask
         if kind in (NORMAL, ZERO_ALLOC):
             flags |= Status.OFFSET_VALID

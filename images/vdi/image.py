@@ -239,7 +239,7 @@ class VdiImage(ImageBackend):
                 flags |= Status.RECURSE
             return BlockStatus(flags, run, self._data_offset(entry) + within)
         if entry == L.BLOCK_FREE and self.is_diff:
-            return BlockStatus(Status(0), run)
+            return BlockStatus(Status.NONE, run)
         return BlockStatus(Status.ZERO, run)   # qemu answers ZERO for unallocated VDI blocks
 
     def check(self, repair: str | None = None) -> CheckResult:

@@ -346,7 +346,7 @@ class VhdImage(ImageBackend):
             stop = (block + 1) * bs
             while stop < end and self.bat[stop // bs] == L.BAT_UNUSED:
                 stop += bs
-            return BlockStatus(Status(0) if self.is_diff else Status.ZERO, min(end, stop) - offset)
+            return BlockStatus(Status.NONE if self.is_diff else Status.ZERO, min(end, stop) - offset)
         data_start = entry * SECTOR + self.bitmap_size
         n = min(length, bs - within)
         if not self.is_diff:
@@ -354,7 +354,7 @@ class VhdImage(ImageBackend):
         start, run, present = next(self._runs_in_block(block, within, n))
         if present:
             return BlockStatus(Status.DATA | Status.OFFSET_VALID, run, data_start + start)
-        return BlockStatus(Status(0), run)
+        return BlockStatus(Status.NONE, run)
 
     def reclaim(self) -> dict[str, str]:
         return {"discard": "ignored: VHD has no unallocated state a discard could return a block to in qemu's "

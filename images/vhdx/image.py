@@ -607,19 +607,19 @@ class VhdxImage(ImageBackend):
         n = min(length, bs - within)
         base = entry & L.OFFSET_MASK
         if state == L.PAYLOAD_FULLY_PRESENT:
-            flags = Status.DATA | Status.OFFSET_VALID | (Status.RECURSE if self.fixed else Status(0))
+            flags = Status.DATA | Status.OFFSET_VALID | (Status.RECURSE if self.fixed else Status.NONE)
             return BlockStatus(flags, n, base + within)
         if state == L.PAYLOAD_PARTIALLY_PRESENT:
             start, run, present = next(self._runs(block, within, n))
             if present:
                 return BlockStatus(Status.DATA | Status.OFFSET_VALID, run, base + start)
-            return BlockStatus(Status(0), run)
+            return BlockStatus(Status.NONE, run)
         if state == L.PAYLOAD_NOT_PRESENT:
             end = offset + length
             stop = (block + 1) * bs
             while stop < end and self.bat[self._index(stop // bs)] & L.STATE_MASK == L.PAYLOAD_NOT_PRESENT:
                 stop += bs
-            return BlockStatus(Status(0), min(end, stop) - offset)
+            return BlockStatus(Status.NONE, min(end, stop) - offset)
         return BlockStatus(Status.ZERO, n)
 
     def check(self, repair: str | None = None) -> CheckResult:

@@ -111,6 +111,7 @@ class VmdkImage(ImageBackend):
                     if header.flags & L.FLAG_RGD else None)
         self.zero_grains = bool(header.flags & L.FLAG_ZERO_GRAIN)
         self._gts: OrderedDict[int, array] = OrderedDict()
+        self._last_gd, self._last_gt = -1, None   # the grain table used last (see _gt)
         self.next_grain = -(-host.size() // self.grain_bytes) * self.grain_bytes   # new grains go at the end
         self.cid = descriptor.cid("CID")
         self.parent_cid = descriptor.cid("parentCID")
@@ -122,6 +123,8 @@ class VmdkImage(ImageBackend):
 
     # -- grain tables ------------------------------------------------------------------------------
     def _gt(self, gd_index: int) -> array | None:
+        if gd_index == self._last_gd:   # the table used last is always in the cache: no LRU bookkeeping
+            return self._last_gt
         sector = self.gd[gd_index]
         if not sector:
             return None
@@ -137,6 +140,7 @@ class VmdkImage(ImageBackend):
                 self._gts.popitem(last=False)
         else:
             self._gts.move_to_end(sector)
+        self._last_gd, self._last_gt = gd_index, table
         return table
 
     def _entry(self, grain: int) -> int:
@@ -212,6 +216,14 @@ class VmdkImage(ImageBackend):
     # -- reads and writes --------------------------------------------------------------------------
     def read(self, offset: int, length: int) -> bytes:
         gb = self.grain_bytes
+        grain, within = divmod(offset, gb)
+        if within + length <= gb:       # one grain: the common case, without the loop
+            entry = self._entry(grain)
+            if not entry:
+                return self.read_backing(offset, length)
+            if entry == L.GTE_ZEROED and self.zero_grains:
+                return zeros(length)
+            return self.host.pread(entry * L.SECTOR + within, length)
         pieces = []
         while length > 0:
             grain, within = divmod(offset, gb)
@@ -297,7 +309,7 @@ class VmdkImage(ImageBackend):
             return BlockStatus(Status.ZERO, n)
         if entry:
             return BlockStatus(Status.DATA | Status.OFFSET_VALID, n, entry * L.SECTOR + within)
-        return BlockStatus(Status(0), n)
+        return BlockStatus(Status.NONE, n)
 
     def check(self, repair: str | None = None) -> CheckResult:
         """qemu's vmdk_co_check: every allocated grain must start inside the file."""
@@ -368,6 +380,8 @@ def open_vmdk(host: HostFile, *, read_only: bool) -> VmdkImage:
     if not h.descriptor_offset or h.descriptor_size * L.SECTOR > L.MAX_DESCRIPTOR:
         raise UnsupportedFeature("a sparse extent without an embedded descriptor (a separate descriptor file) "
                                  "is not supported by emu", field="descriptor_offset")
+    if (h.descriptor_offset + h.descriptor_size) * L.SECTOR > host.size():
+        raise InvalidImage("the embedded descriptor runs past the end of the file", field="descriptor_offset")
     text = host.pread(h.descriptor_offset * L.SECTOR, h.descriptor_size * L.SECTOR).split(b"\0", 1)[0]
     descriptor = Descriptor(text.decode("utf-8", "replace"))
     create_type = descriptor.values.get("createType")
