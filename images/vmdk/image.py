@@ -220,7 +220,7 @@ class VmdkImage(ImageBackend):
         if within + length <= gb:       # one grain: the common case, without the loop
             entry = self._entry(grain)
             if not entry:
-                return self.read_backing(offset, length)
+                return zeros(length) if self.backing is None else self.read_backing(offset, length)
             if entry == L.GTE_ZEROED and self.zero_grains:
                 return zeros(length)
             return self.host.pread(entry * L.SECTOR + within, length)
