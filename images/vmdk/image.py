@@ -442,6 +442,9 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
     grains = -(-capacity // L.DEFAULT_GRAIN)
     gt_sectors = -(-L.GTES_PER_GT * 4 // L.SECTOR)
     gt_count = -(-grains // L.GTES_PER_GT)
+    if gt_count > L.MAX_GD_ENTRIES:   # qemu-img makes such a file but cannot open it ("L1 size too big")
+        raise UsageError(f"vmdk: image size too large: {gt_count} grain directory entries, at most "
+                         f"{L.MAX_GD_ENTRIES} can be opened (1 PiB with 64 KiB grains)")
     gd_sectors = -(-gt_count * 4 // L.SECTOR)
     rgd = L.DESCRIPTOR_OFFSET + L.DESCRIPTOR_SIZE
     gd = rgd + gd_sectors + gt_sectors * gt_count

@@ -364,3 +364,26 @@ def test_backing_loops_are_refused(fmt, tmp_path, capsys):
     assert emu("img", "info", "--backing-chain", child) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "loop" in err
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_a_missing_parent_is_a_clear_error_naming_it(fmt, tmp_path, capsys):
+    ext, options = FORMATS[fmt]
+    base, child = str(tmp_path / f"base.{ext}"), str(tmp_path / f"child.{ext}")
+    create_image(base, fmt, SIZE, options)
+    create_image(child, fmt, SIZE, options, backing=f"base.{ext}", backing_fmt=fmt)
+    os.remove(base)
+    assert emu("img", "info", child) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"base.{ext}" in err and "not found" in err
+
+
+@pytest.mark.parametrize("fmt,size,limit", [("vpc", "2041G", "2040 GiB"), ("vhdx", "65T", "64TB"),
+                                            ("vdi", "5000T", "max supported"), ("vmdk", "2P", "too large"),
+                                            ("qcow2", "70000T", "too large")])
+def test_sizes_over_the_format_limit_are_clear_errors(fmt, size, limit, tmp_path, capsys):
+    path = str(tmp_path / f"big.{fmt}")
+    assert emu("img", "create", "-q", "-f", fmt, path, size) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and limit in err
+    assert not os.path.exists(path)
