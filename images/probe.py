@@ -121,6 +121,10 @@ def open_image(path: str, fmt: str | None = None, *, read_only: bool = False, ca
         if key not in spec.open_options:
             raise UsageError(f"{spec.name}: unknown open option '{key}'"
                              + (f" (known: {', '.join(spec.open_options)})" if spec.open_options else ""))
+    if not read_only and not os.stat(path).st_mode & 0o222:
+        # no one may write it (an immutable base): refused for root too, who could otherwise
+        raise ImageError("the file is write-protected (no write permission bits); open it read-only",
+                         path=path)
     host = HostFile(path, writable=not read_only, cache=cache)
     try:
         image = spec.open(host, read_only=read_only, check_mode=check_mode, **options)

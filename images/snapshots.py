@@ -199,11 +199,14 @@ class PowerOn:
 
 
 def power_on_immutable(base: str, child: str, *, auto_reset: bool = True) -> PowerOn:
-    """Attach an immutable base as VirtualBox does at power-on: the base is never written; the
-    guest writes into a differencing child of its own, which is reset (emptied) at every power-on
-    unless auto-reset is off (VirtualBox's IMedium::autoReset, on by default)."""
+    """Attach an immutable base as VirtualBox does at power-on: the base is never written (its
+    write permission bits are cleared, and emu refuses to open such a file for writing, even as
+    root); the guest writes into a differencing child of its own, which is reset (emptied) at every
+    power-on unless auto-reset is off (VirtualBox's IMedium::autoReset, on by default)."""
     base_real = os.path.realpath(base)
     _describe(base)
+    mode = os.stat(base).st_mode
+    os.chmod(base, mode & ~0o222)     # write-protected: no one opens it for writing again
     if not os.path.exists(child):
         _new_child(child, base, like=base)
         return PowerOn(child, "created")

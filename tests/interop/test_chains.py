@@ -341,6 +341,9 @@ def test_immutable_base_child_is_reset_at_power_on_unless_auto_reset_is_off(fmt,
     assert "reset" in capsys.readouterr().out
     assert emu_read(child)[:MiB] == b"\x01" * MiB
     assert digest(base) == frozen
+    assert not os.stat(base).st_mode & 0o222                 # write-protected, and emu honours it as root
+    assert emu("io", "-c", "write 0 4k", base) == 1
+    assert "write-protected" in capsys.readouterr().err
     other = str(tmp_path / f"other.{ext}")
     create_image(other, fmt, SIZE, options)
     assert emu("img", "immutable", base, other) == 1       # not a child of the base: never reset
