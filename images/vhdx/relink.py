@@ -100,9 +100,11 @@ def _metadata_with(meta: bytearray, region_length: int, locator: bytes | None, p
     entries = _entries(meta)
     size = L.METADATA_ENTRY.sizeof()
     params = next(e for e in entries if e.item_id == L.FILE_PARAMS_GUID)
-    flags = L.FILE_PARAMETERS.parse(meta[params.offset:params.offset + 8]).flags
+    file_params = L.FILE_PARAMETERS.parse(meta[params.offset:params.offset + 8])
+    flags = file_params.flags
     flags = flags | L.PARAM_HAS_PARENT if locator is not None else flags & ~L.PARAM_HAS_PARENT
-    meta[params.offset + 4:params.offset + 8] = flags.to_bytes(4, "little")
+    meta[params.offset:params.offset + 8] = L.FILE_PARAMETERS.build(dict(block_size=file_params.block_size,
+                                                                         flags=flags))
     old = next((e for e in entries if e.item_id == L.PARENT_LOCATOR_GUID), None)
     if old is not None:
         meta[old.offset:old.offset + old.length] = bytes(old.length)
