@@ -66,3 +66,33 @@ class BlockError(EmuError):
 
     def __str__(self) -> str:
         return f"{self.args[0]} ({_errno.errorcode.get(self.errno, self.errno)})"
+
+
+class GuestMemoryError(EmuError):
+    """Misuse of guest RAM by a guest-driver model: a bad free, or no room left for an allocation."""
+
+
+class DmaError(GuestMemoryError):
+    """An access to guest RAM outside [0, size): raised before any byte is read or written.
+
+    A controller catches it and completes the command with its protocol's error, as a DMA to an
+    unassigned guest-physical address fails on real hardware.
+    """
+
+    def __init__(self, addr: int, length: int, ram_size: int, op: str = "access") -> None:
+        super().__init__(f"guest memory {op} of {length} bytes at {addr:#x} is outside the "
+                         f"{ram_size}-byte ({ram_size:#x}) guest RAM")
+        self.addr = addr
+        self.length = length
+        self.ram_size = ram_size
+
+
+class OutOfGuestMemory(GuestMemoryError):
+    """The guest-driver allocator has no free block of the requested size and alignment."""
+
+    def __init__(self, size: int, align: int, ram_size: int, free_bytes: int) -> None:
+        super().__init__(f"out of guest memory: no free block of {size} bytes aligned to {align} in the "
+                         f"{ram_size}-byte guest RAM ({free_bytes} bytes free in all)")
+        self.size = size
+        self.align = align
+        self.free_bytes = free_bytes

@@ -13,6 +13,8 @@ FORBIDDEN = {
     "emu.block": ("images.raw", "images.qcow2", "images.probe", "emu.cli", "controllers", "scenarios"),
     "emu.trace": ("images", "emu.block", "controllers", "scenarios"),
     "emu.errors": ("images", "emu.block", "controllers", "scenarios"),
+    "emu.memory": ("images", "emu.block", "emu.sim", "emu.cli", "controllers", "scenarios"),
+    "emu.sim": ("images", "emu.cli", "controllers", "scenarios"),
     "controllers": ("images", "emu.cli", "scenarios"),
     "scenarios": ("images", "emu.block"),
 }
