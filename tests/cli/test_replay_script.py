@@ -1,0 +1,63 @@
+"""The replay script format: what parses, and a one-line error naming the line and key for what does not."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from emu.cli.replay_script import ScriptError, mismatch, parse_line, parse_script
+
+
+def test_a_script_parses_registers_data_and_expectations():
+    steps = parse_script('''
+# identify, then a write and a read
+{"ata": {"command": "0xec"}, "data_in_len": 512, "expect": {"status": "0x50", "error": 0}}
+{"ata": {"command": 202, "count": 1, "lba": "0x10"}, "data_out": {"pattern": 165, "len": 512}}
+
+{"fis": "2780250000000040000000000800000000000000", "data_in_len": 4096, "dma": true, "expect": {"data_in": "00 01"}}
+''', "s.jsonl")
+    assert [s.line for s in steps] == [3, 4, 6]
+    assert steps[0].ata == {"command": 0xEC} and steps[0].expect == {"status": 0x50, "error": 0}
+    assert steps[1].ata == {"command": 0xCA, "count": 1, "lba": 0x10} and steps[1].data_out == b"\xa5" * 512
+    assert len(steps[2].fis) == 20 and steps[2].dma is True and steps[2].expect == {"data_in": "0001"}
+
+
+@pytest.mark.parametrize("line,needle", [
+    ('{"ata": {"command": "0xzz"}}', "ata.command"),
+    ('{"ata": {"command": 256}}', "ata.command: 256 is out of range"),
+    ('{"ata": {"lba": 0}}', '"command" is required'),
+    ('{"ata": {"command": 1, "sector": 0}}', "unknown register 'sector'"),
+    ('{"ata": {"command": 1}, "fis": "00"}', 'exactly one of "ata" and "fis"'),
+    ('{"fis": "27 80"}', "20 bytes, not 2"),
+    ('{"fis": "xyz"}', "fis: not a hex string"),
+    ('{"ata": {"command": 1}, "data_out": {"pattern": 300, "len": 1}}', "data_out.pattern"),
+    ('{"ata": {"command": 1}, "data_out": {"len": 1}}', "a pattern is"),
+    ('{"ata": {"command": 1}, "data_in_len": -1}', "data_in_len"),
+    ('{"ata": {"command": 1}, "data_in_len": true}', "data_in_len: expected an integer"),
+    ('{"ata": {"command": 1}, "expect": {"sense": 1}}', "unknown key 'sense'"),
+    ('{"ata": {"command": 1}, "dma": "yes"}', "dma: expected true or false"),
+    ('{"ata": {"command": 1}, "wat": 1}', "unknown key 'wat'"),
+    ('[1, 2]', "a line is a JSON object"),
+    ('{"ata": ', "not JSON"),
+])
+def test_bad_lines_are_one_line_errors_naming_the_line_and_key(line, needle):
+    with pytest.raises(ScriptError) as info:
+        parse_script("\n" + line, "bad.jsonl")
+    message = str(info.value)
+    assert message.startswith("bad.jsonl:2: ") and needle in message and "\n" not in message
+
+
+@given(st.text(max_size=200))
+def test_any_text_parses_or_raises_a_script_error(text):
+    try:
+        parse_line(text, "fuzz.jsonl", 1)
+    except ScriptError:
+        pass
+
+
+def test_mismatch_names_the_first_differing_key():
+    assert mismatch({"status": 0x50, "error": 0}, {"status": 0x50, "error": 0, "data_in": ""}) is None
+    assert mismatch({"status": 0x50}, {"status": 0x41, "error": 4}) == "status: expected 0x50, got 0x41"
+    assert mismatch({"data_in": "00"}, {"data_in": "01"}) == "data_in: expected 00, got 01"
+    assert mismatch({"lba": 5}, {"status": 0x50}) == "lba: expected 0x5, got null"
