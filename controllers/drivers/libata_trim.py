@@ -1,0 +1,82 @@
+"""How a Linux guest reaches ATA TRIM: through its SCSI layer, as libata's SCSI-ATA translation does it.
+
+sd sees a libata disk that reports logical block provisioning with WRITE SAME(16) (provisioning mode
+writesame_16). The block layer cuts a discard into WRITE SAME(16) commands with the UNMAP bit of at most
+the "maximum write same length" libata reports in its Block Limits VPD page, 65535 x ATA_MAX_TRIM_RNUM
+blocks, and libata translates each into one DATA SET MANAGEMENT TRIM carrying one 512-byte block of range
+entries (drivers/ata/libata-scsi.c ata_scsi_write_same_xlat and ata_format_dsm_trim_descr). Those limits,
+not the disk's, decide what a real Linux guest sends; the guest driver models use this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controllers.ata.device import AtaRegisters
+from controllers.ata.dsm import encode_entries
+from controllers.ata.layouts import DSM_MAX_RANGE_SECTORS, DSM_TRIM, SECTOR_SIZE, AtaCommand
+
+ATA_MAX_TRIM_RNUM = 64                         # range entries in the one 512-byte block libata sends
+MAX_WRITE_SAME_BLOCKS = DSM_MAX_RANGE_SECTORS * ATA_MAX_TRIM_RNUM   # VPD B0 maximum write same length
+DEVICE_LBA = 0x40
+
+# SCSI sense libata sets when it refuses the translation (ata_scsi_set_invalid_field / ata_scsi_set_sense)
+ILLEGAL_REQUEST = 0x05
+ASC_INVALID_OPCODE = 0x20                      # WRITE SAME without DMA: "invalid command operation code"
+ASC_INVALID_FIELD_IN_CDB = 0x24                # no UNMAP bit, no TRIM, or too many blocks
+
+
+@dataclass(frozen=True)
+class Translated:
+    """The ATA command libata issues for one WRITE SAME(16), and its data-out payload."""
+
+    registers: AtaRegisters
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The CHECK CONDITION libata completes the SCSI command with instead (no ATA command is sent)."""
+
+    sense_key: int
+    asc: int
+    ascq: int = 0
+
+
+def split_discard(lba: int, sectors: int) -> list[tuple[int, int]]:
+    """The WRITE SAME(16) commands the block layer makes of one discard: pieces of at most the maximum
+    write same length (blk-lib's __blkdev_issue_discard splits at max_discard_sectors)."""
+    pieces = []
+    while sectors > 0:
+        n = min(sectors, MAX_WRITE_SAME_BLOCKS)
+        pieces.append((lba, n))
+        lba += n
+        sectors -= n
+    return pieces
+
+
+def trim_entries(lba: int, n_block: int) -> list[tuple[int, int]]:
+    """ata_format_dsm_trim_descr: consecutive entries of at most 65535 sectors, at most 64 of them; a
+    zero-length WRITE SAME still gives one (zero-length) entry."""
+    entries = []
+    while len(entries) < ATA_MAX_TRIM_RNUM:
+        entries.append((lba, min(n_block, DSM_MAX_RANGE_SECTORS)))
+        if n_block <= DSM_MAX_RANGE_SECTORS:
+            break
+        n_block -= DSM_MAX_RANGE_SECTORS
+        lba += DSM_MAX_RANGE_SECTORS
+    return entries
+
+
+def write_same_to_dsm(lba: int, n_block: int, *, unmap: bool = True, has_trim: bool = True,
+                      dma: bool = True) -> Translated | Refused:
+    """ata_scsi_write_same_xlat for a 512-byte-sector disk without queued TRIM (QEMU never advertises
+    SEND FPDMA QUEUED DSM): DSM with FEATURE = TRIM and COUNT = 1 block of range entries."""
+    if not dma:
+        return Refused(ILLEGAL_REQUEST, ASC_INVALID_OPCODE)
+    if not unmap or not has_trim or n_block > MAX_WRITE_SAME_BLOCKS:
+        return Refused(ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB)
+    payload = encode_entries(trim_entries(lba, n_block))    # one 512-byte block, zero-padded
+    registers = AtaRegisters(command=AtaCommand.DATA_SET_MANAGEMENT, features=DSM_TRIM,
+                             count=len(payload) // SECTOR_SIZE, device=DEVICE_LBA)
+    return Translated(registers, payload)
