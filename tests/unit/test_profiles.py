@@ -1,0 +1,200 @@
+"""ATA device profiles: each builds a valid IDENTIFY page with its sourced values; the drive-facts helper."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from controllers.ata import AtaDevice, AtaRegisters, build_identify, parse_identify
+from controllers.ata import layouts as L
+from emu.block import Drive, DriveOptions
+from emu.errors import UsageError
+from images import create_image, open_image
+from scenarios.profiles import (
+    FROM_DRIVE,
+    PROFILES,
+    Fact,
+    Profile,
+    UnknownProfile,
+    describe,
+    get_profile,
+    read_zeroes_after_trim,
+)
+from scenarios.profiles.ata import PROFILE_FIELDS
+
+SECTORS = 32768                                     # 16 MiB
+NAMES = ("qemu-7.2", "qemu-1.4-pc", "strict")
+
+
+def words(page: bytes) -> tuple[int, ...]:
+    return struct.unpack("<256H", page)
+
+
+def identify(name, controller="ide", rzat=None, sectors=SECTORS):
+    config = get_profile(name).ata_config(sectors, controller, read_zeroes_after_trim=rzat)
+    page = build_identify(config)
+    return config, page, words(page), parse_identify(page)
+
+
+def test_registry_ships_the_three_profiles():
+    assert tuple(PROFILES) == NAMES
+    assert all(get_profile(name) is PROFILES[name] for name in NAMES)
+
+
+# name, controller, rzat -> words 169, 69, 105, whether word 255 carries the integrity signature
+@pytest.mark.parametrize("name, rzat, w169, w69, w105, integrity", [
+    ("qemu-7.2", None, 1, 0x4000, 0, False),
+    ("qemu-7.2", True, 1, 0x4000, 0, False),        # QEMU never sets RZAT, whatever the drive does
+    ("qemu-1.4-pc", None, 0, 0x0000, 0, False),
+    ("qemu-1.4-pc", True, 0, 0x0000, 0, False),
+    ("strict", None, 1, 0x4000, 1, True),           # unknown drive: no promise of zeros
+    ("strict", False, 1, 0x4000, 1, True),
+    ("strict", True, 1, 0x4020, 1, True),
+])
+@pytest.mark.parametrize("controller", ["ide", "ahci"])
+def test_identify_words(name, controller, rzat, w169, w69, w105, integrity):
+    config, page, w, info = identify(name, controller, rzat)
+    assert (w[169], w[69], w[105]) == (w169, w69, w105)
+    assert info["capacity_sectors"] == SECTORS
+    assert info["model"] == "QEMU HARDDISK"
+    assert info["trim"] is bool(w169)
+    assert info["zero_after_trim"] is (w69 == 0x4020)
+    if integrity:
+        assert page[510] == 0xA5 and sum(page) % 256 == 0
+        assert info["integrity_signature"] and info["integrity_valid"]
+    else:
+        assert w[255] == 0 and not info["integrity_signature"]
+
+
+def test_qemu_72_identity_and_word_106():
+    config, _, w, info = identify("qemu-7.2")
+    assert (info["firmware"], info["serial"]) == ("2.5+", "QM00001")
+    assert w[106] == 0x6000 and config.out_of_range_error == "abrt"
+    assert info["write_cache_enabled"]
+
+
+def test_qemu_14_has_no_trim_and_its_own_firmware():
+    config, _, _, info = identify("qemu-1.4-pc", "ahci")
+    assert not config.trim and not config.drat and not config.rzat
+    assert not info["trim"] and info["firmware"] == "1.4.0"
+    assert config.out_of_range_error == "abrt"
+
+
+def test_strict_answers_idnf_for_an_out_of_range_read(tmp_path):
+    path = str(tmp_path / "disk.raw")
+    create_image(path, "raw", SECTORS * 512)
+    with open(path, "rb") as f:
+        before = f.read()
+    for name, error in (("strict", L.ERROR_IDNF), ("qemu-7.2", L.ERROR_ABRT)):
+        drive = Drive(open_image(path, "raw"), DriveOptions(discard="unmap"))
+        device = AtaDevice(drive, get_profile(name).ata_config(SECTORS, "ahci"))
+        result = device.execute(AtaRegisters(L.AtaCommand.READ_DMA_EXT, lba=SECTORS - 1, count=2,
+                                             device=L.DEVICE_LBA))
+        assert (result.status, result.error) == (0x41, error)
+        assert result.completions == []
+    with open(path, "rb") as f:
+        assert f.read() == before
+
+
+def test_strict_word_106_is_not_reported():
+    _, _, w, info = identify("strict")
+    assert w[106] == 0 and info["physical_sector_exp"] == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ncq_depth_per_controller_kind(name):
+    _, _, w_ide, ide = identify(name, "ide")
+    _, _, w_ahci, ahci = identify(name, "ahci")
+    assert not ide["ncq"] and (w_ide[75], w_ide[76]) == (0, 0)
+    assert ahci["ncq"] and ahci["queue_depth"] == 32 and w_ahci[75] == 31
+
+
+def test_unknown_controller_is_a_usage_error():
+    with pytest.raises(UsageError, match="ide, ahci"):
+        get_profile("qemu-7.2").ata_config(SECTORS, "virtio-blk")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_fact_has_a_source(name):
+    profile = get_profile(name)
+    facts = list(profile.facts())
+    assert [label for label, _ in facts[:len(PROFILE_FIELDS)]] == list(PROFILE_FIELDS)
+    assert len(facts) == len(PROFILE_FIELDS) + 2
+    for label, fact in facts:
+        assert isinstance(fact, Fact) and fact.source.strip(), label
+
+
+def test_a_fact_without_source_is_refused():
+    with pytest.raises(ValueError, match="no source"):
+        Fact(1, "  ")
+
+
+def test_a_profile_must_state_every_field():
+    base = get_profile("qemu-7.2")
+    fields = dict(base.fields)
+    del fields["trim"]
+    with pytest.raises(ValueError, match="trim"):
+        Profile("partial", "missing trim", fields, base.ncq_depth)
+    with pytest.raises(ValueError, match="bogus"):
+        Profile("typo", "unknown field", {**base.fields, "bogus": Fact(1, "x")}, base.ncq_depth)
+
+
+def test_only_strict_takes_rzat_from_the_drive():
+    assert get_profile("strict").fields["rzat"].value == FROM_DRIVE
+    assert all(fact.value != FROM_DRIVE for name in ("qemu-7.2", "qemu-1.4-pc")
+               for _, fact in get_profile(name).facts())
+
+
+def test_unknown_profile_is_one_clear_error_naming_the_known_ones():
+    with pytest.raises(UnknownProfile) as info:
+        get_profile("qemu-9.9")
+    message = str(info.value)
+    assert "\n" not in message and "qemu-9.9" in message
+    assert all(name in message for name in NAMES)
+    assert isinstance(info.value, UsageError)       # the CLI prints it as one line
+
+
+def test_describe_lists_every_field_value_and_source():
+    text = describe()
+    for name in NAMES:
+        profile = get_profile(name)
+        assert f"{name}" in text and profile.description in text
+        for label, fact in profile.facts():
+            assert any(label in line and fact.source in line for line in text.splitlines()), (name, label)
+    assert "from the drive" in describe("strict")
+    assert describe("qemu-1.4-pc").startswith("qemu-1.4-pc: ")
+    with pytest.raises(UnknownProfile):
+        describe("nope")
+
+
+# discard option, granularity (bytes), format discard reads zeros -> every trimmed sector reads zeros
+@pytest.mark.parametrize("discard, granularity, zeroes, expected", [
+    ("unmap", 512, True, True),          # raw on a file system that punches holes
+    ("on", 512, True, True),             # QEMU's alias
+    ("ignore", 512, True, False),        # discard dropped by the drive: old data stays
+    ("off", 512, True, False),
+    ("unmap", 65536, True, False),       # qcow2 v3, 64 KiB clusters: partial clusters keep data
+    ("unmap", 512, True, True),          # qcow2 v3 with 512-byte clusters
+    ("unmap", 4096, True, False),
+    ("unmap", 1, True, True),
+    ("unmap", 1 << 20, False, False),    # vdi (QEMU: no discard)
+    ("unmap", 512, False, False),        # vpc / vmdk / raw where the host cannot punch
+    ("ignore", 65536, False, False),
+])
+def test_read_zeroes_after_trim_truth_table(discard, granularity, zeroes, expected):
+    assert read_zeroes_after_trim(discard, granularity, zeroes) is expected
+
+
+def test_read_zeroes_after_trim_refuses_bad_facts():
+    with pytest.raises(UsageError, match="discard='trim'"):
+        read_zeroes_after_trim("trim", 512, True)
+    with pytest.raises(ValueError):
+        read_zeroes_after_trim("unmap", 0, True)
+
+
+def test_derived_rzat_feeds_the_strict_profile():
+    raw = read_zeroes_after_trim("unmap", 512, True)
+    qcow2 = read_zeroes_after_trim("unmap", 65536, True)
+    assert words(build_identify(get_profile("strict").ata_config(SECTORS, "ahci", raw)))[69] == 0x4020
+    assert words(build_identify(get_profile("strict").ata_config(SECTORS, "ahci", qcow2)))[69] == 0x4000
