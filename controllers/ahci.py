@@ -1,0 +1,696 @@
+"""An AHCI HBA as QEMU's ich9-ahci (hw/ide/ahci.c, 8.2) behaves: HBA memory, command lists, FISes, NCQ.
+
+The HBA only moves registers, FISes and bytes; what a command means is `AtaDevice`'s business
+(controllers/ata/device.py). Facts: ../shared/research/controllers.md section 2 (registers, command issue,
+completion) and 8.1 (what QEMU's ahci-test checks). QEMU function names are cited where a behaviour is theirs.
+
+Timing: a command's effects (data moved, image changed) happen when it is issued; its completion (FISes,
+PxTFD, PxIS, the interrupt, PxCI/PxSACT bits) is delivered `timing.cost(...)` simulated seconds later by a
+SimPy process. Non-NCQ commands of a port run one after another (QEMU skips slots while BSY/DRQ is set and
+rescans from a bottom half, check_cmd / ahci_cmd_done); NCQ commands overlap, one process per tag. With
+`timing=None` everything completes inside the register write that issued it.
+
+Deliberate differences from QEMU, for DESIGN.md's "never crash, exact error" rule (QEMU's own outcome noted):
+- A PRDT that is shorter than the transfer ends the command with ERR/ABRT, PxIS.OFS and TFES. (QEMU: NCQ
+  raises OFS only, without a FIS; non-NCQ DMA completes 0x50 with PRDBC 0, ide_dma_cb "PRDs too short".)
+- A PRDT entry or table outside guest RAM ends the command with ERR/ABRT, PxIS.HBFS and TFES. (QEMU reads or
+  writes unassigned memory through dma_memory_rw, which silently drops or returns junk.)
+- The whole data phase is checked before the device runs, so a failing command never touches the image.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from controllers.ata.device import AtaDevice, AtaRegisters, AtaResult, Protocol
+from controllers.ata.layouts import (
+    AHCI_CMD_HEADER_SIZE,
+    AHCI_CMD_LIST_SIZE,
+    AHCI_CMD_TABLE_HEADER_SIZE,
+    AHCI_PORT_BASE,
+    AHCI_PORT_SIZE,
+    AHCI_PRDT_DBC_MASK,
+    AHCI_PRDT_ENTRY_SIZE,
+    AHCI_RX_FIS_SIZE,
+    CAP_ISS_SHIFT,
+    CAP_NCS_SHIFT,
+    CAP_S64A,
+    CAP_SAM,
+    CAP_SNCQ,
+    CMDH_C,
+    CONTROL_SRST,
+    DEVICE_LBA,
+    ERROR_ABRT,
+    FIS_H2D_C,
+    FIS_H2D_RESERVED,
+    FIS_PM_PORT_MASK,
+    FIS_TYPE_PIO_SETUP,
+    FIS_TYPE_REG_D2H,
+    FIS_TYPE_REG_H2D,
+    FIS_TYPE_SDB,
+    GHC_AE,
+    GHC_HR,
+    HBA_CAP,
+    HBA_GHC,
+    HBA_IS,
+    HBA_PI,
+    HBA_VS,
+    NCQ_COMMANDS,
+    PX_CI,
+    PX_CLB,
+    PX_CLBU,
+    PX_CMD,
+    PX_FB,
+    PX_FBU,
+    PX_IE,
+    PX_IS,
+    PX_SACT,
+    PX_SCTL,
+    PX_SERR,
+    PX_SIG,
+    PX_SSTS,
+    PX_TFD,
+    PXCMD_CR,
+    PXCMD_FR,
+    PXCMD_FRE,
+    PXCMD_ICC_MASK,
+    PXCMD_POD,
+    PXCMD_RO_MASK,
+    PXCMD_ST,
+    PXCMD_SUD,
+    PXIE_WRITABLE,
+    PXIS_DHRS,
+    PXIS_HBFS,
+    PXIS_OFS,
+    PXIS_PSS,
+    PXIS_SDBS,
+    PXIS_TFES,
+    PXTFD_AFTER_RESET,
+    RX_FIS_PSFIS,
+    RX_FIS_RFIS,
+    RX_FIS_SDBFIS,
+    SCTL_DET_MASK,
+    SDB_STATUS_MASK,
+    SECTOR_SIZE,
+    SIG_DISK,
+    SSTS_QEMU_ATTACHED,
+    STATUS_BSY,
+    STATUS_DRQ,
+    STATUS_DSC,
+    STATUS_DRDY,
+    STATUS_ERR,
+    VS_AHCI_1_0,
+    AtaCommand,
+    decode_lba,
+)
+from emu.errors import DmaError
+
+if TYPE_CHECKING:
+    from emu.memory import GuestMemory
+    from emu.sim import InterruptLine, LatencyModel, Simulation
+
+ICH9_PORTS = 6                       # ich9-ahci always has six ports (hw/ide/ich.c)
+AHCI_SLOTS = 32
+STATUS_DF = 0x20                     # QEMU WRERR_STAT
+STATUS_DRQ_PHASE = STATUS_DRDY | STATUS_DSC | STATUS_DRQ   # 0x58: status while a PIO block is offered
+STATUS_AFTER_RESET = STATUS_DSC | STATUS_DF                # 0x30: ahci_reset_port for a disk (no DRDY)
+STATUS_NCQ_OK = STATUS_DRDY | STATUS_DSC                   # ncq_cb: READY_STAT | SEEK_STAT
+STATUS_FAIL = STATUS_DRDY | STATUS_ERR                     # ide_abort_command / ncq_err
+
+# Opcodes whose register outputs QEMU writes 48 bits wide (ide_cmd_lba48_transform(s, 1) callers, and
+# cmd_read_native_max with WIN_READ_NATIVE_MAX_EXT).
+_LBA48_OPCODES = frozenset({0x24, 0x25, 0x27, 0x29, 0x34, 0x35, 0x39})
+_NCQ_EXECUTED = frozenset({AtaCommand.READ_FPDMA_QUEUED, AtaCommand.WRITE_FPDMA_QUEUED})
+_MULTIPLE = frozenset({0xC4, 0xC5, 0x29, 0x39})
+_READ_NATIVE_MAX = frozenset({0x27, 0xF8})
+_CHECK_POWER = frozenset({0xE5, 0x98})
+_PRDT = struct.Struct("<Q4xI")
+_HEADER = struct.Struct("<HHIQ")
+_U32 = 0xFFFFFFFF
+
+
+@dataclass
+class CommandRecord:
+    """One command's passage through the HBA, for timelines and tests (simulated seconds)."""
+
+    port: int
+    slot: int
+    command: int
+    ncq: bool
+    issue_time: float
+    done_time: float | None = None
+    status: int | None = None
+    error: int | None = None
+    nbytes: int = 0
+
+
+class _Fault(Exception):
+    """The PRDT cannot carry the data phase: `irq` is the PxIS error bit (OFS short, HBFS outside RAM)."""
+
+    def __init__(self, irq: int) -> None:
+        super().__init__(irq)
+        self.irq = irq
+
+
+class AhciPort:
+    """One port: its registers (AHCIPortRegs) and the shadow task file of its device (QEMU's IDEState)."""
+
+    def __init__(self, hba: AhciHba, index: int, device: AtaDevice | None) -> None:
+        self.hba = hba
+        self.index = index
+        self.device = device
+        self.clb = self.clbu = self.fb = self.fbu = 0
+        self.is_ = self.ie = 0
+        self.cmd = PXCMD_SUD | PXCMD_POD
+        self.tfd = PXTFD_AFTER_RESET
+        self.sig = _U32
+        self.sctl = self.serr = self.sact = self.ci = 0
+        self.lst: int | None = None              # mapped command list (PxCMD.CR)
+        self.res_fis: int | None = None          # mapped received-FIS area (PxCMD.FR)
+        self.busy_slot: int | None = None        # the non-NCQ command in flight
+        self.ncq_used: set[int] = set()
+        self.init_d2h_sent = False
+        self.in_reset = False                    # STATE_RESET after a C=0 FIS with SRST
+        self.generation = 0                      # bumped on reset: pending completions are dropped
+        # IDEState registers: status, error, LBA bytes (FIS bytes 4-6 and 8-10), device/select, count
+        self.status = STATUS_AFTER_RESET
+        self.error = 0x01
+        self.lba = 0
+        self.select = 0xA0
+        self.nsector = 0
+
+    @property
+    def present(self) -> bool:
+        return self.device is not None
+
+    # -- registers ---------------------------------------------------------------------------------
+    def read(self, reg: int) -> int:
+        """ahci_port_read."""
+        values = {PX_CLB: self.clb, PX_CLBU: self.clbu, PX_FB: self.fb, PX_FBU: self.fbu, PX_IS: self.is_,
+                  PX_IE: self.ie, PX_CMD: self.cmd, PX_TFD: self.tfd, PX_SIG: self.sig,
+                  PX_SSTS: SSTS_QEMU_ATTACHED if self.present else 0, PX_SCTL: self.sctl,
+                  PX_SERR: self.serr, PX_SACT: self.sact, PX_CI: self.ci}
+        return values.get(reg, 0)
+
+    def write(self, reg: int, val: int) -> None:
+        """ahci_port_write."""
+        if reg == PX_CLB:
+            self.clb = val
+        elif reg == PX_CLBU:
+            self.clbu = val
+        elif reg == PX_FB:
+            self.fb = val
+        elif reg == PX_FBU:
+            self.fbu = val
+        elif reg == PX_IS:
+            self.is_ &= ~val
+            self.hba.check_irq()
+        elif reg == PX_IE:
+            self.ie = val & PXIE_WRITABLE
+            self.hba.check_irq()
+        elif reg == PX_CMD:
+            # read-only fields (CR, FR, CCS, ...) kept; ICC forced to 0 (QEMU supports no ICC changes)
+            self.cmd = (self.cmd & PXCMD_RO_MASK) | (val & ~(PXCMD_RO_MASK | PXCMD_ICC_MASK) & _U32)
+            self._cond_start_engines()
+            if self.cmd & PXCMD_FR and not self.init_d2h_sent:
+                self._init_d2h()
+            self.check_cmd()
+        elif reg == PX_SCTL:
+            if self.sctl & SCTL_DET_MASK == 1 and val & SCTL_DET_MASK == 0:
+                self.reset()                     # COMRESET on DET 1 -> 0
+            self.sctl = val
+        elif reg == PX_SERR:
+            self.serr &= ~val
+        elif reg == PX_SACT:
+            self.sact |= val                     # RW1
+        elif reg == PX_CI:
+            self.ci |= val
+            self.check_cmd()
+        # PxTFD, PxSIG, PxSSTS read-only; PxSNTF, PxFBS, PxDEVSLP unimplemented (QEMU logs them)
+
+    def _cond_start_engines(self) -> None:
+        """ahci_cond_start_engines: ST 0->1 maps the 1 KiB command list (CR), FRE 0->1 the 256-byte FIS area
+        (FR); an address outside RAM refuses the start. ST 1->0 also clears PxSACT and PxCI (8.1+)."""
+        mem = self.hba.mem
+        if self.cmd & PXCMD_ST and not self.cmd & PXCMD_CR:
+            addr = self.clbu << 32 | self.clb
+            if _inside(mem, addr, AHCI_CMD_LIST_SIZE):
+                self.lst = addr
+                self.cmd |= PXCMD_CR
+            else:
+                self.cmd &= ~PXCMD_ST
+        elif not self.cmd & PXCMD_ST and self.cmd & PXCMD_CR:
+            self.lst = None
+            self.cmd &= ~PXCMD_CR
+            self.sact = 0
+            self.ci = 0
+        if self.cmd & PXCMD_FRE and not self.cmd & PXCMD_FR:
+            addr = self.fbu << 32 | self.fb
+            if _inside(mem, addr, AHCI_RX_FIS_SIZE):
+                self.res_fis = addr
+                self.cmd |= PXCMD_FR
+            else:
+                self.cmd &= ~PXCMD_FRE
+        elif not self.cmd & PXCMD_FRE and self.cmd & PXCMD_FR:
+            self.res_fis = None
+            self.cmd &= ~PXCMD_FR
+
+    def reset(self) -> None:
+        """ahci_reset_port: PxSERR/PxSACT 0, PxTFD 0x7F, PxSIG all ones, in-flight commands dropped; a disk
+        then shows status 0x30, error 0x01 and the signature, sent as the initial D2H FIS once FRE is on."""
+        self.generation += 1
+        self.serr = self.sact = 0
+        self.tfd = PXTFD_AFTER_RESET
+        self.sig = _U32
+        self.busy_slot = None
+        self.init_d2h_sent = False
+        self.in_reset = False
+        self.ncq_used.clear()
+        if not self.present:
+            return
+        self.status, self.error = STATUS_AFTER_RESET, 0x01
+        self.select = 0xA0
+        # ahci_set_signature(SATA_SIGNATURE_DISK): hcyl:lcyl:sector:nsector = 00:00:01:01
+        self.lba = (SIG_DISK >> 8) & 0xFFFFFF
+        self.nsector = SIG_DISK & 0xFF
+        self._init_d2h()
+
+    def _init_d2h(self) -> None:
+        """ahci_init_d2h: the first D2H FIS (I = 1), and PxSIG from the task file, once FIS receive is on."""
+        if self.init_d2h_sent or not self.present:
+            return
+        if self._write_fis_d2h(True):
+            self.init_d2h_sent = True
+            self.sig = ((self.lba >> 16 & 0xFF) << 24 | (self.lba >> 8 & 0xFF) << 16 | (self.lba & 0xFF) << 8
+                        | self.nsector & 0xFF)
+
+    # -- received FISes --------------------------------------------------------------------------------
+    def _fis_on(self) -> bool:
+        return self.res_fis is not None and bool(self.cmd & PXCMD_FRE)
+
+    def _taskfile_bytes(self) -> bytes:
+        lba = self.lba
+        return bytes((lba & 0xFF, lba >> 8 & 0xFF, lba >> 16 & 0xFF, self.select,
+                      lba >> 24 & 0xFF, lba >> 32 & 0xFF, lba >> 40 & 0xFF, 0,
+                      self.nsector & 0xFF, self.nsector >> 8 & 0xFF))
+
+    def _write_fis_d2h(self, interrupt: bool) -> bool:
+        """ahci_write_fis_d2h: FB+0x40, PxTFD = error << 8 | status; TFES on ERR, else DHRS if I (8.2: one of
+        them, never both). Nothing at all while FIS receive is off."""
+        if not self._fis_on():
+            return False
+        fis = bytes((FIS_TYPE_REG_D2H, 0x40 if interrupt else 0, self.status, self.error)) + \
+            self._taskfile_bytes() + bytes(6)
+        self.hba.mem.write(self.res_fis + RX_FIS_RFIS, fis)
+        self.tfd = self.error << 8 | self.status
+        if self.status & STATUS_ERR:
+            self.trigger(PXIS_TFES)
+        elif interrupt:
+            self.trigger(PXIS_DHRS)
+        return True
+
+    def _write_fis_pio(self, length: int, interrupt: bool) -> None:
+        """ahci_write_fis_pio: FB+0x20 with the DRQ-time status (0x58) as status and E_Status, the block's
+        byte count; PSS only when I is set (PIO data-in, and PIO data-out after the first DRQ block)."""
+        if not self._fis_on():
+            return
+        fis = bytes((FIS_TYPE_PIO_SETUP, 0x40 if interrupt else 0, self.status, self.error)) + \
+            self._taskfile_bytes()[:9] + bytes((self.nsector >> 8 & 0xFF, 0, self.status)) + \
+            struct.pack("<H", length & 0xFFFF) + bytes(2)
+        self.hba.mem.write(self.res_fis + RX_FIS_PSFIS, fis)
+        self.tfd = self.error << 8 | self.status
+        if interrupt:
+            self.trigger(PXIS_PSS)
+
+    def _write_fis_sdb(self, finished: int) -> None:
+        """ahci_write_fis_sdb: FB+0x58 with the finished tags; PxTFD keeps BSY/DRQ; PxSACT loses the finished
+        tags; TFES on ERR, else SDBS (I is always 1). Nothing at all while FIS receive is off."""
+        if not self._fis_on():
+            return
+        status = self.status & SDB_STATUS_MASK
+        self.hba.mem.write(self.res_fis + RX_FIS_SDBFIS,
+                           struct.pack("<BBBBI", FIS_TYPE_SDB, 0x40, status, self.error, finished))
+        self.tfd = self.error << 8 | status | (self.tfd & (STATUS_BSY | STATUS_DRQ))
+        self.sact &= ~finished
+        self.trigger(PXIS_TFES if status & STATUS_ERR else PXIS_SDBS)
+
+    def trigger(self, bit: int) -> None:
+        """ahci_trigger_irq."""
+        self.is_ |= bit
+        self.hba.check_irq()
+
+    # -- command issue ---------------------------------------------------------------------------------
+    def check_cmd(self) -> None:
+        """check_cmd: with ST set, handle every issued slot from 0 up, unless a non-NCQ command is running."""
+        if not self.cmd & PXCMD_ST:
+            return
+        for slot in range(AHCI_SLOTS):
+            if not self.ci & (1 << slot) or not self.cmd & PXCMD_ST:
+                continue
+            if self.busy_slot is not None:
+                return                           # handle_cmd: BSY/DRQ set, retried when the command ends
+            if self._handle_cmd(slot) == "stop":
+                return
+
+    def _handle_cmd(self, slot: int) -> str | None:
+        """handle_cmd + handle_reg_h2d_fis: fetch the header and the 0x80-byte table head, decode the CFIS."""
+        mem = self.hba.mem
+        if self.lst is None or self.device is None:
+            return None
+        header = self.lst + slot * AHCI_CMD_HEADER_SIZE
+        opts, prdtl, _, ctba = mem.unpack(_HEADER, header)
+        if not _inside(mem, ctba, AHCI_CMD_TABLE_HEADER_SIZE):
+            if _inside(mem, ctba, 1):
+                self.trigger(PXIS_HBFS)          # handle_cmd: a partial map of the table -> HBFS
+            return None
+        fis = mem.read(ctba, 20)
+        if fis[0] != FIS_TYPE_REG_H2D:
+            return None                          # unhandled FIS type: ignored, PxCI stays set
+        if fis[1] & FIS_PM_PORT_MASK or fis[1] & FIS_H2D_RESERVED:
+            return None                          # handle_reg_h2d_fis: PM port or reserved bits -> dropped
+        if not fis[1] & FIS_H2D_C:
+            return self._device_control(slot, opts, fis[15])
+        lba = fis[4] | fis[5] << 8 | fis[6] << 16 | fis[8] << 24 | fis[9] << 32 | fis[10] << 40
+        regs = AtaRegisters(command=fis[2], features=fis[3] | fis[11] << 8, lba=lba,
+                            count=fis[12] | fis[13] << 8, device=fis[7], control=fis[15])
+        if fis[2] in NCQ_COMMANDS:
+            self._process_ncq(slot, header, ctba, prdtl, regs)
+            return None
+        return self._start(slot, header, ctba, prdtl, regs)
+
+    def _device_control(self, slot: int, opts: int, control: int) -> None:
+        """A C = 0 FIS: SRST set enters the reset state, SRST cleared then resets the port (ahci_reset_port).
+        The header's C bit ("clear busy upon R_OK") clears the slot's PxCI bit."""
+        if opts & CMDH_C:
+            self.ci &= ~(1 << slot)
+        if not self.in_reset:
+            self.in_reset = bool(control & CONTROL_SRST)
+        elif not control & CONTROL_SRST:
+            self.reset()
+        return None
+
+    def _sglist(self, ctba: int, prdtl: int, nbytes: int) -> list[tuple[int, int]]:
+        """ahci_populate_sglist: PRDT regions clipped to the transfer; raises _Fault when it cannot carry it."""
+        if not nbytes:
+            return []
+        mem = self.hba.mem
+        table = ctba + AHCI_CMD_TABLE_HEADER_SIZE
+        if not prdtl:
+            raise _Fault(PXIS_OFS)
+        if not _inside(mem, table, prdtl * AHCI_PRDT_ENTRY_SIZE):
+            raise _Fault(PXIS_HBFS)
+        regions, total = [], 0
+        for dba, dw3 in _PRDT.iter_unpack(mem.read(table, prdtl * AHCI_PRDT_ENTRY_SIZE)):
+            n = min((dw3 & AHCI_PRDT_DBC_MASK) + 1, nbytes - total)
+            if not _inside(mem, dba, n):
+                raise _Fault(PXIS_HBFS)
+            regions.append((dba, n))
+            total += n
+            if total == nbytes:
+                return regions
+        raise _Fault(PXIS_OFS)
+
+    def _run(self, regs: AtaRegisters, ctba: int, prdtl: int) -> tuple[AtaResult, int, int]:
+        """Plan, move the data and execute: (result, bytes transferred, extra PxIS error bits)."""
+        device = self.device
+        transfer = device.plan(regs)
+        try:
+            regions = self._sglist(ctba, prdtl, transfer.nbytes)
+        except _Fault as fault:
+            return AtaResult(STATUS_FAIL, ERROR_ABRT), 0, fault.irq
+        mem = self.hba.mem
+        if transfer.protocol in (Protocol.PIO_OUT, Protocol.DMA_OUT, Protocol.FPDMA_OUT):
+            data = b"".join(mem.read(a, n) for a, n in regions)
+            result = device.execute(regs, data)
+        else:
+            result = device.execute(regs)
+            if result.ok and regions:
+                pos, data_in = 0, result.data_in
+                for a, n in regions:
+                    mem.write(a, data_in[pos:pos + n])
+                    pos += n
+        return result, (transfer.nbytes if result.ok else 0), 0
+
+    def _cost(self, result: AtaResult) -> float:
+        timing = self.hba.timing
+        if timing is None:
+            return 0.0
+        return sum(timing.cost(c.request.op, c.request.length if c.ok else 0) for c in result.completions)
+
+    def _start(self, slot: int, header: int, ctba: int, prdtl: int, regs: AtaRegisters) -> str | None:
+        """A non-NCQ command: task file from the FIS, PRDBC reset, the device runs it at once; the completion
+        (PIO Setup FIS, D2H FIS, PxCI) comes after the modelled time (ahci_cmd_done)."""
+        self.lba, self.select, self.nsector = regs.lba, regs.device, regs.count
+        self.error = 0
+        self.hba.mem.write_u32(header + 4, 0)   # cmd->status = 0: PRDBC counts this command's bytes
+        self.busy_slot = slot
+        record = self.hba.record(self.index, slot, regs.command, ncq=False)
+        result, nbytes, fault = self._run(regs, ctba, prdtl)
+        record.nbytes = nbytes
+        generation = self.generation
+
+        def complete() -> str | None:
+            if generation != self.generation:
+                return "stop"
+            return self._complete(slot, header, regs, result, nbytes, fault, record)
+
+        if self.hba.timing is None:
+            return complete()
+        self.hba.later(self._cost(result), complete)
+        return "stop"
+
+    def _complete(self, slot: int, header: int, regs: AtaRegisters, result: AtaResult, nbytes: int, fault: int,
+                  record: CommandRecord) -> str | None:
+        mem = self.hba.mem
+        transfer = self.device.plan(regs)
+        mem.write_u32(header + 4, nbytes)        # ahci_commit_buf: PRDBC
+        pio = transfer.protocol in (Protocol.PIO_IN, Protocol.PIO_OUT) and not fault
+        if pio and (result.ok or transfer.protocol is Protocol.PIO_OUT):
+            self._pio_fis(regs, transfer.protocol, transfer.nbytes, result.ok)
+        self.status, self.error = result.status, result.error
+        if result.ok:
+            self._outputs(regs, result, transfer.nbytes)
+        self.busy_slot = None
+        if not self.status & (STATUS_ERR | STATUS_BSY | STATUS_DRQ):
+            self.ci &= ~(1 << slot)              # ahci_clear_cmd_issue: only a clean completion clears PxCI
+        self._write_fis_d2h(True)
+        if fault:
+            self.trigger(fault)
+        record.done_time, record.status, record.error = self.hba.sim.now, self.status, self.error
+        if self.status & STATUS_ERR:
+            return "stop"                        # 8.1+: no rescan after an error; the guest must recover
+        if self.hba.timing is not None and self.ci:
+            self.check_cmd()                     # ahci_check_cmd_bh
+        return None
+
+    def _pio_fis(self, regs: AtaRegisters, protocol: Protocol, nbytes: int, ok: bool) -> None:
+        """The PIO Setup FIS of the last DRQ block, as QEMU leaves it (one FIS per block, each overwriting)."""
+        cmd = regs.command
+        block = SECTOR_SIZE * ((self.device.config.multiple_sectors or 1) if cmd in _MULTIPLE else 1)
+        if cmd == AtaCommand.IDENTIFY_DEVICE:
+            block = nbytes
+        nblocks = max(1, -(-nbytes // block))
+        self.status = STATUS_DRQ_PHASE
+        if protocol is Protocol.PIO_IN:
+            if cmd != AtaCommand.IDENTIFY_DEVICE:   # ide_sector_read_cb advances the registers before DRQ
+                start, count = self._start_lba(regs), nbytes // SECTOR_SIZE
+                self._set_sector(start + count, cmd in _LBA48_OPCODES)
+                self.nsector = 0
+            self._write_fis_pio(nbytes - (nblocks - 1) * block, True)
+            return
+        if not ok:                                # cmd_write_pio offers the first block before the range check
+            self._write_fis_pio(min(block, nbytes), False)
+            return
+        last = nbytes - (nblocks - 1) * block
+        start, count = self._start_lba(regs), nbytes // SECTOR_SIZE
+        self._set_sector(start + count - last // SECTOR_SIZE, cmd in _LBA48_OPCODES)
+        self.nsector = last // SECTOR_SIZE
+        self._write_fis_pio(last, nblocks > 1)
+
+    def _start_lba(self, regs: AtaRegisters) -> int:
+        heads, sectors = self.device.chs[1], self.device.chs[2]
+        return decode_lba({"lba": regs.lba, "device": regs.device}, lba48=regs.command in _LBA48_OPCODES,
+                          heads=heads, sectors=sectors)
+
+    def _outputs(self, regs: AtaRegisters, result: AtaResult, nbytes: int) -> None:
+        """Register outputs of a successful command, as QEMU's ide_set_sector / nsector leave them."""
+        cmd = regs.command
+        if result.lba is not None and cmd in _READ_NATIVE_MAX:
+            self._set_sector(result.lba, cmd == 0x27)
+        elif cmd in _CHECK_POWER and result.count is not None:
+            self.nsector = result.count
+        elif nbytes and cmd not in (AtaCommand.IDENTIFY_DEVICE, AtaCommand.DATA_SET_MANAGEMENT):
+            self._set_sector(self._start_lba(regs) + nbytes // SECTOR_SIZE, cmd in _LBA48_OPCODES)
+            self.nsector = 0
+
+    def _set_sector(self, sector: int, lba48: bool) -> None:
+        """ide_set_sector: LBA48 all six bytes, LBA28 three bytes and device bits 3:0, CHS when bit 6 is clear."""
+        if self.select & DEVICE_LBA:
+            if lba48:
+                self.lba = sector & ((1 << 48) - 1)
+            else:
+                self.select = (self.select & 0xF0) | (sector >> 24 & 0x0F)
+                self.lba = (self.lba & ~0xFFFFFF) | (sector & 0xFFFFFF)
+            return
+        _, heads, sectors = self.device.chs
+        cyl, rest = divmod(sector, heads * sectors)
+        head, sec = divmod(rest, sectors)
+        self.select = (self.select & 0xF0) | (head & 0x0F)
+        self.lba = (self.lba & ~0xFFFFFF) | (cyl & 0xFFFF) << 8 | (sec + 1) & 0xFF
+
+    # -- native command queuing ------------------------------------------------------------------------
+    def _process_ncq(self, slot: int, header: int, ctba: int, prdtl: int, regs: AtaRegisters) -> None:
+        """process_ncq_command: tag = COUNT 7:3; a tag in use is ignored; PxCI cleared and a D2H FIS with I = 0
+        at once; READ/WRITE FPDMA QUEUED run, completing with a Set Device Bits FIS per tag (ncq_cb)."""
+        tag = (regs.count >> 3) & 0x1F
+        if tag in self.ncq_used:
+            return                                # "tag %d already used": no completion, PxCI stays set
+        if not self.status & (STATUS_ERR | STATUS_BSY | STATUS_DRQ):
+            self.ci &= ~(1 << slot)
+        self._write_fis_d2h(False)
+        self.ncq_used.add(tag)
+        record = self.hba.record(self.index, tag, regs.command, ncq=True)
+        if regs.command not in _NCQ_EXECUTED:
+            # execute_ncq_command's unsupported branch: ncq_err, then nothing (no SDB FIS, no interrupt)
+            self.status, self.error = STATUS_FAIL, ERROR_ABRT
+            self.ncq_used.discard(tag)
+            record.status, record.error = self.status, self.error
+            return
+        result, nbytes, fault = self._run(regs, ctba, prdtl)
+        record.nbytes = nbytes
+        generation = self.generation
+
+        def complete() -> None:
+            if generation != self.generation:
+                return
+            self.ncq_used.discard(tag)
+            if result.ok:
+                self.status = STATUS_NCQ_OK       # ncq_cb; the error register is left as it was
+            else:
+                self.status, self.error = STATUS_FAIL, ERROR_ABRT   # ncq_err
+            self._write_fis_sdb((1 << tag) if result.ok else 0)
+            if fault:
+                self.trigger(fault)
+            record.done_time, record.status, record.error = self.hba.sim.now, self.status, self.error
+
+        if self.hba.timing is None:
+            complete()
+        else:
+            self.hba.later(self._cost(result), complete)
+
+
+class AhciHba:
+    """QEMU's ich9-ahci: six ports, 32 slots, NCQ, 64-bit, Gen1, AHCI 1.0, ABAR of 4 KiB.
+
+    `ports` lists the devices of ports 0.. (None: empty); missing ports up to six are empty.
+    """
+
+    def __init__(self, sim: Simulation, mem: GuestMemory, irq: InterruptLine, ports: list[AtaDevice | None],
+                 timing: LatencyModel | None = None) -> None:
+        if len(ports) > ICH9_PORTS:
+            raise ValueError(f"ich9-ahci has {ICH9_PORTS} ports, not {len(ports)}")
+        self.sim = sim
+        self.mem = mem
+        self.irq = irq
+        self.timing = timing
+        devices = list(ports) + [None] * (ICH9_PORTS - len(ports))
+        self.ports = [AhciPort(self, n, dev) for n, dev in enumerate(devices)]
+        # ahci_reg_init: NP = ports - 1, NCS = 31, ISS = Gen1, SNCQ, SAM, S64A -> 0xC0141F05
+        self.cap = (ICH9_PORTS - 1) | (AHCI_SLOTS - 1) << CAP_NCS_SHIFT | 1 << CAP_ISS_SHIFT | CAP_SNCQ | \
+            CAP_SAM | CAP_S64A
+        self.pi = (1 << ICH9_PORTS) - 1
+        self.vs = VS_AHCI_1_0
+        self.ghc = GHC_AE
+        self.is_ = 0
+        self.records: list[CommandRecord] = []
+        self.reset()
+
+    def reset(self) -> None:
+        """ahci_reset (GHC.HR, and power-on): IS 0, GHC = AE; per port IS/IE/SCTL 0, CMD = SUD|POD, port reset."""
+        self.is_ = 0
+        self.ghc = GHC_AE
+        for port in self.ports:
+            port.is_ = port.ie = port.sctl = 0
+            port.cmd = PXCMD_SUD | PXCMD_POD
+            port.lst = port.res_fis = None
+            port.reset()
+        self.check_irq()
+
+    # -- ABAR ----------------------------------------------------------------------------------------
+    def _read32(self, addr: int) -> int:
+        """ahci_mem_read_32."""
+        if addr < AHCI_PORT_BASE:
+            return {HBA_CAP: self.cap, HBA_GHC: self.ghc, HBA_IS: self.is_, HBA_PI: self.pi,
+                    HBA_VS: self.vs}.get(addr, 0)
+        index, reg = divmod(addr - AHCI_PORT_BASE, AHCI_PORT_SIZE)
+        if index < len(self.ports):
+            return self.ports[index].read(reg)
+        return 0
+
+    def mmio_read(self, offset: int, size: int = 4) -> int:
+        """ahci_mem_read: 1/2/4/8-byte reads assembled from the 32-bit registers."""
+        if size not in (1, 2, 4, 8):
+            raise ValueError(f"MMIO read size {size} is not 1, 2, 4 or 8")
+        aligned = offset & ~3
+        shift = (offset - aligned) * 8
+        value = self._read32(aligned)
+        if offset - aligned + size > 4:
+            value |= self._read32(aligned + 4) << 32
+        return (value >> shift) & ((1 << (size * 8)) - 1)
+
+    def mmio_write(self, offset: int, value: int, size: int = 4) -> None:
+        """ahci_mem_write: misaligned writes are dropped; host registers, then the port blocks."""
+        if size not in (1, 2, 4, 8):
+            raise ValueError(f"MMIO write size {size} is not 1, 2, 4 or 8")
+        if offset & 3:
+            return
+        value &= (1 << (size * 8)) - 1
+        if offset < AHCI_PORT_BASE:
+            if offset == HBA_GHC:
+                if value & GHC_HR:
+                    self.reset()
+                else:
+                    self.ghc = (value & 3) | GHC_AE
+                    self.check_irq()
+            elif offset == HBA_IS:
+                self.is_ &= ~value
+                self.check_irq()
+            return                                # CAP, PI, VS: read-only; the rest unimplemented
+        index, reg = divmod(offset - AHCI_PORT_BASE, AHCI_PORT_SIZE)
+        if index < len(self.ports):
+            self.ports[index].write(reg, value & _U32)
+
+    def check_irq(self) -> None:
+        """ahci_check_irq: IS = ports with PxIS & PxIE; the line follows IS and GHC.IE."""
+        self.is_ = 0
+        for port in self.ports:
+            if port.is_ & port.ie:
+                self.is_ |= 1 << port.index
+        if self.is_ and self.ghc & 2:
+            self.irq.raise_()
+        else:
+            self.irq.lower()
+
+    # -- time ------------------------------------------------------------------------------------------
+    def record(self, port: int, slot: int, command: int, *, ncq: bool) -> CommandRecord:
+        rec = CommandRecord(port, slot, command, ncq, self.sim.now)
+        self.records.append(rec)
+        return rec
+
+    def later(self, delay: float, action) -> None:
+        """Run `action` after `delay` simulated seconds, in its own SimPy process."""
+        def proc() -> Generator[Any, Any, None]:
+            yield self.sim.timeout(delay)
+            action()
+        self.sim.process(proc())
+
+
+def _inside(mem: GuestMemory, addr: int, length: int) -> bool:
+    try:
+        mem.check(addr, length)
+    except DmaError:
+        return False
+    return True
