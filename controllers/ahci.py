@@ -20,19 +20,22 @@ Deliberate differences from QEMU, for DESIGN.md's "never crash, exact error" rul
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from controllers.ata.codec import prdt_regions, unpack_cmd_header, unpack_h2d_fis
 from controllers.ata.device import AtaDevice, AtaRegisters, AtaResult, Protocol
 from controllers.ata.layouts import (
+    ATA_D2H_FIS,
+    ATA_PIO_SETUP_FIS,
+    ATA_SDB_FIS,
+    H2D_FIS_SIZE,
     AHCI_CMD_HEADER_SIZE,
     AHCI_CMD_LIST_SIZE,
     AHCI_CMD_TABLE_HEADER_SIZE,
     AHCI_PORT_BASE,
     AHCI_PORT_SIZE,
-    AHCI_PRDT_DBC_MASK,
     AHCI_PRDT_ENTRY_SIZE,
     AHCI_RX_FIS_SIZE,
     CAP_ISS_SHIFT,
@@ -40,17 +43,10 @@ from controllers.ata.layouts import (
     CAP_S64A,
     CAP_SAM,
     CAP_SNCQ,
-    CMDH_C,
     CONTROL_SRST,
     DEVICE_LBA,
     ERROR_ABRT,
-    FIS_H2D_C,
-    FIS_H2D_RESERVED,
-    FIS_PM_PORT_MASK,
-    FIS_TYPE_PIO_SETUP,
-    FIS_TYPE_REG_D2H,
     FIS_TYPE_REG_H2D,
-    FIS_TYPE_SDB,
     GHC_AE,
     GHC_HR,
     HBA_CAP,
@@ -127,8 +123,6 @@ _NCQ_EXECUTED = frozenset({AtaCommand.READ_FPDMA_QUEUED, AtaCommand.WRITE_FPDMA_
 _MULTIPLE = frozenset({0xC4, 0xC5, 0x29, 0x39})
 _READ_NATIVE_MAX = frozenset({0x27, 0xF8})
 _CHECK_POWER = frozenset({0xE5, 0x98})
-_PRDT = struct.Struct("<Q4xI")
-_HEADER = struct.Struct("<HHIQ")
 _U32 = 0xFFFFFFFF
 
 
@@ -291,20 +285,17 @@ class AhciPort:
     def _fis_on(self) -> bool:
         return self.res_fis is not None and bool(self.cmd & PXCMD_FRE)
 
-    def _taskfile_bytes(self) -> bytes:
-        lba = self.lba
-        return bytes((lba & 0xFF, lba >> 8 & 0xFF, lba >> 16 & 0xFF, self.select,
-                      lba >> 24 & 0xFF, lba >> 32 & 0xFF, lba >> 40 & 0xFF, 0,
-                      self.nsector & 0xFF, self.nsector >> 8 & 0xFF))
+    def _fis_registers(self) -> dict:
+        """The task-file registers every device-to-host FIS carries (ahci_write_fis_d2h/_pio copy them)."""
+        return {"lba": self.lba, "device": self.select, "count": self.nsector, "status": self.status,
+                "error": self.error}
 
     def _write_fis_d2h(self, interrupt: bool) -> bool:
         """ahci_write_fis_d2h: FB+0x40, PxTFD = error << 8 | status; TFES on ERR, else DHRS if I (8.2: one of
         them, never both). Nothing at all while FIS receive is off."""
         if not self._fis_on():
             return False
-        fis = bytes((FIS_TYPE_REG_D2H, 0x40 if interrupt else 0, self.status, self.error)) + \
-            self._taskfile_bytes() + bytes(6)
-        self.hba.mem.write(self.res_fis + RX_FIS_RFIS, fis)
+        self.hba.mem.write(self.res_fis + RX_FIS_RFIS, ATA_D2H_FIS.build(dict(self._fis_registers(), i=interrupt)))
         self.tfd = self.error << 8 | self.status
         if self.status & STATUS_ERR:
             self.trigger(PXIS_TFES)
@@ -317,9 +308,8 @@ class AhciPort:
         byte count; PSS only when I is set (PIO data-in, and PIO data-out after the first DRQ block)."""
         if not self._fis_on():
             return
-        fis = bytes((FIS_TYPE_PIO_SETUP, 0x40 if interrupt else 0, self.status, self.error)) + \
-            self._taskfile_bytes()[:9] + bytes((self.nsector >> 8 & 0xFF, 0, self.status)) + \
-            struct.pack("<H", length & 0xFFFF) + bytes(2)
+        fis = ATA_PIO_SETUP_FIS.build(dict(self._fis_registers(), i=interrupt, e_status=self.status,
+                                           transfer_count=length & 0xFFFF))
         self.hba.mem.write(self.res_fis + RX_FIS_PSFIS, fis)
         self.tfd = self.error << 8 | self.status
         if interrupt:
@@ -332,7 +322,7 @@ class AhciPort:
             return
         status = self.status & SDB_STATUS_MASK
         self.hba.mem.write(self.res_fis + RX_FIS_SDBFIS,
-                           struct.pack("<BBBBI", FIS_TYPE_SDB, 0x40, status, self.error, finished))
+                           ATA_SDB_FIS.build(dict(i=True, status=status, error=self.error, sactive=finished)))
         self.tfd = self.error << 8 | status | (self.tfd & (STATUS_BSY | STATUS_DRQ))
         self.sact &= ~finished
         self.trigger(PXIS_TFES if status & STATUS_ERR else PXIS_SDBS)
@@ -361,30 +351,29 @@ class AhciPort:
         if self.lst is None or self.device is None:
             return None
         header = self.lst + slot * AHCI_CMD_HEADER_SIZE
-        opts, prdtl, _, ctba = mem.unpack(_HEADER, header)
+        fields = unpack_cmd_header(mem.read(header, AHCI_CMD_HEADER_SIZE))
+        prdtl, ctba = fields["prdtl"], fields["ctba"]
         if not _inside(mem, ctba, AHCI_CMD_TABLE_HEADER_SIZE):
             if _inside(mem, ctba, 1):
                 self.trigger(PXIS_HBFS)          # handle_cmd: a partial map of the table -> HBFS
             return None
-        fis = mem.read(ctba, 20)
-        if fis[0] != FIS_TYPE_REG_H2D:
+        fis = unpack_h2d_fis(mem.read(ctba, H2D_FIS_SIZE))
+        if fis["fis_type"] != FIS_TYPE_REG_H2D:
             return None                          # unhandled FIS type: ignored, PxCI stays set
-        if fis[1] & FIS_PM_PORT_MASK or fis[1] & FIS_H2D_RESERVED:
+        if fis["pm_port"] or fis["reserved"]:
             return None                          # handle_reg_h2d_fis: PM port or reserved bits -> dropped
-        if not fis[1] & FIS_H2D_C:
-            return self._device_control(slot, opts, fis[15])
-        lba = fis[4] | fis[5] << 8 | fis[6] << 16 | fis[8] << 24 | fis[9] << 32 | fis[10] << 40
-        regs = AtaRegisters(command=fis[2], features=fis[3] | fis[11] << 8, lba=lba,
-                            count=fis[12] | fis[13] << 8, device=fis[7], control=fis[15])
-        if fis[2] in NCQ_COMMANDS:
+        if not fis["c"]:
+            return self._device_control(slot, fields["c"], fis["control"])
+        regs = AtaRegisters.from_fields(fis)
+        if regs.command in NCQ_COMMANDS:
             self._process_ncq(slot, header, ctba, prdtl, regs)
             return None
         return self._start(slot, header, ctba, prdtl, regs)
 
-    def _device_control(self, slot: int, opts: int, control: int) -> None:
+    def _device_control(self, slot: int, clear_busy: bool, control: int) -> None:
         """A C = 0 FIS: SRST set enters the reset state, SRST cleared then resets the port (ahci_reset_port).
         The header's C bit ("clear busy upon R_OK") clears the slot's PxCI bit."""
-        if opts & CMDH_C:
+        if clear_busy:
             self.ci &= ~(1 << slot)
         if not self.in_reset:
             self.in_reset = bool(control & CONTROL_SRST)
@@ -403,8 +392,8 @@ class AhciPort:
         if not _inside(mem, table, prdtl * AHCI_PRDT_ENTRY_SIZE):
             raise _Fault(PXIS_HBFS)
         regions, total = [], 0
-        for dba, dw3 in _PRDT.iter_unpack(mem.read(table, prdtl * AHCI_PRDT_ENTRY_SIZE)):
-            n = min((dw3 & AHCI_PRDT_DBC_MASK) + 1, nbytes - total)
+        for dba, size in prdt_regions(mem.read(table, prdtl * AHCI_PRDT_ENTRY_SIZE), prdtl):
+            n = min(size, nbytes - total)
             if not _inside(mem, dba, n):
                 raise _Fault(PXIS_HBFS)
             regions.append((dba, n))

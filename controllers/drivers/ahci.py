@@ -12,11 +12,11 @@ recovers as libata's error handler (and QEMU's ahci-test, libqos ahci_port_check
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from controllers.ata.codec import pack_cmd_header, pack_h2d_fis, pack_prdt_entry
 from controllers.ata.device import AtaRegisters
 from controllers.ata.dsm import encode_entries, split_ranges
 from controllers.ata.identify import parse_identify
@@ -85,7 +85,6 @@ DEF_PORT_IRQ = (PXIS_TFES | PXIS_HBFS | 1 << 28 | 1 << 27 | PXIS_OFS | 1 << 23 |
                 | PXIS_SDBS | 1 << 2 | PXIS_PSS | PXIS_DHRS)
 COMMAND_TIMEOUT = 30.0                      # libata ATA_TMOUT_INTERNAL-ish: simulated seconds before EH
 _READ28, _READ48, _WRITE28, _WRITE48 = C.READ_DMA, C.READ_DMA_EXT, C.WRITE_DMA, C.WRITE_DMA_EXT
-_H2D = struct.Struct("<BBBBIIHBBI")
 
 
 class AhciDriverError(Exception):
@@ -300,10 +299,9 @@ class AhciDriver:
         mem.write(cmd.table, cmd.fis)
         for i, (addr, dbc) in enumerate(entries):
             mem.write(cmd.table + AHCI_CMD_TABLE_HEADER_SIZE + i * AHCI_PRDT_ENTRY_SIZE,
-                      struct.pack("<Q4xI", addr & (2**64 - 1), dbc & AHCI_PRDT_DBC_MASK))
-        opts = 5 | (0x40 if cmd.data_out is not None else 0)      # CFL = 5 dwords, W for data-out
-        mem.write(self.clb + cmd.slot * AHCI_CMD_HEADER_SIZE,
-                  struct.pack("<HHIQ16x", opts, len(entries) & 0xFFFF, 0, cmd.table))
+                      pack_prdt_entry(dba=addr & (2**64 - 1), dbc=dbc & AHCI_PRDT_DBC_MASK))
+        mem.write(self.clb + cmd.slot * AHCI_CMD_HEADER_SIZE,      # CFL = 5 dwords, W for data-out
+                  pack_cmd_header(cfl=5, w=cmd.data_out is not None, prdtl=len(entries) & 0xFFFF, ctba=cmd.table))
 
     def _issue(self, cmds: list[_Cmd]) -> Generator[Any, Any, list[AhciOutcome]]:
         """Build, issue (PxSACT for NCQ tags, then PxCI), wait for the interrupts, collect and clean up."""
@@ -400,8 +398,8 @@ class AhciDriver:
 
 def _fis_of(regs: AtaRegisters) -> bytes:
     """A Register H2D FIS with C = 1 for `regs` (ahci_tf_to_fis / ata_tf_to_fis)."""
-    return _H2D.pack(0x27, 0x80, regs.command, regs.features & 0xFF, (regs.lba & 0xFFFFFF) | regs.device << 24,
-                     regs.lba >> 24 | (regs.features >> 8) << 24, regs.count, 0, regs.control, 0)
+    return pack_h2d_fis(command=regs.command, features=regs.features, lba=regs.lba, count=regs.count,
+                        device=regs.device, control=regs.control)
 
 
 def _rw_registers(lba: int, count: int, *, write: bool, ncq: bool, pio: bool = False, tag: int = 0,
