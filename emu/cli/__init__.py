@@ -15,6 +15,7 @@ USAGE = """usage: emu <command> [args...]
 commands:
   img     create, inspect, check, compare, convert and benchmark images (like qemu-img)
   io      run guest I/O commands against an image through the block layer (like qemu-io)
+  replay  run a JSON Lines script of guest commands through an emulated controller (ide, ahci)
   demo    a short walk-through: a guest writes, deletes and discards; where does the space go?
 
 Run 'emu <command> --help' for the options of a command."""
@@ -33,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
             from emu.cli.io import main as run
         elif command == "demo":
             from emu.cli.demo import main as run
+        elif command == "replay":
+            from emu.cli.replay import main as run
         else:
-            print(f"emu: unknown command '{command}' (img, io, demo; see 'emu --help')", file=sys.stderr)
+            print(f"emu: unknown command '{command}' (img, io, replay, demo; see 'emu --help')", file=sys.stderr)
             return 1
         return run(rest)
     except EmuError as exc:

@@ -1,0 +1,129 @@
+"""`emu replay`: scripts of guest commands through a controller onto a real image, checked byte for byte."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from controllers.ata.identify import ata_string
+from emu.cli import main as emu_main
+from images import create_image
+
+MiB = 1 << 20
+TRIM_8 = "0800000000000100" + "00" * 504          # one range entry: LBA 8, one sector; padded to a block
+
+
+def script(tmp_path, *lines: dict) -> str:
+    path = str(tmp_path / "s.jsonl")
+    with open(path, "w") as f:
+        f.write("# a comment line\n\n" + "\n".join(json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def disk(tmp_path):
+    path = str(tmp_path / "disk.raw")
+    create_image(path, "raw", 64 * MiB)
+    return path
+
+
+def run(capsys, *args: str) -> tuple[int, list[dict], str]:
+    code = emu_main(["replay", *args])
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines()], err
+
+
+CONTROLLERS = ["ide", "ahci"]
+
+
+@pytest.mark.parametrize("controller", CONTROLLERS)
+def test_write_read_trim_and_errors_come_out_as_the_protocol_says(controller, disk, tmp_path, capsys):
+    path = script(tmp_path,
+                  {"ata": {"command": "0xec"}, "data_in_len": 512, "expect": {"status": "0x50", "error": 0}},
+                  {"ata": {"command": "0x35", "lba": 8, "count": 1, "device": "0x40"},
+                   "data_out": {"pattern": 165, "len": 512}, "expect": {"status": "0x50"}},
+                  {"ata": {"command": "0x25", "lba": 8, "count": 1, "device": "0x40"}, "data_in_len": 512,
+                   "expect": {"data_in": "a5" * 512}},
+                  {"ata": {"command": "0x06", "features": 1, "count": 1, "device": "0x40"}, "data_out": TRIM_8,
+                   "expect": {"status": "0x50"}},
+                  {"ata": {"command": "0x25", "lba": 8, "count": 1, "device": "0x40"}, "data_in_len": 512,
+                   "expect": {"data_in": "00" * 512}},
+                  {"ata": {"command": "0x25", "lba": 131072, "count": 1, "device": "0x40"}, "data_in_len": 512,
+                   "expect": {"status": "0x41", "error": "0x04"}})
+    code, outcomes, err = run(capsys, "--controller", controller, "--image", disk, "-d", "unmap", "--check", path)
+    assert code == 0, err
+    assert [o["line"] for o in outcomes] == [3, 4, 5, 6, 7, 8]
+    identify = bytes.fromhex(outcomes[0]["data_in"])
+    assert len(identify) == 512 and identify[54:94] == ata_string("QEMU HARDDISK", 40)
+    assert outcomes[-1] == {"line": 8, "status": "0x41", "error": "0x04", "data_in": "", "lba": outcomes[-1]["lba"]}
+
+
+def test_check_stops_at_the_first_mismatch_naming_the_line(disk, tmp_path, capsys):
+    path = script(tmp_path, {"ata": {"command": "0xe7"}, "expect": {"status": "0x50"}},
+                  {"ata": {"command": "0x25", "lba": 0, "count": 1, "device": "0x40"}, "data_in_len": 512,
+                   "expect": {"data_in": "ff" * 512}},
+                  {"ata": {"command": "0xe7"}})
+    code, outcomes, err = run(capsys, "--controller", "ahci", "--image", disk, "--check", path)
+    assert code == 1 and len(outcomes) == 2
+    assert err.startswith(f"emu replay: {path}:4: data_in: expected ffff")
+
+
+def test_the_strict_profile_answers_idnf_where_qemu_answers_abrt(disk, tmp_path, capsys):
+    line = {"ata": {"command": "0x25", "lba": 131072, "count": 1, "device": "0x40"}, "data_in_len": 512}
+    path = script(tmp_path, line)
+    errors = {}
+    for profile in ("qemu-7.2", "strict"):
+        code, outcomes, err = run(capsys, "--controller", "ide", "--image", disk, "--profile", profile, path)
+        assert code == 0, err
+        errors[profile] = outcomes[0]["error"]
+    assert errors == {"qemu-7.2": "0x04", "strict": "0x10"}
+
+
+def test_trim_on_the_old_machine_type_profile_is_aborted_and_frees_nothing(disk, tmp_path, capsys):
+    with open(disk, "r+b") as f:
+        f.write(b"\x01" * MiB)
+    before = os.stat(disk).st_blocks
+    path = script(tmp_path, {"ata": {"command": "0x06", "features": 1, "count": 1, "device": "0x40"},
+                             "data_out": "0000000000000008" + "00" * 504})
+    code, outcomes, err = run(capsys, "--controller", "ahci", "--image", disk, "--profile", "qemu-1.4-pc",
+                              "-d", "unmap", path)
+    assert code == 0 and (outcomes[0]["status"], outcomes[0]["error"]) == ("0x41", "0x04")
+    assert os.stat(disk).st_blocks == before
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--controller", "virtio-blk"], "virtio issue"),
+    (["--controller", "ahci", "--profile", "qemu-9"], "known profiles are"),
+    (["--controller", "scsi"], "invalid choice"),
+])
+def test_bad_arguments_are_one_line_errors(args, needle, disk, tmp_path, capsys):
+    path = script(tmp_path, {"ata": {"command": "0xe7"}})
+    code = emu_main(["replay", *args, "--image", disk, path])
+    err = capsys.readouterr().err
+    assert code == 1 and needle in err and err.count("\n") == 1
+
+
+def test_a_bad_script_line_is_reported_before_anything_runs(disk, tmp_path, capsys):
+    path = str(tmp_path / "bad.jsonl")
+    with open(path, "w") as f:
+        f.write('{"ata": {"command": "0x35", "lba": 0, "count": 1}, "data_out": {"pattern": 1, "len": 512}}\n'
+                '{"ata": {"command": "0xzz"}}\n')
+    before = open(disk, "rb").read(512)
+    code = emu_main(["replay", "--controller", "ahci", "--image", disk, path])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{path}:2: ata.command" in err
+    assert open(disk, "rb").read(512) == before
+
+
+def test_ide_lines_may_choose_pio_or_dma_and_ahci_lines_may_not(disk, tmp_path, capsys):
+    write = {"ata": {"command": "0x30", "lba": 3, "count": 1, "device": "0x40"}, "dma": False,
+             "data_out": {"pattern": 7, "len": 512}, "expect": {"status": "0x50"}}
+    read = {"ata": {"command": "0x20", "lba": 3, "count": 1, "device": "0x40"}, "data_in_len": 512,
+            "expect": {"data_in": "07" * 512}}
+    path = script(tmp_path, write, read)
+    code, outcomes, err = run(capsys, "--controller", "ide", "--image", disk, "--check", path)
+    assert code == 0 and len(outcomes) == 2, err
+    assert emu_main(["replay", "--controller", "ahci", "--image", disk, path]) == 1
+    assert f"{path}:3: dma: chooses PIO or DMA on IDE only" in capsys.readouterr().err
