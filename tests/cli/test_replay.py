@@ -127,3 +127,16 @@ def test_ide_lines_may_choose_pio_or_dma_and_ahci_lines_may_not(disk, tmp_path, 
     assert code == 0 and len(outcomes) == 2, err
     assert emu_main(["replay", "--controller", "ahci", "--image", disk, path]) == 1
     assert f"{path}:3: dma: chooses PIO or DMA on IDE only" in capsys.readouterr().err
+
+
+REPLAY_DIR = os.path.join(os.path.dirname(__file__), "..", "replay")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(REPLAY_DIR) if n.endswith(".jsonl")))
+def test_the_checked_in_regression_scripts_pass(name, disk, capsys):
+    """tests/replay/<controller>-<profile>.jsonl: QEMU-qtest-style scenarios, on a 64 MiB raw image with -d unmap."""
+    controller, profile = name.removesuffix(".jsonl").split("-", 1)
+    code, outcomes, err = run(capsys, "--controller", controller, "--profile", profile, "--image", disk,
+                              "-d", "unmap", "--check", os.path.join(REPLAY_DIR, name))
+    assert code == 0, err
+    assert len(outcomes) >= 14
