@@ -138,8 +138,20 @@ _NCQ = {C.READ_FPDMA_QUEUED: ("in", Protocol.FPDMA_IN), C.WRITE_FPDMA_QUEUED: ("
 _NO_DATA = frozenset({
     C.READ_VERIFY_SECTORS, C.READ_VERIFY_SECTORS_NORETRY, C.READ_VERIFY_SECTORS_EXT, C.SEEK, C.FLUSH_CACHE,
     C.FLUSH_CACHE_EXT, C.SET_FEATURES, C.READ_NATIVE_MAX_ADDRESS, C.READ_NATIVE_MAX_ADDRESS_EXT,
-    C.CHECK_POWER_MODE, C.CHECK_POWER_MODE_OLD,
+    C.CHECK_POWER_MODE, C.CHECK_POWER_MODE_OLD, *(
+        C.STANDBY_IMMEDIATE, C.IDLE_IMMEDIATE, C.STANDBY, C.IDLE, C.SLEEP, C.STANDBY_IMMEDIATE_OLD,
+        C.IDLE_IMMEDIATE_OLD, C.STANDBY_OLD, C.IDLE_OLD, C.SLEEP_OLD, C.RECALIBRATE,
+        C.INITIALIZE_DEVICE_PARAMETERS, C.SECURITY_FREEZE_LOCK),
 })
+# QEMU 7.2 ide_cmd_table entries whose handler does nothing for a hard disk. ide_exec_cmd adds DSC only for
+# entries flagged SET_DSC, so the power commands (cmd_nop without SET_DSC) end with DRDY alone (0x40), while
+# RECALIBRATE, INITIALIZE DEVICE PARAMETERS (cmd_nop) and SECURITY FREEZE LOCK (cmd_cfa_erase_sectors in the
+# CFA_WEAR_LEVEL slot, which also clears COUNT) are SET_DSC (0x50).
+_NOP_STATUS = {
+    **dict.fromkeys((C.STANDBY_IMMEDIATE, C.IDLE_IMMEDIATE, C.STANDBY, C.IDLE, C.SLEEP, C.STANDBY_IMMEDIATE_OLD,
+                     C.IDLE_IMMEDIATE_OLD, C.STANDBY_OLD, C.IDLE_OLD, C.SLEEP_OLD), STATUS_DRDY),
+    **dict.fromkeys((C.RECALIBRATE, C.INITIALIZE_DEVICE_PARAMETERS, C.SECURITY_FREEZE_LOCK), STATUS_OK),
+}
 _NONE = Transfer(Protocol.NONE, 0)
 
 
@@ -282,6 +294,8 @@ class AtaDevice:
     # -- commands without data ---------------------------------------------------------------------------
     def _no_data(self, regs: AtaRegisters) -> AtaResult:
         cmd = regs.command
+        if cmd in _NOP_STATUS:
+            return AtaResult(_NOP_STATUS[cmd], 0, count=0 if cmd == C.SECURITY_FREEZE_LOCK else None)
         if cmd in (C.READ_VERIFY_SECTORS, C.READ_VERIFY_SECTORS_NORETRY, C.READ_VERIFY_SECTORS_EXT, C.SEEK):
             return AtaResult(STATUS_OK, 0)          # cmd_verify / cmd_seek: no range check, complete at once
         if cmd in (C.FLUSH_CACHE, C.FLUSH_CACHE_EXT):
