@@ -21,6 +21,11 @@ _ENTRY = struct.Struct("<Q")
 _LBA_MASK = LBA48_LIMIT - 1
 
 
+def pieces(lba: int, count: int, limit: int) -> list[tuple[int, int]]:
+    """A run of `count` sectors from `lba` cut into consecutive pieces of at most `limit` sectors."""
+    return [(start, min(limit, lba + count - start)) for start in range(lba, lba + count, limit)]
+
+
 def split_ranges(ranges) -> list[tuple[int, int]]:
     """(lba, count) ranges as range entries: each cut into pieces of at most 65535 sectors, empty ones
     dropped. Raises ValueError for a negative count or a range past the 48-bit LBA space."""
@@ -28,11 +33,7 @@ def split_ranges(ranges) -> list[tuple[int, int]]:
     for lba, count in ranges:
         if lba < 0 or count < 0 or lba + count > LBA48_LIMIT:
             raise ValueError(f"range (lba={lba}, count={count}) does not fit 48-bit LBA range entries")
-        while count > 0:
-            piece = min(count, DSM_MAX_RANGE_SECTORS)
-            entries.append((lba, piece))
-            lba += piece
-            count -= piece
+        entries += pieces(lba, count, DSM_MAX_RANGE_SECTORS)
     return entries
 
 

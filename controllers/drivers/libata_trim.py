@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controllers.ata.device import AtaRegisters
-from controllers.ata.dsm import encode_entries
+from controllers.ata.dsm import encode_entries, pieces
 from controllers.ata.layouts import DSM_MAX_RANGE_SECTORS, DSM_TRIM, SECTOR_SIZE, AtaCommand
 
 ATA_MAX_TRIM_RNUM = 64                         # range entries in the one 512-byte block libata sends
@@ -46,13 +46,7 @@ class Refused:
 def split_discard(lba: int, sectors: int) -> list[tuple[int, int]]:
     """The WRITE SAME(16) commands the block layer makes of one discard: pieces of at most the maximum
     write same length (blk-lib's __blkdev_issue_discard splits at max_discard_sectors)."""
-    pieces = []
-    while sectors > 0:
-        n = min(sectors, MAX_WRITE_SAME_BLOCKS)
-        pieces.append((lba, n))
-        lba += n
-        sectors -= n
-    return pieces
+    return pieces(lba, sectors, MAX_WRITE_SAME_BLOCKS)
 
 
 def trim_entries(lba: int, n_block: int) -> list[tuple[int, int]]:
