@@ -438,7 +438,7 @@ class IdeChannel:
     # -- PIO ---------------------------------------------------------------------------------------------------
     def _block_size(self, device: AtaDevice, command: int) -> int:
         """Sectors per DRQ block: READ/WRITE MULTIPLE use mult_sectors (QEMU req_nb_sectors), others one."""
-        return (device.config.multiple_sectors if command in _MULTIPLE else 1) * SECTOR_SIZE
+        return (device.multiple if command in _MULTIPLE else 1) * SECTOR_SIZE
 
     def _bad_block(self, i: int, device: AtaDevice, regs: AtaRegisters, nbytes: int, block: int) -> int | None:
         """The first DRQ block QEMU's per-block ide_sect_range_ok refuses, or None if the range is valid."""

@@ -141,7 +141,7 @@ _NO_DATA = frozenset({
     C.CHECK_POWER_MODE, C.CHECK_POWER_MODE_OLD, *(
         C.STANDBY_IMMEDIATE, C.IDLE_IMMEDIATE, C.STANDBY, C.IDLE, C.SLEEP, C.STANDBY_IMMEDIATE_OLD,
         C.IDLE_IMMEDIATE_OLD, C.STANDBY_OLD, C.IDLE_OLD, C.SLEEP_OLD, C.RECALIBRATE,
-        C.INITIALIZE_DEVICE_PARAMETERS, C.SECURITY_FREEZE_LOCK),
+        C.INITIALIZE_DEVICE_PARAMETERS, C.SECURITY_FREEZE_LOCK, C.SET_MULTIPLE_MODE),
 })
 # QEMU 7.2 ide_cmd_table entries whose handler does nothing for a hard disk. ide_exec_cmd adds DSC only for
 # entries flagged SET_DSC, so the power commands (cmd_nop without SET_DSC) end with DRDY alone (0x40), while
@@ -167,13 +167,14 @@ class AtaDevice:
         self.config = config
         self.write_cache = config.write_cache      # word 85 bit 5; SET FEATURES 0x02 / 0x82
         self.transfer_mode: int | None = None      # COUNT of the last accepted SET FEATURES 0x03
+        self.multiple = config.multiple_sectors    # READ/WRITE MULTIPLE block (QEMU mult_sectors); 0xC6 sets it
         self.chs = config.chs or default_chs(config.capacity_sectors)
 
     # -- the data phase --------------------------------------------------------------------------------
     def identify(self) -> bytes:
         """The IDENTIFY page as it stands now (QEMU rewrites words 62/63/85/88 in place on SET FEATURES)."""
         config = dataclasses.replace(self.config, write_cache=self.write_cache)
-        return build_identify(config, transfer_mode=self.transfer_mode)
+        return build_identify(config, transfer_mode=self.transfer_mode, multiple=self.multiple)
 
     def plan(self, regs: AtaRegisters) -> Transfer:
         """The data phase `regs` asks for. Commands QEMU aborts before any data moves (unknown opcodes, DSM
@@ -183,7 +184,7 @@ class AtaDevice:
             return Transfer(Protocol.PIO_IN, SECTOR_SIZE)
         rw = _RW.get(cmd)
         if rw is not None:
-            if cmd in _MULTIPLE and not self.config.multiple_sectors:
+            if cmd in _MULTIPLE and not self.multiple:
                 return _NONE                        # QEMU cmd_read/write_multiple: mult_sectors 0 -> abort
             return Transfer(rw[1], decode_count(regs.count, lba48=rw[2]) * SECTOR_SIZE)
         ncq = _NCQ.get(cmd)
@@ -294,6 +295,8 @@ class AtaDevice:
     # -- commands without data ---------------------------------------------------------------------------
     def _no_data(self, regs: AtaRegisters) -> AtaResult:
         cmd = regs.command
+        if cmd == C.SET_MULTIPLE_MODE:
+            return self._set_multiple(regs.count & 0xFF)
         if cmd in _NOP_STATUS:
             return AtaResult(_NOP_STATUS[cmd], 0, count=0 if cmd == C.SECURITY_FREEZE_LOCK else None)
         if cmd in (C.READ_VERIFY_SECTORS, C.READ_VERIFY_SECTORS_NORETRY, C.READ_VERIFY_SECTORS_EXT, C.SEEK):
@@ -308,6 +311,14 @@ class AtaDevice:
         if cmd in (C.CHECK_POWER_MODE, C.CHECK_POWER_MODE_OLD):
             return AtaResult(STATUS_OK, 0, count=0xFF)   # cmd_check_power_mode: active or idle
         return self._set_features(regs)
+
+    def _set_multiple(self, count: int) -> AtaResult:
+        """cmd_set_multiple_mode (SET_DSC): 0 turns READ/WRITE MULTIPLE off; otherwise a power of two up to
+        the maximum (MAX_MULT_SECTORS, word 47), else ABRT."""
+        if count and (count > self.config.multiple_sectors or count & (count - 1)):
+            return AtaResult(STATUS_FAIL, ERROR_ABRT)
+        self.multiple = count
+        return AtaResult(STATUS_OK, 0)
 
     def _flush(self) -> AtaResult:
         done = self.drive.flush()

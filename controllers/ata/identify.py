@@ -111,12 +111,15 @@ def identify_checksum(page: bytes) -> int:
     return -sum(page[:511]) & 0xFF
 
 
-def build_identify(config: AtaConfig, *, transfer_mode: int | None = None) -> bytes:
+def build_identify(config: AtaConfig, *, transfer_mode: int | None = None, multiple: int | None = None) -> bytes:
     """The IDENTIFY DEVICE page for `config`, word for word as QEMU's ide_identify writes it for ide-hd.
 
     `transfer_mode` is the COUNT of the last SET FEATURES 0x03 (None: QEMU's power-on words 62/63/88, which
-    select UDMA5). Word 255 is written only with `config.integrity_word`.
+    select UDMA5). `multiple` is the current READ/WRITE MULTIPLE setting of word 59 (None: the power-on
+    value, `config.multiple_sectors`, which word 47 reports as the maximum). Word 255 is written only with
+    `config.integrity_word`.
     """
+    multiple = config.multiple_sectors if multiple is None else multiple
     w = [0] * IDENTIFY_WORDS
     cylinders, heads, sectors = config.chs or default_chs(config.capacity_sectors)
     capacity = config.capacity_sectors
@@ -143,8 +146,8 @@ def build_identify(config: AtaConfig, *, transfer_mode: int | None = None) -> by
     chs_sectors = cylinders * heads * sectors
     w[57] = chs_sectors & 0xFFFF
     w[58] = (chs_sectors >> 16) & 0xFFFF
-    if config.multiple_sectors:
-        w[ID_MULTSECT] = 0x0100 | config.multiple_sectors
+    if multiple:
+        w[ID_MULTSECT] = 0x0100 | multiple
     lba28 = min(capacity, LBA28_LIMIT - 1)              # ide_identify_size clamps at 2^28 - 1
     w[ID_LBA_CAPACITY] = lba28 & 0xFFFF
     w[ID_LBA_CAPACITY + 1] = lba28 >> 16

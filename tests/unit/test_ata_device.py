@@ -320,3 +320,18 @@ def test_qemu_no_op_commands_complete_with_qemus_status(tmp_path, opcode, status
     device, _ = make(tmp_path)
     result = device.execute(AtaRegisters(opcode))
     assert (result.status, result.error, result.completions) == (status, 0, [])
+
+
+def test_set_multiple_mode_changes_word_59_and_read_multiple(tmp_path):
+    """cmd_set_multiple_mode: a power of two up to MAX_MULT_SECTORS (word 47), 0 turns MULTIPLE off."""
+    dev, _ = make(tmp_path)
+    assert (run(dev, command=0xC6, count=8).status, dev.multiple) == (OK, 8)
+    words = struct.unpack("<256H", dev.identify())
+    assert (words[47], words[59]) == (0x8010, 0x0108)
+    for bad in (3, 32, 0x11):
+        res = run(dev, command=0xC6, count=bad)
+        assert (res.status, res.error, dev.multiple) == (FAIL, 0x04, 8)
+    assert run(dev, command=0xC6, count=0).status == OK
+    assert struct.unpack("<256H", dev.identify())[59] == 0
+    assert dev.plan(AtaRegisters(0xC4, lba=0, count=1, device=LBA)) == (Protocol.NONE, 0)
+    assert (run(dev, command=0xC4, lba=0, count=1, device=LBA).status) == FAIL
