@@ -216,3 +216,9 @@ def libvhdi_read(child: str, parent: str | None = None) -> tuple[str | None, byt
         disk.set_parent(base)
     disk.seek(0)
     return name, disk.read(disk.get_media_size())
+
+
+def patch_bytes(path: str, offset: int, raw: bytes) -> None:
+    """Overwrite bytes of a file in place (malformed-file tests)."""
+    with open(path, "r+b") as f:
+        os.pwrite(f.fileno(), raw, offset)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from images.qcow2 import layout as L
-from tests.support import Hang, time_limit, traced_memory  # noqa: F401  (re-exported: the guards)
+from tests.support import Hang, patch_bytes, time_limit, traced_memory  # noqa: F401  (re-exported)
 
 
 def qemu_img_run(qemu_img: str, *args: str, cwd: str | None = None) -> None:
@@ -56,12 +56,6 @@ def patch_field(path, name: str, value: int | bytes) -> None:
     raw = value if isinstance(value, bytes) else struct.pack(_PACK[size], value)
     assert len(raw) == size, (name, raw)
     patch_bytes(path, offset, raw)
-
-
-def patch_bytes(path, offset: int, raw: bytes) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write(raw)
 
 
 def patch_u64(path, offset: int, value: int) -> None:

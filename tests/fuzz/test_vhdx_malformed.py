@@ -26,7 +26,7 @@ from emu.crc32c import crc32c
 from images import create_image, detect_format, open_image
 from images.inspect import map_extents
 from tests.conftest import run
-from tests.support import Hang, assert_open_fails, digest, time_limit, traced_memory
+from tests.support import Hang, assert_open_fails, digest, patch_bytes, time_limit, traced_memory
 
 pytestmark = pytest.mark.qemu
 
@@ -47,11 +47,6 @@ def read(path: str, offset: int, length: int) -> bytes:
         return os.pread(f.fileno(), length, offset)
 
 
-def patch(path: str, offset: int, raw: bytes) -> None:
-    with open(path, "r+b") as f:
-        os.pwrite(f.fileno(), raw, offset)
-
-
 def crc(raw: bytes) -> bytes:
     """CRC-32C of a structure with its checksum field (bytes 4-7) counted as zero, as stored."""
     return struct.pack("<I", crc32c(raw[:4] + bytes(4) + raw[8:]))
@@ -59,20 +54,20 @@ def crc(raw: bytes) -> bytes:
 
 def fix_checksums(path: str) -> None:
     for offset, size in [(h, 4096) for h in HEADERS] + [(r, 65536) for r in REGIONS]:
-        patch(path, offset + 4, crc(read(path, offset, size)))
+        patch_bytes(path, offset + 4, crc(read(path, offset, size)))
 
 
 def patch_headers(path: str, field_offset: int, raw: bytes) -> None:
     """The same field in both headers, checksums recomputed."""
     for header in HEADERS:
-        patch(path, header + field_offset, raw)
+        patch_bytes(path, header + field_offset, raw)
     fix_checksums(path)
 
 
 def patch_regions(path: str, field_offset: int, raw: bytes) -> None:
     """The same bytes in both region tables, checksums recomputed."""
     for table in REGIONS:
-        patch(path, table + field_offset, raw)
+        patch_bytes(path, table + field_offset, raw)
     fix_checksums(path)
 
 
@@ -127,7 +122,7 @@ def regions(offset: int, raw: bytes):
 
 
 def raw(offset: int, data: bytes):
-    return lambda path: patch(path, offset, data)
+    return lambda path: patch_bytes(path, offset, data)
 
 
 def both(*patchers):
@@ -168,7 +163,7 @@ CASES = {
     "metadata signature": (raw(META, b"metadatX"), InvalidImage, "metadata", False),
     "3000 metadata entries": (raw(META + 10, struct.pack("<H", 3000)), InvalidImage, "metadata", False),
     "physical sector size item missing": (raw(META + 10, struct.pack("<H", 4)), InvalidImage, "metadata", False),
-    "file parameters twice": (lambda path: patch(path, META + 64, read(path, META + 32, 32)), InvalidImage,
+    "file parameters twice": (lambda path: patch_bytes(path, META + 64, read(path, META + 32, 32)), InvalidImage,
                               "metadata", False),
     "item outside the metadata region": (raw(META + 48, struct.pack("<I", MiB)), InvalidImage, "metadata", False),
     "file parameters item of 4 bytes": (raw(META + 52, struct.pack("<I", 4)), InvalidImage, "metadata", True),
@@ -208,19 +203,19 @@ def test_sector_bitmap_block_in_a_disk_without_parent_is_refused(tmp_path, qemu_
     path = str(tmp_path / "big.vhdx")
     run(qemu_img, "create", "-q", "-f", "vhdx", "-o", "block_size=8M", path, "64G")
     bat = struct.unpack("<Q", read(path, REGIONS[0] + 32, 8))[0]
-    patch(path, bat + 8 * 512, struct.pack("<Q", 4 * MiB | 6))
+    patch_bytes(path, bat + 8 * 512, struct.pack("<Q", 4 * MiB | 6))
     assert_open_fails(path, InvalidImage, "bat")
 
 
 def test_bad_file_signature_is_not_a_vhdx(disk):
-    patch(disk, 0, b"vhdxfilX")
+    patch_bytes(disk, 0, b"vhdxfilX")
     assert detect_format(disk) == "raw"                 # as qemu-img probes it
     assert_open_fails(disk, InvalidImage, "magic", fmt="vhdx")
 
 
 @pytest.mark.parametrize("bad", [0, 1])
 def test_one_bad_header_falls_back_to_the_other_as_qemu_does(disk, qemu_img, bad):
-    patch(disk, HEADERS[bad] + 200, b"\x01")
+    patch_bytes(disk, HEADERS[bad] + 200, b"\x01")
     image = open_image(disk, read_only=True)
     assert image.current == 1 - bad and image.virtual_size == 64 * MiB
     image.close()
@@ -233,10 +228,10 @@ def test_one_bad_header_falls_back_to_the_other_as_qemu_does(disk, qemu_img, bad
 
 
 def test_headers_with_equal_sequence_numbers_must_be_identical(disk):
-    patch(disk, HEADERS[1] + 8, read(disk, HEADERS[0] + 8, 8))
+    patch_bytes(disk, HEADERS[1] + 8, read(disk, HEADERS[0] + 8, 8))
     fix_checksums(disk)
     open_image(disk, read_only=True).close()            # Disk2VHD writes two identical headers
-    patch(disk, HEADERS[1] + 16, uuid.uuid4().bytes_le)  # another file write GUID: which one is current?
+    patch_bytes(disk, HEADERS[1] + 16, uuid.uuid4().bytes_le)  # another file write GUID: which one is current?
     fix_checksums(disk)
     assert_open_fails(disk, InvalidImage, "header")
 
@@ -244,7 +239,7 @@ def test_headers_with_equal_sequence_numbers_must_be_identical(disk):
 @pytest.mark.parametrize("bad", [0, 1])
 def test_one_bad_region_table_falls_back_to_the_other(disk, qemu_img, bad):
     """[MS-VHDX] keeps two copies for this; qemu 7.2 reads only the first and refuses when it is bad."""
-    patch(disk, REGIONS[bad] + 200, b"\x01")
+    patch_bytes(disk, REGIONS[bad] + 200, b"\x01")
     image = open_image(disk, read_only=True)
     assert image.bat_offset == BAT
     image.close()
@@ -265,7 +260,7 @@ def test_a_log_guid_without_entries_is_cleared_only_on_a_valid_file(disk, qemu_i
     A read-write open clears the GUID, but only once the file proved valid."""
     patch_headers(disk, 48, uuid.uuid4().bytes_le)
     for region in REGIONS:
-        patch(disk, region + 200, b"\1")
+        patch_bytes(disk, region + 200, b"\1")
     assert_open_fails(disk, InvalidImage, "region_table")     # the read-write open wrote nothing either
     fix_checksums(disk)
     open_image(disk, read_only=True).close()
@@ -286,7 +281,7 @@ def test_truncated_bat_is_refused(tmp_path, qemu_img):
     """A BAT after the metadata (Hyper-V may place it anywhere), cut short with the file."""
     path = str(tmp_path / "d.vhdx")
     run(qemu_img, "create", "-q", "-f", "vhdx", "-o", "block_size=1M", path, "1G")   # 1024 entries, 8 KiB
-    patch(path, 4 * MiB, read(path, BAT, 8192))
+    patch_bytes(path, 4 * MiB, read(path, BAT, 8192))
     patch_regions(path, 32, struct.pack("<Q", 4 * MiB))
     open_image(path, read_only=True).close()
     os.truncate(path, 4 * MiB + 4096)

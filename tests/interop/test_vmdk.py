@@ -12,7 +12,7 @@ from emu.cli import main as emu_main
 from emu.errors import InvalidImage, UnsupportedFeature
 from images import create_image, open_image
 from tests.conftest import run
-from tests.support import emu_map, emu_read
+from tests.support import emu_map, emu_read, patch_bytes
 
 MiB = 1 << 20
 
@@ -120,12 +120,6 @@ def test_discard_is_a_no_op(tmp_path):
     assert drive.read(0, MiB).data == b"\x01" * MiB
 
 
-def patch(path: str, offset: int, value: bytes) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write(value)
-
-
 @pytest.mark.parametrize("offset,value,cls,field", [
     (4, (9).to_bytes(4, "little"), UnsupportedFeature, "version"),
     (44, (1000).to_bytes(4, "little"), InvalidImage, "num_gtes_per_gt"),
@@ -137,7 +131,7 @@ def patch(path: str, offset: int, value: bytes) -> None:
 def test_malformed_headers_are_refused_naming_the_field(tmp_path, offset, value, cls, field):
     path = str(tmp_path / "bad.vmdk")
     create_image(path, "vmdk", 64 * MiB, {})
-    patch(path, offset, value)
+    patch_bytes(path, offset, value)
     with pytest.raises(cls) as info:
         open_image(path, read_only=True)
     assert info.value.field == field and path in str(info.value)
