@@ -12,13 +12,12 @@ from scenarios.profiles.ata import (
     DEFAULT_PROFILE,
     FROM_DRIVE,
     PROFILES,
-    Fact,
     Profile,
-    UnknownProfile,
     describe,
     get_profile,
 )
 from scenarios.profiles.discard import read_zeroes_after_trim
+from scenarios.profiles.facts import Fact, UnknownProfile
 
 __all__ = [
     "DEFAULT_PROFILE",

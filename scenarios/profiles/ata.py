@@ -10,13 +10,13 @@ value the standard leaves open says it is a choice.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from controllers.ata.config import AtaConfig
 from emu.errors import UsageError
+from scenarios.profiles.facts import Fact, UnknownProfile, check_facts, profile_fields
 
 Controller = Literal["ide", "ahci"]
 CONTROLLERS: tuple[str, ...] = ("ide", "ahci")
@@ -25,24 +25,7 @@ CONTROLLERS: tuple[str, ...] = ("ide", "ahci")
 FROM_DRIVE = "from-drive"
 
 # AtaConfig fields a profile sets; capacity comes from the image and ncq_depth from the controller kind.
-PROFILE_FIELDS = tuple(f.name for f in dataclasses.fields(AtaConfig)
-                       if f.name not in ("capacity_sectors", "ncq_depth", "chs"))
-
-
-class UnknownProfile(UsageError):
-    """A profile name no registry entry has (`--profile NAME`, a scenario file)."""
-
-
-@dataclass(frozen=True)
-class Fact:
-    """One value and where it was read: a release + file + function, a commit, or a standard's clause."""
-
-    value: object
-    source: str
-
-    def __post_init__(self) -> None:
-        if not self.source.strip():
-            raise ValueError(f"fact {self.value!r} has no source")
+PROFILE_FIELDS = profile_fields(AtaConfig, given=("capacity_sectors", "ncq_depth", "chs"))
 
 
 @dataclass(frozen=True)
@@ -58,10 +41,7 @@ class Profile:
     notes: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        missing = sorted(set(PROFILE_FIELDS) - set(self.fields))
-        unknown = sorted(set(self.fields) - set(PROFILE_FIELDS))
-        if missing or unknown:
-            raise ValueError(f"profile {self.name}: missing fields {missing}, unknown fields {unknown}")
+        check_facts(f"profile {self.name}", AtaConfig, self.fields, given=("capacity_sectors", "ncq_depth", "chs"))
         if set(self.ncq_depth) != set(CONTROLLERS):
             raise ValueError(f"profile {self.name}: ncq_depth must cover exactly {', '.join(CONTROLLERS)}")
 
