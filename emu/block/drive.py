@@ -16,7 +16,7 @@ from emu.block.options import DriveOptions
 from emu.block.request import Completion, Flags, Op, Request
 from emu.errors import BlockError, ImageError
 from emu.trace import Act, Trace
-from images.backend import ImageBackend
+from images.backend import ImageBackend, Status
 
 MAX_BOUNCE_BUFFER = 32768 * 512  # QEMU MAX_BOUNCE_BUFFER: largest zero buffer of the fallback
 _ZEROS = bytes(1 << 20)
@@ -95,6 +95,16 @@ class Drive:
 
     def close(self) -> None:
         self.backend.close()
+
+    def mapped(self, offset: int, length: int) -> tuple[bool, int]:
+        """Whether the guest range at `offset` holds data in any layer of the chain (`qemu-img map`'s "data")
+        and how many bytes from `offset` share that answer: what a device reports for GET LBA STATUS.
+        Out-of-range or empty ranges are a BlockError (EIO), as for any request."""
+        if not (0 <= offset and 0 < length <= self.capacity - offset):
+            raise BlockError(errno.EIO, f"block status of {offset:#x}+{length:#x} outside the "
+                                        f"{self.capacity}-byte disk")
+        status, _depth = self.backend.status_above(offset, length)
+        return bool(status.flags & Status.DATA), status.length
 
     # -- execution ---------------------------------------------------------------------------------
     def execute(self, req: Request) -> Completion:

@@ -12,7 +12,7 @@ import pytest
 
 from emu.block import Drive, DriveOptions
 from emu.cli import main as emu_main
-from emu.errors import InvalidImage
+from emu.errors import BlockError, InvalidImage
 from images import create_image, open_image
 from images.inspect import map_extents
 from tests.conftest import run
@@ -390,3 +390,35 @@ def test_sizes_over_the_format_limit_are_clear_errors(fmt, size, limit, tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and limit in err
     assert not os.path.exists(path)
+
+
+def test_drive_mapped_agrees_with_qemu_img_map_through_a_chain(qemu_img, qemu_io, tmp_path):
+    """Drive.mapped (what GET LBA STATUS reports) is qemu-img map's "data" column, run for run."""
+    base, top = str(tmp_path / "base.qcow2"), str(tmp_path / "top.qcow2")
+    run(qemu_img, "create", "-q", "-f", "qcow2", base, "4M")
+    run(qemu_io, "-f", "qcow2", "-c", "write 0 192k", "-c", "write 2M 64k", base)
+    run(qemu_img, "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
+    run(qemu_io, "-f", "qcow2", "-c", "write 1M 128k", "-c", "write -z 0 64k", "-c", "discard 2M 64k", top)
+    want = [(e["start"], e["length"], e["data"])
+            for e in json.loads(run(qemu_img, "map", "--output=json", "-f", "qcow2", top).stdout)]
+    drive = Drive(open_image(top, "qcow2", read_only=True))
+    got, offset = [], 0
+    while offset < drive.capacity:
+        data, length = drive.mapped(offset, drive.capacity - offset)
+        if got and got[-1][2] == data and got[-1][0] + got[-1][1] == offset:
+            got[-1] = (got[-1][0], got[-1][1] + length, data)
+        else:
+            got.append((offset, length, data))
+        offset += length
+    merged = []
+    for start, length, data in want:
+        if merged and merged[-1][2] == data:
+            merged[-1] = (merged[-1][0], merged[-1][1] + length, data)
+        else:
+            merged.append((start, length, data))
+    assert got == merged and len(got) >= 4, got
+    assert drive.mapped(0, 1 << 20) == (False, 64 << 10)            # zeroed in the top layer
+    assert drive.mapped(64 << 10, 64 << 10) == (True, 64 << 10)      # the base's data, clipped to the ask
+    with pytest.raises(BlockError):
+        drive.mapped(4 << 20, 512)
+    drive.close()
