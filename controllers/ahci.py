@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from controllers.ata.codec import prdt_regions, unpack_cmd_header, unpack_h2d_fis
-from controllers.ata.device import AtaDevice, AtaRegisters, AtaResult, Protocol
+from controllers.ata.device import PAGE_COMMANDS, AtaDevice, AtaRegisters, AtaResult, Protocol
 from controllers.ata.layouts import (
     ATA_D2H_FIS,
     ATA_PIO_SETUP_FIS,
@@ -45,6 +45,7 @@ from controllers.ata.layouts import (
     CAP_SNCQ,
     CONTROL_SRST,
     DEVICE_LBA,
+    DEVICE_OBSOLETE,
     ERROR_ABRT,
     FIS_TYPE_REG_H2D,
     GHC_AE,
@@ -266,11 +267,16 @@ class AhciPort:
         if not self.present:
             return
         self.status, self.error = STATUS_AFTER_RESET, 0x01
-        self.select = 0xA0
-        # ahci_set_signature(SATA_SIGNATURE_DISK): hcyl:lcyl:sector:nsector = 00:00:01:01
-        self.lba = (SIG_DISK >> 8) & 0xFFFFFF
-        self.nsector = SIG_DISK & 0xFF
+        self.lba = 0
+        self._set_signature()
         self._init_d2h()
+
+    def _set_signature(self) -> None:
+        """Device register 0xA0 and ide_set_signature for a disk (SATA_SIGNATURE_DISK): hcyl:lcyl:sector:nsector
+        = 00:00:01:01; the HOB bytes stay."""
+        self.select = DEVICE_OBSOLETE
+        self.lba = (self.lba & ~0xFFFFFF) | (SIG_DISK >> 8) & 0xFFFFFF
+        self.nsector = SIG_DISK & 0xFF
 
     def _init_d2h(self) -> None:
         """ahci_init_d2h: the first D2H FIS (I = 1), and PxSIG from the task file, once FIS receive is on."""
@@ -462,6 +468,11 @@ class AhciPort:
         self.status, self.error = result.status, result.error
         if result.ok:
             self._outputs(regs, result, transfer.nbytes)
+        if result.signature and not self.device.config.diagnostic_completes:
+            # QEMU: cmd_exec_dev_diagnostic never reaches ahci_cmd_done. No FIS, no interrupt, PxCI stays set, and
+            # handle_cmd (which only waits out BSY/DRQ) runs the slot again at the next scan.
+            self.busy_slot = None
+            return None
         self.busy_slot = None
         if not self.status & (STATUS_ERR | STATUS_BSY | STATUS_DRQ):
             self.ci &= ~(1 << slot)              # ahci_clear_cmd_issue: only a clean completion clears PxCI
@@ -478,13 +489,13 @@ class AhciPort:
     def _pio_fis(self, regs: AtaRegisters, protocol: Protocol, nbytes: int, ok: bool) -> None:
         """The PIO Setup FIS of the last DRQ block, as QEMU leaves it (one FIS per block, each overwriting)."""
         cmd = regs.command
-        block = SECTOR_SIZE * ((self.device.config.multiple_sectors or 1) if cmd in _MULTIPLE else 1)
-        if cmd == AtaCommand.IDENTIFY_DEVICE:
+        block = SECTOR_SIZE * ((self.device.multiple or 1) if cmd in _MULTIPLE else 1)
+        if cmd in PAGE_COMMANDS:
             block = nbytes
         nblocks = max(1, -(-nbytes // block))
         self.status = STATUS_DRQ_PHASE
         if protocol is Protocol.PIO_IN:
-            if cmd != AtaCommand.IDENTIFY_DEVICE:   # ide_sector_read_cb advances the registers before DRQ
+            if cmd not in PAGE_COMMANDS:          # ide_sector_read_cb advances the registers before DRQ
                 start, count = self._start_lba(regs), nbytes // SECTOR_SIZE
                 self._set_sector(start + count, cmd in _LBA48_OPCODES)
                 self.nsector = 0
@@ -511,7 +522,11 @@ class AhciPort:
             self._set_sector(result.lba, cmd == 0x27)
         elif cmd in _CHECK_POWER and result.count is not None:
             self.nsector = result.count
-        elif nbytes and cmd not in (AtaCommand.IDENTIFY_DEVICE, AtaCommand.DATA_SET_MANAGEMENT):
+        elif result.cylinders is not None:       # SMART RETURN STATUS: lcyl/hcyl
+            self.lba = (self.lba & ~0xFFFF00) | result.cylinders << 8
+        elif result.signature:                   # cmd_exec_dev_diagnostic
+            self._set_signature()
+        elif nbytes and cmd not in PAGE_COMMANDS and cmd != AtaCommand.DATA_SET_MANAGEMENT:
             self._set_sector(self._start_lba(regs) + nbytes // SECTOR_SIZE, cmd in _LBA48_OPCODES)
             self.nsector = 0
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from controllers.ata.device import AtaDevice, AtaRegisters, AtaResult, Protocol, Transfer
+from controllers.ata.device import PAGE_COMMANDS, AtaDevice, AtaRegisters, AtaResult, Protocol, Transfer
 from controllers.ata.layouts import (
     BM_CMD_MASK,
     BM_CMD_START,
@@ -411,6 +411,8 @@ class IdeChannel:
         u.status, u.error = result.status, result.error
         if result.lba is not None:  # READ NATIVE MAX ADDRESS: ide_set_sector
             self._set_sector(i, result.lba)
+        if result.cylinders is not None:    # SMART RETURN STATUS sets lcyl/hcyl directly
+            u.lcyl, u.hcyl = result.cylinders & 0xFF, result.cylinders >> 8
         if result.count is not None:    # CHECK POWER MODE
             u.nsector = result.count
         self._set_irq()
@@ -442,7 +444,7 @@ class IdeChannel:
 
     def _bad_block(self, i: int, device: AtaDevice, regs: AtaRegisters, nbytes: int, block: int) -> int | None:
         """The first DRQ block QEMU's per-block ide_sect_range_ok refuses, or None if the range is valid."""
-        if regs.command == C.IDENTIFY_DEVICE:
+        if regs.command in PAGE_COMMANDS:
             return None
         lba, nsect, total = self._get_sector(i), nbytes // SECTOR_SIZE, device.config.capacity_sectors
         if 0 <= lba and lba + nsect <= total:
@@ -474,7 +476,7 @@ class IdeChannel:
         """ide_sector_read_cb: the next block is ready: registers advance, DRQ, interrupt."""
         self._pio = pio
         pio.end = min(pio.pos + pio.block, len(pio.buf))
-        if pio.regs.command != C.IDENTIFY_DEVICE:
+        if pio.regs.command not in PAGE_COMMANDS:
             self._advance(pio.unit, (pio.end - pio.pos) // SECTOR_SIZE)
         u = self.units[pio.unit]
         u.status, u.error = STATUS_DATA, 0

@@ -61,6 +61,10 @@ class AtaConfig:
     # Word 255 integrity word: signature 0xA5 and a checksum making the page sum to 0 mod 256 (ACS). QEMU's
     # ide_identify never writes it (word 255 stays 0, 7.2 through 8.2.1); the strict profile sets it.
     integrity_word: bool = False
+    # Whether EXECUTE DEVICE DIAGNOSTIC behind AHCI ends with a D2H FIS, interrupt and PxCI cleared (ACS / AHCI).
+    # QEMU's cmd_exec_dev_diagnostic returns without ide_cmd_done, so its AHCI port never completes the command
+    # (PIIX raises the interrupt itself and is unaffected).
+    diagnostic_completes: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.capacity_sectors < MAX_LBA48_SECTORS:

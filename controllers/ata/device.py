@@ -23,9 +23,11 @@ from typing import NamedTuple
 from controllers.ata.config import AtaConfig
 from controllers.ata.dsm import decode_entries
 from controllers.ata.identify import build_identify, default_chs, transfer_mode_words
+from controllers.ata.smart import PAGE_FEATURES, SmartState
 from controllers.ata.layouts import (
     DSM_TRIM,
     ERROR_ABRT,
+    ERROR_AMNF,
     ERROR_IDNF,
     LBA28_LIMIT,
     LBA48_LIMIT,
@@ -99,13 +101,16 @@ class AtaRegisters:
 @dataclass
 class AtaResult:
     """What the device answers: status and error registers, read data, and register outputs (COUNT of CHECK
-    POWER MODE, LBA of READ NATIVE MAX ADDRESS) plus every block-layer completion it caused, in order."""
+    POWER MODE, LBA of READ NATIVE MAX ADDRESS, LBA 23:8 of SMART RETURN STATUS, the signature after EXECUTE
+    DEVICE DIAGNOSTIC) plus every block-layer completion it caused, in order."""
 
     status: int
     error: int
     data_in: bytes = b""
     count: int | None = None
     lba: int | None = None
+    cylinders: int | None = None    # LBA 23:8 as QEMU sets lcyl/hcyl directly (SMART RETURN STATUS)
+    signature: bool = False         # the task file shows the device signature (EXECUTE DEVICE DIAGNOSTIC)
     completions: list[Completion] = field(default_factory=list)
 
     @property
@@ -153,6 +158,9 @@ _NOP_STATUS = {
     **dict.fromkeys((C.RECALIBRATE, C.INITIALIZE_DEVICE_PARAMETERS, C.SECURITY_FREEZE_LOCK), STATUS_OK),
 }
 _NONE = Transfer(Protocol.NONE, 0)
+# PIO-in commands whose data is a page the device builds, not sectors: no range check, and the task file does not
+# advance (QEMU ide_transfer_start(..., ide_transfer_stop) in cmd_identify and cmd_smart).
+PAGE_COMMANDS = frozenset({C.IDENTIFY_DEVICE, C.SMART})
 
 
 class AtaDevice:
@@ -169,6 +177,7 @@ class AtaDevice:
         self.transfer_mode: int | None = None      # COUNT of the last accepted SET FEATURES 0x03
         self.multiple = config.multiple_sectors    # READ/WRITE MULTIPLE block (QEMU mult_sectors); 0xC6 sets it
         self.chs = config.chs or default_chs(config.capacity_sectors)
+        self.smart = SmartState()                  # QEMU ide_init_drive; survives device resets
 
     # -- the data phase --------------------------------------------------------------------------------
     def identify(self) -> bytes:
@@ -197,6 +206,9 @@ class AtaDevice:
                 return _NONE
             # QEMU cmd_data_set_management: no ide_cmd_lba48_transform, COUNT is taken as is
             return Transfer(Protocol.DMA_OUT, regs.count * SECTOR_SIZE)
+        if cmd == C.SMART and regs.features & 0xFF in PAGE_FEATURES and not self.smart.refusal(regs.features,
+                                                                                              regs.lba):
+            return Transfer(Protocol.PIO_IN, SECTOR_SIZE)
         return _NONE
 
     # -- execution ---------------------------------------------------------------------------------------
@@ -231,6 +243,15 @@ class AtaDevice:
             return self._dsm(regs, data_out)
         if cmd in _NO_DATA:
             return self._no_data(regs)
+        if cmd == C.SMART:
+            if self.smart.refusal(regs.features, regs.lba):
+                return _abort()
+            page, cylinders = self.smart.run(regs.features, regs.lba)
+            return AtaResult(STATUS_OK, 0, data_in=page, cylinders=cylinders)
+        if cmd == C.EXECUTE_DEVICE_DIAGNOSTIC:
+            # cmd_exec_dev_diagnostic: "device 0 passed, device 1 passed or not present" in the error register,
+            # without ERR; the task file takes the signature (PIIX answers for both devices itself)
+            return AtaResult(STATUS_OK, ERROR_AMNF, signature=True)
         return _abort()                             # QEMU ide_exec_cmd: not in ide_cmd_table -> ide_abort_command
 
     # -- reads and writes ------------------------------------------------------------------------------

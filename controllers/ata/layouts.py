@@ -706,3 +706,99 @@ DSM_RANGE_ENTRY = Struct(
 IDENTIFY_WORDS = 256
 IDENTIFY_SIZE = 512
 IDENTIFY_PAGE = Array(IDENTIFY_WORDS, Int16ul)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SMART (command 0xB0): the 512-byte pages of READ DATA, READ ATTRIBUTE THRESHOLDS and READ LOG, as SFF-8035i /
+# ATA-8 ACS lay them out and QEMU's cmd_smart fills them (hw/ide/core.c). Byte 511 is the page checksum.
+# ----------------------------------------------------------------------------------------------------------
+
+SMART_LBA_MID = 0x4F                # LBA 15:8 and 23:16 a SMART command must carry (cmd_smart: lcyl, hcyl)
+SMART_LBA_HIGH = 0xC2
+SMART_THRESHOLD_EXCEEDED = (0xF4, 0x2C)   # RETURN STATUS answer (mid, high) when a threshold is exceeded
+
+
+class SmartFeature(IntEnum):
+    """SMART subcommands (FEATURES register; QEMU internal.h SMART_*)."""
+
+    READ_DATA = 0xD0
+    READ_THRESH = 0xD1
+    ATTR_AUTOSAVE = 0xD2
+    SAVE_ATTR = 0xD3                # defined by ATA, not handled by QEMU (aborts)
+    EXECUTE_OFFLINE = 0xD4
+    READ_LOG = 0xD5
+    WRITE_LOG = 0xD6                # defined by ATA, not handled by QEMU (aborts)
+    ENABLE = 0xD8
+    DISABLE = 0xD9
+    STATUS = 0xDA
+
+
+SMART_ATTRIBUTES = 30
+SMART_SELFTEST_ENTRIES = 21
+SMART_LOG_SUMMARY_ERROR = 0x01
+SMART_LOG_SELFTEST = 0x06
+
+SMART_ATTRIBUTE = Struct(
+    "id" / Int8ul,
+    "flags" / Int16ul,
+    "value" / Int8ul,
+    "worst" / Int8ul,
+    "raw" / Bytes(6),
+    "reserved" / Int8ul,
+)
+
+SMART_DATA_PAGE = Struct(
+    "revision" / Int16ul,
+    "attributes" / Array(SMART_ATTRIBUTES, SMART_ATTRIBUTE),
+    "offline_status" / Int8ul,          # 362; bit 7 = attribute autosave enabled
+    "selftest_status" / Int8ul,         # 363
+    "offline_seconds" / Int16ul,        # 364-365: time to complete off-line data collection
+    "vendor_366" / Int8ul,
+    "offline_capability" / Int8ul,      # 367
+    "smart_capability" / Int16ul,       # 368-369
+    "error_logging" / Int8ul,           # 370 bit 0: error logging supported
+    "vendor_371" / Int8ul,
+    "short_test_minutes" / Int8ul,      # 372
+    "extended_test_minutes" / Int8ul,   # 373
+    "conveyance_test_minutes" / Int8ul,  # 374
+    "extended_test_minutes_word" / Int16ul,   # 375-376
+    "reserved" / Bytes(9),
+    "vendor" / Bytes(125),
+    "checksum" / Int8ul,
+)
+
+SMART_THRESHOLD = Struct("id" / Int8ul, "threshold" / Int8ul, "reserved" / Bytes(10))
+
+SMART_THRESHOLD_PAGE = Struct(
+    "revision" / Int16ul,
+    "thresholds" / Array(SMART_ATTRIBUTES, SMART_THRESHOLD),
+    "reserved" / Bytes(149),
+    "checksum" / Int8ul,
+)
+
+SMART_SELFTEST_DESCRIPTOR = Struct(
+    "test" / Int8ul,                    # LBA 7:0 of the EXECUTE OFF-LINE command that ran it
+    "status" / Int8ul,
+    "lifetime_hours" / Int16ul,
+    "checkpoint" / Int8ul,
+    "failing_lba" / Int32ul,
+    "vendor" / Bytes(15),
+)
+
+SMART_SELFTEST_LOG = Struct(
+    "revision" / Int16ul,
+    "descriptors" / Array(SMART_SELFTEST_ENTRIES, SMART_SELFTEST_DESCRIPTOR),
+    "vendor" / Bytes(2),
+    "index" / Int8ul,                   # 508: the most recent descriptor, 1-based; 0 = empty log
+    "reserved" / Bytes(2),
+    "checksum" / Int8ul,
+)
+
+SMART_SUMMARY_ERROR_LOG = Struct(
+    "revision" / Int8ul,
+    "index" / Int8ul,                   # most recent error entry, 0 = none
+    "entries" / Bytes(5 * 90),
+    "error_count" / Int16ul,            # 452-453
+    "reserved" / Bytes(57),
+    "checksum" / Int8ul,
+)

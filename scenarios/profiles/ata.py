@@ -95,6 +95,9 @@ _QEMU_72_FIELDS = {
     "multiple_sectors": Fact(16, f"{Q72} hw/ide/internal.h MAX_MULT_SECTORS 16; ide_reset sets mult_sectors "
                                  "to it (words 47, 59)"),
     "integrity_word": Fact(False, f"{Q72} hw/ide/core.c ide_identify: word 255 never written"),
+    "diagnostic_completes": Fact(False, f"{Q72} hw/ide/core.c cmd_exec_dev_diagnostic returns false and never "
+                                        "calls ide_cmd_done, so hw/ide/ahci.c sends no D2H FIS and raises no "
+                                        "interrupt (8.2 also leaves PxCI set: ahci_cmd_done never runs)"),
 }
 
 _QEMU_72_NCQ = {
@@ -145,6 +148,8 @@ _QEMU_14_FIELDS.update({
                                    "hw/block-common.h physical_block_size default 512"),
     "multiple_sectors": Fact(16, f"{Q14} hw/ide/internal.h MAX_MULT_SECTORS 16"),
     "integrity_word": Fact(False, f"{Q14} hw/ide/core.c ide_identify: word 255 never written"),
+    "diagnostic_completes": Fact(False, f"{Q72} on a pc-1.4 machine type: as qemu-7.2 (QEMU 1.4.0 itself wrote "
+                                        f"the D2H FIS once READY_STAT was set, {Q14} hw/ide/ahci.c handle_cmd)"),
     "write_cache": Fact(True, f"{Q14} blockdev.c drive_init: BDRV_O_CACHE_WB by default; ide_identify word 85 "
                               "bit 5 = bdrv_enable_write_cache"),
     "model": Fact("QEMU HARDDISK", f"{Q14} hw/ide/core.c ide_init_drive: drive_model_str for IDE_HD"),
@@ -202,6 +207,9 @@ _STRICT_FIELDS.update({
                                  "QEMU's 16"),
     "integrity_word": Fact(True, f"{ACS3} IDENTIFY word 255 (integrity word: signature A5h, checksum making the "
                                  "page sum to 0 mod 256); optional in ACS, written here as real drives do"),
+    "diagnostic_completes": Fact(True, f"{ACS3} EXECUTE DEVICE DIAGNOSTIC normal outputs; AHCI 1.3.1 5.3: a "
+                                       "D2H Register FIS (I = 1) ends every non-queued command and clears its "
+                                       "PxCI bit"),
 })
 
 STRICT = Profile(

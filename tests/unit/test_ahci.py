@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -385,3 +386,31 @@ def test_fuzz_raw_fis_and_prdt_never_raise(fis, prdt, data_len, out):
         assert run(env, env.drv.read(0, 1)).ok
         env.drive.close()
         env.mem.close()
+
+
+# -- SMART and EXECUTE DEVICE DIAGNOSTIC -------------------------------------------------------------------------
+def test_smart_pages_and_status_over_ahci(tmp_path):
+    env = make(tmp_path)
+    out = run(env, env.drv.raw(AtaRegisters(0xB0, features=0xD0, lba=0xC24F00), None, 512))
+    assert out.ok and out.data_in == env.dev.smart.data_page() and out.prdbc == 512
+    assert L.ATA_PIO_SETUP_FIS.parse(out.pio_fis).transfer_count == 512
+    d2h = L.ATA_D2H_FIS.parse(out.d2h_fis)
+    assert (d2h.status, d2h.lba & 0xFFFF00) == (OK, 0xC24F00)              # the task file did not advance
+    out = run(env, env.drv.raw(AtaRegisters(0xB0, features=0xDA, lba=0xC24F00), None, 0))
+    assert out.ok and L.ATA_D2H_FIS.parse(out.d2h_fis).lba & 0xFFFF00 == 0xC24F00
+
+
+@pytest.mark.parametrize("completes", [False, True], ids=["qemu", "strict"])
+def test_execute_device_diagnostic_over_ahci(tmp_path, completes):
+    """QEMU never completes 0x90 behind AHCI (no ide_cmd_done): no FIS, PxCI stays set, the driver times out and
+    resets; a standard device ends it with a D2H FIS carrying the diagnostic code and the signature."""
+    env = make(tmp_path)
+    env.dev.config = dataclasses.replace(env.dev.config, diagnostic_completes=completes)
+    out = run(env, env.drv.raw(AtaRegisters(0x90, lba=0x123456, count=7, device=0xE0), None, 0))
+    if not completes:
+        assert out.timed_out and out.ci & 1 and not out.port_is & L.PXIS_DHRS
+        assert run(env, env.drv.identify()).ok
+        return
+    assert out.ok and out.port_is == L.PXIS_DHRS and out.ci == 0
+    d2h = L.ATA_D2H_FIS.parse(out.d2h_fis)
+    assert (d2h.status, d2h.error, d2h.count, d2h.lba & 0xFFFFFF, d2h.device) == (OK, 0x01, 1, 1, 0xA0)

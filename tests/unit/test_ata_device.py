@@ -335,3 +335,70 @@ def test_set_multiple_mode_changes_word_59_and_read_multiple(tmp_path):
     assert struct.unpack("<256H", dev.identify())[59] == 0
     assert dev.plan(AtaRegisters(0xC4, lba=0, count=1, device=LBA)) == (Protocol.NONE, 0)
     assert (run(dev, command=0xC4, lba=0, count=1, device=LBA).status) == FAIL
+
+
+# -- SMART (QEMU cmd_smart) ---------------------------------------------------------------------------------------
+SMART_LBA = 0xC24F00        # LBA 23:8 = hcyl:lcyl = C2:4F, the SMART signature
+
+
+def smart(dev, sub, sector=0, lba=SMART_LBA):
+    return run(dev, command=0xB0, features=sub, lba=lba | sector)
+
+
+def test_smart_read_data_is_qemus_page(tmp_path):
+    dev, _ = make(tmp_path)
+    assert dev.plan(AtaRegisters(0xB0, features=0xD0, lba=SMART_LBA)) == (Protocol.PIO_IN, 512)
+    out = smart(dev, 0xD0)
+    page = out.data_in
+    assert (out.status, out.error) == (OK, 0) and len(page) == 512 and sum(page) % 256 == 0
+    parsed = L.SMART_DATA_PAGE.parse(page)
+    assert parsed.revision == 1
+    assert [a.id for a in parsed.attributes[:8]] == [0x01, 0x03, 0x04, 0x05, 0x09, 0x0C, 190, 0]
+    temp = parsed.attributes[6]
+    assert (temp.flags, temp.value, temp.worst, temp.raw) == (0x03, 0x45, 0x45, bytes([0x1F, 0, 0x1F, 0x1F, 0, 0]))
+    # cmd_smart SMART_READ_DATA writes these bytes by offset
+    assert page[362:375] == bytes([0x82, 0x00, 0x20, 0x01, 0x00, 0x19, 0x03, 0x00, 0x01, 0x00, 0x02, 0x36, 0x01])
+    thresholds = L.SMART_THRESHOLD_PAGE.parse(smart(dev, 0xD1).data_in)
+    assert [(t.id, t.threshold) for t in thresholds.thresholds[:7]] == [
+        (0x01, 0x06), (0x03, 0x00), (0x04, 0x14), (0x05, 0x24), (0x09, 0x00), (0x0C, 0x00), (190, 0x32)]
+
+
+def test_smart_refusals_and_state(tmp_path):
+    dev, _ = make(tmp_path)
+    assert smart(dev, 0xD0, lba=0x4F00).error == L.ERROR_ABRT                 # no C2 in LBA 23:16
+    assert dev.plan(AtaRegisters(0xB0, features=0xD0, lba=0x4F00)) == (Protocol.NONE, 0)
+    for sub, sector in ((0xD3, 0), (0xD6, 0), (0xD7, 0), (0xD2, 0x01), (0xD5, 0x02), (0xD4, 0x7F)):
+        out = smart(dev, sub, sector)
+        assert (out.status, out.error) == (FAIL, L.ERROR_ABRT), hex(sub)
+    assert smart(dev, 0xD9).status == OK                                       # DISABLE
+    assert smart(dev, 0xD0).error == L.ERROR_ABRT and smart(dev, 0xDA).error == L.ERROR_ABRT
+    assert smart(dev, 0xD8).status == OK                                       # ENABLE
+    assert smart(dev, 0xD2, 0x00).status == OK                                 # autosave off
+    assert smart(dev, 0xD0).data_in[362] == 0x02
+    out = smart(dev, 0xDA)
+    assert (out.status, out.cylinders) == (OK, 0xC24F)
+    dev.smart.errors = 3
+    assert smart(dev, 0xDA).cylinders == 0x2CF4                                # threshold exceeded
+    log = L.SMART_SUMMARY_ERROR_LOG.parse(smart(dev, 0xD5, 0x01).data_in)
+    assert (log.revision, log.index, log.error_count) == (1, 0, 3)
+
+
+def test_smart_self_test_log_wraps_after_21_entries(tmp_path):
+    dev, _ = make(tmp_path)
+    log = L.SMART_SELFTEST_LOG.parse(smart(dev, 0xD5, 0x06).data_in)
+    assert log.index == 0 and all(d.test == 0 for d in log.descriptors)
+    for i in range(23):
+        assert smart(dev, 0xD4, i % 3).status == OK
+    page = smart(dev, 0xD5, 0x06).data_in
+    assert sum(page) % 256 == 0
+    log = L.SMART_SELFTEST_LOG.parse(page)
+    assert log.index == 2                                                      # 23 runs: the 22nd and 23rd wrapped
+    assert [d.test for d in log.descriptors[:3]] == [21 % 3, 22 % 3, 2 % 3]
+    assert all(d.lifetime_hours == 0x1234 and d.status == 0 for d in log.descriptors)
+    assert smart(dev, 0xD0).data_in[363] == 0
+
+
+def test_execute_device_diagnostic_reports_the_signature(tmp_path):
+    dev, _ = make(tmp_path)
+    out = run(dev, command=0x90)
+    assert (out.status, out.error, out.signature) == (OK, 0x01, True) and out.ok

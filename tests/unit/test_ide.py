@@ -594,3 +594,23 @@ def test_outcome_ok_property():
     assert AtaOutcome(0x50, 0).ok
     assert not AtaOutcome(0x41, 4).ok
     assert not AtaOutcome(0x50, 0, timed_out=True).ok
+
+
+# -- SMART over the task file (smartctl's path: CHS-mode device register, LBA mid/high 4F/C2) ------------------
+def test_smart_read_data_and_return_status_through_the_ports(tmp_path):
+    rig = make(tmp_path)
+    ch = rig.channel
+    for reg, value in ((1, 0xD0), (2, 1), (3, 0), (4, 0x4F), (5, 0xC2), (6, 0xA0)):
+        ch.io_write(reg, value)
+    ch.io_write(7, L.AtaCommand.SMART)
+    rig.sim.run()
+    assert ch.io_read(7) & (DRDY | DRQ) == DRDY | DRQ
+    page = struct.pack("<256H", *(ch.io_read(0, 2) for _ in range(256)))
+    assert page == rig.device.smart.data_page()
+    assert ch.io_read(7) == 0x50
+    assert [ch.io_read(r) for r in (3, 4, 5, 6)] == [0, 0x4F, 0xC2, 0xA0]   # a page: the task file stays
+    rig.device.smart.errors = 1
+    out = rig.run(rig.driver.raw(AtaRegisters(0xB0, features=0xDA, lba=0xC24F00), None, 0))
+    assert out.ok and (ch.io_read(4), ch.io_read(5)) == (0xF4, 0x2C)      # RETURN STATUS: threshold exceeded
+    out = rig.run(rig.driver.raw(AtaRegisters(0xB0, features=0xD0, lba=0x4F00), None, 512))
+    assert (out.status, out.error) == (0x41, L.ERROR_ABRT)                  # no C2: abort, no data phase
