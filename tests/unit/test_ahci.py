@@ -414,3 +414,15 @@ def test_execute_device_diagnostic_over_ahci(tmp_path, completes):
     assert out.ok and out.port_is == L.PXIS_DHRS and out.ci == 0
     d2h = L.ATA_D2H_FIS.parse(out.d2h_fis)
     assert (d2h.status, d2h.error, d2h.count, d2h.lba & 0xFFFFFF, d2h.device) == (OK, 0x01, 1, 1, 0xA0)
+
+
+def test_read_multiple_blocks_follow_set_multiple_mode(tmp_path):
+    """The PIO Setup FIS of the last DRQ block: 5 sectors in blocks of 16 are one 2560-byte block; after SET
+    MULTIPLE MODE 2 the last block is the fifth sector alone."""
+    env = make(tmp_path)
+    read_multiple = AtaRegisters(0xC4, lba=0, count=5, device=L.DEVICE_LBA)
+    out = run(env, env.drv.raw(read_multiple, None, 5 * 512))
+    assert out.ok and L.ATA_PIO_SETUP_FIS.parse(out.pio_fis).transfer_count == 5 * 512
+    assert run(env, env.drv.raw(AtaRegisters(0xC6, count=2, device=L.DEVICE_LBA), None, 0)).ok
+    out = run(env, env.drv.raw(read_multiple, None, 5 * 512))
+    assert out.ok and L.ATA_PIO_SETUP_FIS.parse(out.pio_fis).transfer_count == 512
