@@ -1,4 +1,7 @@
-"""An AHCI HBA as QEMU's ich9-ahci (hw/ide/ahci.c, 8.2) behaves: HBA memory, command lists, FISes, NCQ.
+"""An AHCI HBA as QEMU's ich9-ahci (hw/ide/ahci.c) behaves: HBA memory, command lists, FISes, NCQ.
+
+How completions and errors are reported changed in QEMU 8.1/8.2; `AhciConfig` (controllers/ahci_config.py) holds
+those choices, defaulting to 8.2, which follows AHCI 1.3.1; profiles give 7.2's.
 
 The HBA only moves registers, FISes and bytes; what a command means is `AtaDevice`'s business
 (controllers/ata/device.py). Facts: ../shared/research/controllers.md section 2 (registers, command issue,
@@ -24,6 +27,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from controllers.ahci_config import AhciConfig
 from controllers.ata.codec import prdt_regions, unpack_cmd_header, unpack_h2d_fis
 from controllers.ata.device import PAGE_COMMANDS, AtaDevice, AtaRegisters, AtaResult, Protocol
 from controllers.ata.layouts import (
@@ -228,7 +232,7 @@ class AhciPort:
 
     def _cond_start_engines(self) -> None:
         """ahci_cond_start_engines: ST 0->1 maps the 1 KiB command list (CR), FRE 0->1 the 256-byte FIS area
-        (FR); an address outside RAM refuses the start. ST 1->0 also clears PxSACT and PxCI (8.1+)."""
+        (FR); an address outside RAM refuses the start. ST 1->0 also clears PxSACT and PxCI (config.stop_clears_ci)."""
         mem = self.hba.mem
         if self.cmd & PXCMD_ST and not self.cmd & PXCMD_CR:
             addr = self.clbu << 32 | self.clb
@@ -240,8 +244,9 @@ class AhciPort:
         elif not self.cmd & PXCMD_ST and self.cmd & PXCMD_CR:
             self.lst = None
             self.cmd &= ~PXCMD_CR
-            self.sact = 0
-            self.ci = 0
+            if self.hba.config.stop_clears_ci:
+                self.sact = 0
+                self.ci = 0
         if self.cmd & PXCMD_FRE and not self.cmd & PXCMD_FR:
             addr = self.fbu << 32 | self.fb
             if _inside(mem, addr, AHCI_RX_FIS_SIZE):
@@ -258,6 +263,8 @@ class AhciPort:
         then shows status 0x30, error 0x01 and the signature, sent as the initial D2H FIS once FRE is on."""
         self.generation += 1
         self.serr = self.sact = 0
+        if self.hba.config.pxci_rule == "on-success":
+            self.ci = 0                          # ahci_reset_port, since eabb921250
         self.tfd = PXTFD_AFTER_RESET
         self.sig = _U32
         self.busy_slot = None
@@ -297,15 +304,16 @@ class AhciPort:
                 "error": self.error}
 
     def _write_fis_d2h(self, interrupt: bool) -> bool:
-        """ahci_write_fis_d2h: FB+0x40, PxTFD = error << 8 | status; TFES on ERR, else DHRS if I (8.2: one of
-        them, never both). Nothing at all while FIS receive is off."""
+        """ahci_write_fis_d2h: FB+0x40, PxTFD = error << 8 | status; TFES on ERR, DHRS if I (8.2: one of them,
+        never both; config.error_irq). Nothing at all while FIS receive is off."""
         if not self._fis_on():
             return False
         self.hba.mem.write(self.res_fis + RX_FIS_RFIS, ATA_D2H_FIS.build(dict(self._fis_registers(), i=interrupt)))
         self.tfd = self.error << 8 | self.status
-        if self.status & STATUS_ERR:
+        error = bool(self.status & STATUS_ERR)
+        if error:
             self.trigger(PXIS_TFES)
-        elif interrupt:
+        if interrupt and (not error or self.hba.config.error_irq == "tfes+dhrs"):
             self.trigger(PXIS_DHRS)
         return True
 
@@ -323,7 +331,8 @@ class AhciPort:
 
     def _write_fis_sdb(self, finished: int) -> None:
         """ahci_write_fis_sdb: FB+0x58 with the finished tags; PxTFD keeps BSY/DRQ; PxSACT loses the finished
-        tags; TFES on ERR, else SDBS (I is always 1). Nothing at all while FIS receive is off."""
+        tags; TFES on ERR, else SDBS (I is always 1; 7.2 raised SDBS even on ERR, config.ncq_error). Nothing at
+        all while FIS receive is off."""
         if not self._fis_on():
             return
         status = self.status & SDB_STATUS_MASK
@@ -331,7 +340,8 @@ class AhciPort:
                            ATA_SDB_FIS.build(dict(i=True, status=status, error=self.error, sactive=finished)))
         self.tfd = self.error << 8 | status | (self.tfd & (STATUS_BSY | STATUS_DRQ))
         self.sact &= ~finished
-        self.trigger(PXIS_TFES if status & STATUS_ERR else PXIS_SDBS)
+        tfes = status & STATUS_ERR and self.hba.config.ncq_error == "tfes"
+        self.trigger(PXIS_TFES if tfes else PXIS_SDBS)
 
     def trigger(self, bit: int) -> None:
         """ahci_trigger_irq."""
@@ -339,6 +349,18 @@ class AhciPort:
         self.hba.check_irq()
 
     # -- command issue ---------------------------------------------------------------------------------
+    def _clear_ci(self, slot: int) -> None:
+        """A command of `slot` ended: ahci_clear_cmd_issue (8.1+: only without ERR, BSY and DRQ), or 7.2's
+        check_cmd, which cleared every slot it handled (config.pxci_rule)."""
+        if self.hba.config.pxci_rule == "after-handling" or not self.status & (STATUS_ERR | STATUS_BSY | STATUS_DRQ):
+            self.ci &= ~(1 << slot)
+
+    def _dropped(self, slot: int) -> None:
+        """`slot` was handled without completing a command (a FIS the HBA ignored, a reset FIS, a queued tag in use):
+        8.1+ leaves its PxCI bit set; 7.2's check_cmd cleared it all the same."""
+        if self.hba.config.pxci_rule == "after-handling":
+            self.ci &= ~(1 << slot)
+
     def check_cmd(self) -> None:
         """check_cmd: with ST set, handle every issued slot from 0 up, unless a non-NCQ command is running."""
         if not self.cmd & PXCMD_ST:
@@ -362,12 +384,13 @@ class AhciPort:
         if not _inside(mem, ctba, AHCI_CMD_TABLE_HEADER_SIZE):
             if _inside(mem, ctba, 1):
                 self.trigger(PXIS_HBFS)          # handle_cmd: a partial map of the table -> HBFS
+                self._dropped(slot)
             return None
         fis = unpack_h2d_fis(mem.read(ctba, H2D_FIS_SIZE))
-        if fis["fis_type"] != FIS_TYPE_REG_H2D:
-            return None                          # unhandled FIS type: ignored, PxCI stays set
-        if fis["pm_port"] or fis["reserved"]:
-            return None                          # handle_reg_h2d_fis: PM port or reserved bits -> dropped
+        if fis["fis_type"] != FIS_TYPE_REG_H2D or fis["pm_port"] or fis["reserved"]:
+            # an unhandled FIS type, or handle_reg_h2d_fis refusing a PM port or reserved bits: ignored
+            self._dropped(slot)
+            return None
         if not fis["c"]:
             return self._device_control(slot, fields["c"], fis["control"])
         regs = AtaRegisters.from_fields(fis)
@@ -381,6 +404,7 @@ class AhciPort:
         The header's C bit ("clear busy upon R_OK") clears the slot's PxCI bit."""
         if clear_busy:
             self.ci &= ~(1 << slot)
+        self._dropped(slot)
         if not self.in_reset:
             self.in_reset = bool(control & CONTROL_SRST)
         elif not control & CONTROL_SRST:
@@ -465,22 +489,28 @@ class AhciPort:
         pio = transfer.protocol in (Protocol.PIO_IN, Protocol.PIO_OUT) and not fault
         if pio and (result.ok or transfer.protocol is Protocol.PIO_OUT):
             self._pio_fis(regs, transfer.protocol, transfer.nbytes, result.ok)
+        previous = self.status, self.error
         self.status, self.error = result.status, result.error
         if result.ok:
             self._outputs(regs, result, transfer.nbytes)
         if result.signature and not self.device.config.diagnostic_completes:
-            # QEMU: cmd_exec_dev_diagnostic never reaches ahci_cmd_done. No FIS, no interrupt, PxCI stays set, and
-            # handle_cmd (which only waits out BSY/DRQ) runs the slot again at the next scan.
+            # QEMU: cmd_exec_dev_diagnostic never reaches ahci_cmd_done. No FIS, no interrupt, PxCI stays set (8.1+;
+            # handle_cmd, which only waits out BSY/DRQ, runs the slot again at the next scan).
             self.busy_slot = None
+            self._dropped(slot)
             return None
         self.busy_slot = None
-        if not self.status & (STATUS_ERR | STATUS_BSY | STATUS_DRQ):
-            self.ci &= ~(1 << slot)              # ahci_clear_cmd_issue: only a clean completion clears PxCI
-        self._write_fis_d2h(True)
+        self._clear_ci(slot)
+        if result.unknown and self.hba.config.abort_fis_before_err:
+            self.status, self.error = previous    # the FIS went out before ide_abort_command set ERR
+            self._write_fis_d2h(True)
+            self.status, self.error = result.status, result.error
+        else:
+            self._write_fis_d2h(True)
         if fault:
             self.trigger(fault)
         record.done_time, record.status, record.error = self.hba.sim.now, self.status, self.error
-        if self.status & STATUS_ERR:
+        if self.status & STATUS_ERR and self.hba.config.pxci_rule == "on-success":
             return "stop"                        # 8.1+: no rescan after an error; the guest must recover
         if self.hba.timing is not None and self.ci:
             self.check_cmd()                     # ahci_check_cmd_bh
@@ -551,15 +581,16 @@ class AhciPort:
         at once; READ/WRITE FPDMA QUEUED run, completing with a Set Device Bits FIS per tag (ncq_cb)."""
         tag = (regs.count >> 3) & 0x1F
         if tag in self.ncq_used:
-            return                                # "tag %d already used": no completion, PxCI stays set
-        if not self.status & (STATUS_ERR | STATUS_BSY | STATUS_DRQ):
-            self.ci &= ~(1 << slot)
-        self._write_fis_d2h(False)
+            self._dropped(slot)                   # "tag %d already used": no completion
+            return
+        self._clear_ci(slot)
+        if self.hba.config.ncq_issue_d2h:
+            self._write_fis_d2h(False)
         self.ncq_used.add(tag)
         record = self.hba.record(self.index, tag, regs.command, ncq=True)
         if regs.command not in _NCQ_EXECUTED:
             # execute_ncq_command's unsupported branch: ncq_err, then nothing (no SDB FIS, no interrupt)
-            self.status, self.error = STATUS_FAIL, ERROR_ABRT
+            self._ncq_err(tag)
             self.ncq_used.discard(tag)
             record.status, record.error = self.status, self.error
             return
@@ -574,8 +605,8 @@ class AhciPort:
             if result.ok:
                 self.status = STATUS_NCQ_OK       # ncq_cb; the error register is left as it was
             else:
-                self.status, self.error = STATUS_FAIL, ERROR_ABRT   # ncq_err
-            self._write_fis_sdb((1 << tag) if result.ok else 0)
+                self._ncq_err(tag)
+            self._write_fis_sdb(self._ncq_finished(tag, result.ok))
             if fault:
                 self.trigger(fault)
             record.done_time, record.status, record.error = self.hba.sim.now, self.status, self.error
@@ -586,20 +617,36 @@ class AhciPort:
             self.hba.later(self._cost(result), complete)
 
 
+    def _ncq_err(self, tag: int) -> None:
+        """ncq_err: ERR + ABRT; QEMU 7.2 also wrote the tag's bit into PxSERR (config.ncq_error "serr-tag")."""
+        self.status, self.error = STATUS_FAIL, ERROR_ABRT
+        if self.hba.config.ncq_error == "serr-tag":
+            self.serr |= 1 << tag
+
+    def _ncq_finished(self, tag: int, ok: bool) -> int:
+        """ncq_finish: the SDB FIS's finished bit for `tag`. 8.1+ sets it for a command that did not fail; 7.2 set
+        it unless PxSERR held the tag's bit, even one left over from an earlier failure."""
+        if self.hba.config.ncq_error == "serr-tag":
+            return 0 if self.serr & (1 << tag) else 1 << tag
+        return 1 << tag if ok else 0
+
+
 class AhciHba:
     """QEMU's ich9-ahci: six ports, 32 slots, NCQ, 64-bit, Gen1, AHCI 1.0, ABAR of 4 KiB.
 
-    `ports` lists the devices of ports 0.. (None: empty); missing ports up to six are empty.
+    `ports` lists the devices of ports 0.. (None: empty); missing ports up to six are empty. `config` holds the
+    completion and error semantics that differ between QEMU releases (default: QEMU 8.2, the standard's).
     """
 
     def __init__(self, sim: Simulation, mem: GuestMemory, irq: InterruptLine, ports: list[AtaDevice | None],
-                 timing: LatencyModel | None = None) -> None:
+                 timing: LatencyModel | None = None, config: AhciConfig | None = None) -> None:
         if len(ports) > ICH9_PORTS:
             raise ValueError(f"ich9-ahci has {ICH9_PORTS} ports, not {len(ports)}")
         self.sim = sim
         self.mem = mem
         self.irq = irq
         self.timing = timing
+        self.config = config or AhciConfig()
         devices = list(ports) + [None] * (ICH9_PORTS - len(ports))
         self.ports = [AhciPort(self, n, dev) for n, dev in enumerate(devices)]
         # ahci_reg_init: NP = ports - 1, NCS = 31, ISS = Gen1, SNCQ, SAM, S64A -> 0xC0141F05

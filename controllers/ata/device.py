@@ -111,6 +111,7 @@ class AtaResult:
     lba: int | None = None
     cylinders: int | None = None    # LBA 23:8 as QEMU sets lcyl/hcyl directly (SMART RETURN STATUS)
     signature: bool = False         # the task file shows the device signature (EXECUTE DEVICE DIAGNOSTIC)
+    unknown: bool = False           # aborted as an opcode QEMU's ide_cmd_table lacks (ide_cmd_permitted false)
     completions: list[Completion] = field(default_factory=list)
 
     @property
@@ -235,8 +236,8 @@ class AtaDevice:
             return self._rw(rw[0], lba, transfer.nbytes // SECTOR_SIZE, data_out, fua=False)
         ncq = _NCQ.get(cmd)
         if ncq is not None:
-            if transfer.protocol is Protocol.NONE:
-                return _abort()
+            if transfer.protocol is Protocol.NONE:      # no NCQ here (PIIX): not in its ide_cmd_table
+                return AtaResult(STATUS_FAIL, ERROR_ABRT, unknown=True)
             f = self._ncq(regs)
             return self._rw(ncq[0], f["lba"], f["sector_count"], data_out, fua=f["fua"])
         if cmd == C.DATA_SET_MANAGEMENT:
@@ -252,7 +253,7 @@ class AtaDevice:
             # cmd_exec_dev_diagnostic: "device 0 passed, device 1 passed or not present" in the error register,
             # without ERR; the task file takes the signature (PIIX answers for both devices itself)
             return AtaResult(STATUS_OK, ERROR_AMNF, signature=True)
-        return _abort()                             # QEMU ide_exec_cmd: not in ide_cmd_table -> ide_abort_command
+        return AtaResult(STATUS_FAIL, ERROR_ABRT, unknown=True)   # ide_exec_cmd: not in ide_cmd_table
 
     # -- reads and writes ------------------------------------------------------------------------------
     def _range_ok(self, lba: int, count: int) -> bool:

@@ -66,14 +66,14 @@ def build_machine(controller: str, drive: Drive, profile_name: str) -> Machine:
     backend = drive.backend
     rzat = read_zeroes_after_trim(drive.options.discard, backend.limits.discard_alignment,
                                   backend.supports_discard)
-    config = get_profile(profile_name).ata_config(backend.virtual_size // 512, controller,
-                                                   read_zeroes_after_trim=rzat)
+    profile = get_profile(profile_name)
+    config = profile.ata_config(backend.virtual_size // 512, controller, read_zeroes_after_trim=rzat)
     device = AtaDevice(drive, config)
     sim = Simulation()
     mem = GuestMemory(GUEST_RAM)
     irq = InterruptLine(sim, controller)
     if controller == "ahci":
-        hba = AhciHba(sim, mem, irq, [device])
+        hba = AhciHba(sim, mem, irq, [device], config=profile.ahci_config())
         driver = AhciDriver(sim, mem, hba, irq)
         if not sim.run(until=sim.process(driver.start(0))):
             raise UsageError("the AHCI port did not come up")

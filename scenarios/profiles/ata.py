@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from controllers.ahci_config import AhciConfig
 from controllers.ata.config import AtaConfig
 from emu.errors import UsageError
-from scenarios.profiles.facts import Fact, UnknownProfile, check_facts, profile_fields
+from scenarios.profiles.facts import Fact, UnknownProfile, check_facts, config_from_facts, profile_fields
 
 Controller = Literal["ide", "ahci"]
 CONTROLLERS: tuple[str, ...] = ("ide", "ahci")
@@ -32,16 +33,19 @@ PROFILE_FIELDS = profile_fields(AtaConfig, given=("capacity_sectors", "ncq_depth
 class Profile:
     """A named set of ATA device facts. `fields` maps AtaConfig field names to Facts (every field in
     PROFILE_FIELDS, so nothing silently falls back to AtaConfig's own defaults); `ncq_depth` maps each
-    controller kind to the NCQ depth the device advertises behind it (0 = no NCQ)."""
+    controller kind to the NCQ depth the device advertises behind it (0 = no NCQ); `ahci` states every
+    AhciConfig field (the HBA's completion and error semantics)."""
 
     name: str
     description: str
     fields: Mapping[str, Fact]
     ncq_depth: Mapping[str, Fact]
+    ahci: Mapping[str, Fact]
     notes: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         check_facts(f"profile {self.name}", AtaConfig, self.fields, given=("capacity_sectors", "ncq_depth", "chs"))
+        check_facts(f"profile {self.name} ahci", AhciConfig, self.ahci)
         if set(self.ncq_depth) != set(CONTROLLERS):
             raise ValueError(f"profile {self.name}: ncq_depth must cover exactly {', '.join(CONTROLLERS)}")
 
@@ -61,12 +65,18 @@ class Profile:
                 values[name] = bool(read_zeroes_after_trim)
         return AtaConfig(capacity_sectors=capacity_sectors, ncq_depth=self.ncq_depth[controller].value, **values)
 
+    def ahci_config(self) -> AhciConfig:
+        """The AHCI HBA's completion and error semantics."""
+        return config_from_facts(AhciConfig, self.ahci)
+
     def facts(self) -> Iterator[tuple[str, Fact]]:
-        """Every (label, Fact) of the profile, fields first, then NCQ depth per controller kind."""
+        """Every (label, Fact) of the profile: device fields, NCQ depth per controller kind, then the HBA's."""
         for name in PROFILE_FIELDS:
             yield name, self.fields[name]
         for kind in CONTROLLERS:
             yield f"ncq_depth[{kind}]", self.ncq_depth[kind]
+        for name, fact in self.ahci.items():
+            yield f"ahci.{name}", fact
 
 
 # -- qemu-7.2 --------------------------------------------------------------------------------------------
@@ -107,11 +117,33 @@ _QEMU_72_NCQ = {
                      "word 76 bit 8"),
 }
 
+_SERIES = "QEMU 8.1 AHCI series (Niklas Cassel, 2023-06)"
+
+_QEMU_72_AHCI = {
+    "pxci_rule": Fact("after-handling", f"{Q72} hw/ide/ahci.c check_cmd clears PxCI whenever handle_cmd returns 0 "
+                                        "(any FIS it got through, errors included) and ahci_cmd_done clears the "
+                                        "busy slot unconditionally, then reschedules the scan; ahci_reset_port "
+                                        f"leaves PxCI (changed by {_SERIES}: e2a5d9b3d9, 1a16ce64fd, eabb921250)"),
+    "ncq_issue_d2h": Fact(False, f"{Q72} hw/ide/ahci.c process_ncq_command writes no D2H FIS (added by 2967dc8209)"),
+    "stop_clears_ci": Fact(False, f"{Q72} hw/ide/ahci.c ahci_port_write PORT_CMD: ST 1->0 only unmaps the list "
+                                  "(clearing PxCI/PxSACT added by d73b84d0b6)"),
+    "error_irq": Fact("tfes+dhrs", f"{Q72} hw/ide/ahci.c ahci_write_fis_d2h: TFES when ERR_STAT, then DHRS always "
+                                   "(exclusive since b523a3d54f, QEMU 8.2)"),
+    "ncq_error": Fact("serr-tag", f"{Q72} hw/ide/ahci.c ncq_err: scr_err |= 1 << tag; ncq_finish sets the finished "
+                                  "bit unless that PxSERR bit is set; ahci_write_fis_sdb raises SDBS only (fixed by "
+                                  "7e85cb0db4 and 9f89423537)"),
+    "abort_fis_before_err": Fact(True, f"{Q72} hw/ide/core.c ide_abort_command calls ide_transfer_stop (-> "
+                                       "ide_cmd_done -> ahci_write_fis_d2h) before setting ERR_STAT, so an opcode "
+                                       "ide_cmd_permitted refuses is reported with the previous status (fixed by "
+                                       "c3461c6264)"),
+}
+
 QEMU_7_2 = Profile(
     name="qemu-7.2",
     description="QEMU 7.2 ide-hd on PIIX IDE or ICH9 AHCI, machine types 2.5 and newer",
     fields=_QEMU_72_FIELDS,
     ncq_depth=_QEMU_72_NCQ,
+    ahci=_QEMU_72_AHCI,
     notes=(
         f"Machine types pc-i440fx-1.5..2.4 and pc-q35-2.4 differ only in the firmware string: their hw_version "
         f"(\"1.5.0\"..\"2.4.0\", {Q72} hw/i386/pc_piix.c, pc_q35.c) replaces \"2.5+\".",
@@ -164,11 +196,15 @@ QEMU_1_4_PC = Profile(
         "ide": Fact(0, f"{Q14} hw/ide/core.c: ncq_queues 0 on PIIX, words 75/76 not written"),
         "ahci": Fact(32, f"{Q14} hw/ide/ahci.c: ncq_queues = AHCI_MAX_CMDS (32)"),
     },
+    ahci={name: Fact(fact.value, f"as qemu-7.2 (a QEMU 7.2 running the pc-1.4 machine type): {fact.source}")
+          for name, fact in _QEMU_72_AHCI.items()},
     notes=(
         "QEMU 1.4.0 wrote words 60-61 as the 32-bit capacity without the 2^28-1 clamp newer QEMU applies "
         f"({Q14} ide_identify); AtaConfig has no field for it, so disks of 2^28 sectors (128 GiB) or more show "
         "the clamped value here.",
         "pc-i440fx-1.4..1.7 were removed in QEMU 8.2 (ea985d235b, controllers.md 1.7).",
+        "The AHCI HBA facts are QEMU 7.2's. QEMU 1.4.0's own HBA differs again (handle_cmd wrote the D2H FIS "
+        "itself once READY_STAT was set) and is not modelled.",
     ),
 )
 
@@ -222,6 +258,18 @@ STRICT = Profile(
                        f"NCQ ({ACS3} IDENTIFY words 75/76 left 0)"),
         "ahci": Fact(32, "AHCI 1.3.1 3.1.1 CAP.SNCQ / CAP.NCS (up to 32 command slots); "
                          f"{ACS3} IDENTIFY word 75 queue depth 32 maximum (depth 32 is the choice)"),
+    },
+    ahci={
+        "pxci_rule": Fact("on-success", "AHCI 1.3.1 5.3.8 RegFIS:ClearCI (PxCI clears only when a D2H FIS ends a "
+                                        "command without ERR) and 10.4.1 (software reset, C bit)"),
+        "ncq_issue_d2h": Fact(True, "SATA 3.5a 11.15 FPDMA QUEUED DFPDMAQ2: a D2H FIS with BSY clear and I = 0"),
+        "stop_clears_ci": Fact(True, "AHCI 1.3.1 3.3.13 PxSACT and 3.3.14 PxCI: cleared when ST goes 1 -> 0"),
+        "error_irq": Fact("tfes", "AHCI 1.3.1 5.3.8.1 RegFIS:Entry: ERR -> ERR:FatalTaskfile, which raises TFES "
+                                  "instead of DHRS"),
+        "ncq_error": Fact("tfes", "AHCI 1.3.1 5.3.13.1 SDB:Entry: ERR -> ERR:FatalTaskfile (TFES); PxSERR holds "
+                                  "only the 3.3.12 error bits"),
+        "abort_fis_before_err": Fact(False, f"{ACS3}: an unsupported command ends with ERR and ABRT in the status "
+                                            "it reports"),
     },
 )
 

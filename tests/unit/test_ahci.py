@@ -21,6 +21,7 @@ from emu.block import Drive, DriveOptions
 from emu.memory import GuestMemory
 from emu.sim import InterruptLine, LatencyModel, Simulation
 from images import create_image, open_image
+from scenarios.profiles import get_profile
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 SIZE = 16 * MiB
@@ -29,7 +30,7 @@ OK, FAIL = 0x50, 0x41
 
 
 def make(directory, fmt="raw", size=SIZE, discard="unmap", timing=None, prd_bytes=4 * MiB, start=True,
-         serial="testdisk", firmware="version"):
+         serial="testdisk", firmware="version", config=None):
     path = os.path.join(str(directory), f"disk.{fmt}")
     create_image(path, fmt, size)
     drive = Drive(open_image(path, fmt), DriveOptions(discard=discard))
@@ -37,7 +38,7 @@ def make(directory, fmt="raw", size=SIZE, discard="unmap", timing=None, prd_byte
     sim = Simulation()
     mem = GuestMemory(RAM)
     irq = InterruptLine(sim, "ahci")
-    hba = AhciHba(sim, mem, irq, [dev], timing=timing)
+    hba = AhciHba(sim, mem, irq, [dev], timing=timing, config=config)
     drv = AhciDriver(sim, mem, hba, irq, prd_bytes=prd_bytes)
     env = SimpleNamespace(path=path, drive=drive, dev=dev, sim=sim, mem=mem, irq=irq, hba=hba, drv=drv)
     if start:
@@ -368,10 +369,11 @@ prdt_tables = st.none() | st.lists(st.tuples(
 
 
 @settings(max_examples=60, deadline=None)
-@given(fis=fis_bytes, prdt=prdt_tables, data_len=st.sampled_from([0, 512, 4096]), out=st.booleans())
-def test_fuzz_raw_fis_and_prdt_never_raise(fis, prdt, data_len, out):
+@given(fis=fis_bytes, prdt=prdt_tables, data_len=st.sampled_from([0, 512, 4096]), out=st.booleans(),
+       profile=st.sampled_from(["qemu-7.2", "strict"]))
+def test_fuzz_raw_fis_and_prdt_never_raise(fis, prdt, data_len, out, profile):
     with tempfile.TemporaryDirectory() as tmp:
-        env = make(tmp, size=FUZZ_DISK)
+        env = make(tmp, size=FUZZ_DISK, config=get_profile(profile).ahci_config())
         before = env.drive.read(0, FUZZ_DISK).data
         baseline = env.mem.allocated()
         data_out = pattern(data_len) if out and data_len else None
@@ -426,3 +428,61 @@ def test_read_multiple_blocks_follow_set_multiple_mode(tmp_path):
     assert run(env, env.drv.raw(AtaRegisters(0xC6, count=2, device=L.DEVICE_LBA), None, 0)).ok
     out = run(env, env.drv.raw(read_multiple, None, 5 * 512))
     assert out.ok and L.ATA_PIO_SETUP_FIS.parse(out.pio_fis).transfer_count == 512
+
+
+
+# -- QEMU 7.2's completion and error semantics (AhciConfig; the tests above are QEMU 8.2 / AHCI 1.3.1) ------------
+QEMU_72 = get_profile("qemu-7.2").ahci_config()
+
+
+def test_qemu_7_2_unknown_opcode_reports_the_previous_status_the_first_time(tmp_path):
+    """ide_abort_command wrote the D2H FIS before setting ERR: the first unknown opcode looks successful, a second
+    one in a row shows the ERR status the first left behind (c3461c6264's commit message)."""
+    env = make(tmp_path, config=QEMU_72)
+    assert run(env, env.drv.identify()).ok
+    unknown = AtaRegisters(0x3D, device=L.DEVICE_LBA)
+    out = run(env, env.drv.raw(unknown, None, 0))
+    assert (out.status, out.error) == (OK, 0) and out.ci == 0 and out.port_is == L.PXIS_DHRS
+    out = run(env, env.drv.raw(unknown, None, 0))
+    assert (out.status, out.error) == (FAIL, 0)         # the first one's ERR; handle_reg_h2d_fis zeroed the error
+    assert out.port_is == L.PXIS_TFES | L.PXIS_DHRS and out.ci == 0       # both interrupts; PxCI cleared anyway
+    assert run(env, env.drv.read(0, 1)).ok
+
+
+def test_qemu_7_2_clears_pxci_for_every_handled_slot(tmp_path):
+    env = make(tmp_path, config=dataclasses.replace(QEMU_72, abort_fis_before_err=False))
+    out = run(env, env.drv.write(SIZE // 512 - 1, pattern(1024)))          # out of range: ERR, PxCI cleared
+    assert (out.status, out.error) == (FAIL, L.ERROR_ABRT) and out.ci == 0
+    assert out.port_is & L.PXIS_TFES and out.port_is & L.PXIS_DHRS
+    fis = bytearray(L.ATA_H2D_FIS.build(dict(command=0xEC, features=0, lba=0, device=0, count=0)))
+    fis[1] |= 0x01                                                         # a PM port: ignored, yet PxCI clears
+    out = run(env, env.drv.raw(None, None, 512, fis=bytes(fis)))
+    assert out.ci == 0 and not out.timed_out
+
+
+def test_qemu_7_2_stop_and_reset_leave_pxci(tmp_path):
+    env = make(tmp_path, config=QEMU_72)
+    port = env.hba.ports[0]
+    port.ci = port.sact = 0b100            # as a command whose table QEMU could not map (handle_cmd returns -1)
+    env.hba.mmio_write(L.port_register(0, L.PX_CMD), px(env, L.PX_CMD) & ~L.PXCMD_ST)
+    assert (px(env, L.PX_CI), px(env, L.PX_SACT)) == (0b100, 0b100)
+    port.reset()
+    assert px(env, L.PX_CI) == 0b100 and px(env, L.PX_SACT) == 0
+    (tmp_path / "strict").mkdir()
+    strict = make(tmp_path / "strict")
+    strict.hba.ports[0].ci = strict.hba.ports[0].sact = 0b100
+    strict.hba.mmio_write(L.port_register(0, L.PX_CMD), px(strict, L.PX_CMD) & ~L.PXCMD_ST)
+    assert (px(strict, L.PX_CI), px(strict, L.PX_SACT)) == (0, 0)
+
+
+def test_qemu_7_2_ncq_sends_no_d2h_at_issue_and_reports_errors_in_pxserr(tmp_path):
+    env = make(tmp_path, config=QEMU_72)
+    before = run(env, env.drv.identify()).d2h_fis
+    out = run(env, env.drv.write(8, pattern(4096), ncq=True))
+    assert out.ok and out.d2h_fis == before and not out.port_is & L.PXIS_DHRS
+    out = run(env, env.drv.write(SIZE // 512 - 1, pattern(1024), ncq=True))
+    assert not out.ok and out.serr == 1 << 0                              # tag 0's bit, not a SError code
+    assert out.port_is & L.PXIS_SDBS and not out.port_is & L.PXIS_TFES
+    env.hba.ports[0].serr = 1                                              # a guest that leaves PxSERR alone:
+    out = run(env, env.drv.read(0, 1, ncq=True))                           # tag 0 never shows as finished
+    assert not out.ok and out.sact & 1 and L.ATA_SDB_FIS.parse(out.sdb_fis).sactive == 0

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import struct
 
+import dataclasses
+
 import pytest
 
+from controllers.ahci_config import AhciConfig
 from controllers.ata import AtaDevice, AtaRegisters, build_identify, parse_identify
 from controllers.ata import layouts as L
 from emu.block import Drive, DriveOptions
@@ -120,7 +123,8 @@ def test_every_fact_has_a_source(name):
     profile = get_profile(name)
     facts = list(profile.facts())
     assert [label for label, _ in facts[:len(PROFILE_FIELDS)]] == list(PROFILE_FIELDS)
-    assert len(facts) == len(PROFILE_FIELDS) + 2
+    ahci = [f"ahci.{f.name}" for f in dataclasses.fields(AhciConfig)]
+    assert [label for label, _ in facts[len(PROFILE_FIELDS):]] == ["ncq_depth[ide]", "ncq_depth[ahci]", *ahci]
     for label, fact in facts:
         assert isinstance(fact, Fact) and fact.source.strip(), label
 
@@ -135,9 +139,13 @@ def test_a_profile_must_state_every_field():
     fields = dict(base.fields)
     del fields["trim"]
     with pytest.raises(ValueError, match="trim"):
-        Profile("partial", "missing trim", fields, base.ncq_depth)
+        Profile("partial", "missing trim", fields, base.ncq_depth, base.ahci)
     with pytest.raises(ValueError, match="bogus"):
-        Profile("typo", "unknown field", {**base.fields, "bogus": Fact(1, "x")}, base.ncq_depth)
+        Profile("typo", "unknown field", {**base.fields, "bogus": Fact(1, "x")}, base.ncq_depth, base.ahci)
+    ahci = dict(base.ahci)
+    del ahci["error_irq"]
+    with pytest.raises(ValueError, match="error_irq"):
+        Profile("partial", "missing an HBA fact", base.fields, base.ncq_depth, ahci)
 
 
 def test_only_strict_takes_rzat_from_the_drive():
