@@ -27,7 +27,6 @@ from controllers.virtio.layouts import (
     F_EVENT_IDX,
     F_INDIRECT_DESC,
     PCI_DEVICE_CFG_OFFSET,
-    PCI_ISR_CONFIG,
     PCI_ISR_OFFSET,
     PCI_NOTIFY_OFF_MULTIPLIER,
     PCI_NOTIFY_OFFSET,
@@ -221,7 +220,6 @@ class VirtioPciDriver:
         self.offered = 0
         self.features = 0
         self.queues: list[Virtqueue] = []
-        self.config_changes = 0
 
     # -- registers -----------------------------------------------------------------------------------------------
     def rd(self, name: str, size: int) -> int:
@@ -371,8 +369,5 @@ class VirtioPciDriver:
         return outcomes
 
     def _interrupt(self) -> int:
-        """vp_interrupt: reading the ISR clears it and lowers the line; bit 1 is a configuration change."""
-        isr = self.transport.mmio_read(PCI_ISR_OFFSET, 1)
-        if isr & PCI_ISR_CONFIG:
-            self.config_changes += 1
-        return isr
+        """vp_interrupt: reading the ISR clears it and lowers the line (bit 0 used buffers, bit 1 configuration)."""
+        return self.transport.mmio_read(PCI_ISR_OFFSET, 1)

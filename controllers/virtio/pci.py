@@ -130,6 +130,7 @@ class RequestRecord:
     done_time: float | None = None
     written: int = 0
     notified: bool = False
+    requests: tuple = ()            # the block-layer Requests the element caused, in order
 
 
 @dataclass
@@ -407,6 +408,7 @@ class VirtioPciTransport:
             self._break(str(exc))
             return
         record.written = handled.written
+        record.requests = tuple(c.request for c in handled.completions)
         epoch = self._epoch
 
         def complete() -> None:

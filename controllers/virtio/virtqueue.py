@@ -69,10 +69,9 @@ class Element:
     def in_len(self) -> int:
         return sum(n for _, n in self.in_sg)
 
-    def read_out(self, offset: int = 0, length: int | None = None) -> bytes:
-        """Gather `length` bytes (all to the end when None) of the readable side from `offset` (iov_to_buf);
-        fewer when the side is shorter."""
-        end = self.out_len if length is None else offset + length
+    def read_out(self, offset: int, length: int) -> bytes:
+        """Gather `length` bytes of the readable side from `offset` (iov_to_buf); fewer when the side is shorter."""
+        end = offset + length
         parts, pos = [], 0
         for addr, n in self.out_sg:
             lo, hi = max(offset, pos), min(end, pos + n)
@@ -126,9 +125,6 @@ class SplitQueue:
 
     def avail_flags(self) -> int:
         return self.mem.read_u16(self.avail)
-
-    def empty(self) -> bool:
-        return self.avail_idx() == self.last_avail_idx
 
     def pop(self) -> Element | None:
         """virtqueue_split_pop: the next available chain, or None when the ring is empty."""

@@ -14,6 +14,7 @@ from controllers.drivers.virtio_blk import LINUX_FEATURES, header, segment, spli
 from controllers.virtio import layouts as L
 from controllers.virtio.blk import VirtioBlkConfig
 from controllers.virtio.pci import VirtioPciConfig
+from emu.block import Flags
 from scenarios.profiles.facts import UnknownProfile
 from scenarios.profiles.virtio_blk import PROFILES, virtio_blk_config, virtio_pci_config
 from tests.virtio_support import DISK, MiB, close, make_virtio_blk, pattern, run
@@ -193,8 +194,12 @@ def test_write_cache_mode_follows_config_writes_and_negotiation(tmp_path):
     env = make_virtio_blk(tmp_path)
     wb = L.BLK_CONFIG_FIELDS["writeback"][0]
     assert env.drv.limits.writeback and env.drv.pci.config_read(wb, 1) == 1
+    assert run(env, env.drv.write(0, pattern(512))).ok
+    assert not env.transport.records[-1].requests[0].flags & Flags.FUA
     env.drv.pci.config_write(wb, 0, 1)                       # CONFIG_WCE: the guest picks writethrough
     assert env.drv.pci.config_read(wb, 1) == 0 and not env.dev.wce
+    assert run(env, env.drv.write(0, pattern(512))).ok
+    assert env.transport.records[-1].requests[0].flags & Flags.FUA     # writethrough: every write is FUA
     env.drv.pci.config_write(0, 0xFFFFFFFF, 4)               # capacity is not writable
     assert env.drv.pci.config_read(0, 8) == SECTORS
     run(env, env.drv.pci.reset())
