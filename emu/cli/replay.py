@@ -1,11 +1,11 @@
 """`emu replay`: run a byte-level script of guest commands through the whole path.
 
-    emu replay --controller ide|ahci --image FILE [-f FMT] [--profile NAME] [-d ignore|unmap]
+    emu replay --controller ide|ahci|virtio-blk --image FILE [-f FMT] [--profile NAME] [-d ignore|unmap]
                [--detect-zeroes off|on|unmap] [--check] SCRIPT.jsonl
 
 Each script line is encoded into guest memory by the controller's guest-driver model, decoded by the
-emulated controller, executed by the ATA device through the block layer on the image, and answered with
-the protocol's status; one JSON line per command is printed. With --check the first outcome that differs
+emulated controller, executed by the device (ATA, virtio-blk) through the block layer on the image, and
+answered with the protocol's status; one JSON line per command is printed. With --check the first outcome that differs
 from its line's "expect" ends the run with exit status 1. The script format is in emu/cli/replay_script.py
 and the README.
 """
@@ -20,22 +20,26 @@ from controllers.ahci import AhciHba
 from controllers.ata.device import AtaDevice, AtaRegisters
 from controllers.drivers.ahci import AhciDriver
 from controllers.drivers.ata_piix import PiixDriver
+from controllers.drivers.virtio_blk import VirtioBlkDriver
 from controllers.ide import IdeChannel
+from controllers.virtio.blk import VirtioBlkDevice
+from controllers.virtio.pci import VirtioPciTransport
 from emu.block import Drive, DriveOptions
 from emu.cli.common import Parser, open_for_cli
-from emu.cli.replay_script import ScriptError, Step, mismatch, parse_script
+from emu.cli.replay_script import FAMILY_OF, ScriptError, Step, blk_status, mismatch, parse_script
 from emu.errors import UsageError
 from emu.memory import GuestMemory
 from emu.sim import InterruptLine, Simulation
 from scenarios.profiles import DEFAULT_PROFILE, PROFILES, get_profile, read_zeroes_after_trim
+from scenarios.profiles.virtio_blk import virtio_blk_config, virtio_pci_config
 
 GUEST_RAM = 256 << 20     # command tables, PRDs and buffers of up to a 32 MiB transfer
 CONTROLLERS = ("ide", "ahci", "virtio-blk", "virtio-scsi")
 
 
 @dataclass
-class Machine:
-    """One simulated guest with one disk behind the chosen controller."""
+class AtaMachine:
+    """One simulated guest with one ATA disk behind PIIX IDE or AHCI."""
 
     controller: str
     sim: Simulation
@@ -54,15 +58,36 @@ class Machine:
         return result
 
 
+@dataclass
+class VirtioBlkMachine:
+    """One simulated guest with a virtio-blk-pci disk. A line that breaks the device (NEEDS_RESET) is reported
+    with "broken": true, and the driver then resets and probes the device again, as a guest's recovery would."""
+
+    sim: Simulation
+    mem: GuestMemory
+    driver: VirtioBlkDriver
+
+    def run(self, step: Step) -> dict:
+        data_out = [step.data_out] if step.data_out else []
+        outcome = self.sim.run(until=self.sim.process(self.driver.raw(step.header, data_out, step.data_in_len)))
+        if outcome.broken and not self.sim.run(until=self.sim.process(self.driver.probe())):
+            raise UsageError("the virtio-blk device did not come back after a reset")
+        return {"line": step.line, "status": blk_status(outcome.status), "used_len": outcome.used_len,
+                "data_in": outcome.data_in.hex(), "broken": outcome.broken}
+
+
 def _shown(outcome: dict) -> dict:
     """Registers as "0x.." strings, so an outcome line can be pasted into a script as its expectation."""
-    return {key: f"{value:#04x}" if key in ("status", "error") else value for key, value in outcome.items()}
+    return {key: f"{value:#04x}" if key in ("status", "error") and isinstance(value, int) else value
+            for key, value in outcome.items()}
 
 
-def build_machine(controller: str, drive: Drive, profile_name: str) -> Machine:
+def build_machine(controller: str, drive: Drive, profile_name: str) -> AtaMachine | VirtioBlkMachine:
+    if controller == "virtio-blk":
+        return _virtio_blk_machine(drive, profile_name)
     if controller not in ("ide", "ahci"):
-        raise UsageError(f"--controller {controller}: its replay lines arrive with the virtio issue "
-                         "(ide and ahci work now)")
+        raise UsageError(f"--controller {controller}: its replay lines are not built yet "
+                         "(ide, ahci and virtio-blk work now)")
     backend = drive.backend
     rzat = read_zeroes_after_trim(drive.options.discard, backend.limits.discard_alignment,
                                   backend.supports_discard)
@@ -79,7 +104,21 @@ def build_machine(controller: str, drive: Drive, profile_name: str) -> Machine:
             raise UsageError("the AHCI port did not come up")
     else:
         driver = PiixDriver(IdeChannel(sim, mem, irq, (device, None)), mem)
-    return Machine(controller, sim, mem, driver)
+    return AtaMachine(controller, sim, mem, driver)
+
+
+def _virtio_blk_machine(drive: Drive, profile_name: str) -> VirtioBlkMachine:
+    read_only = drive.options.read_only or drive.backend.read_only
+    config = virtio_blk_config(profile_name, drive.capacity // 512, read_only=read_only)
+    sim = Simulation()
+    mem = GuestMemory(GUEST_RAM)
+    irq = InterruptLine(sim, "virtio-blk")
+    transport = VirtioPciTransport(sim, mem, irq, VirtioBlkDevice(drive, config),
+                                   config=virtio_pci_config(profile_name))
+    driver = VirtioBlkDriver(sim, mem, transport, irq)
+    if not sim.run(until=sim.process(driver.probe())):
+        raise UsageError("the virtio-blk device refused the driver's features")
+    return VirtioBlkMachine(sim, mem, driver)
 
 
 def main(argv: list[str]) -> int:
@@ -102,9 +141,12 @@ def main(argv: list[str]) -> int:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read script {a.script}: {getattr(exc, 'strerror', None) or exc}") from None
-    steps = parse_script(text, a.script)
+    if a.controller not in FAMILY_OF:
+        raise UsageError(f"--controller {a.controller}: its replay lines are not built yet "
+                         f"({', '.join(FAMILY_OF)} work now)")
+    steps = parse_script(text, a.script, FAMILY_OF[a.controller])
     for step in steps:
-        if step.dma is not None and a.controller != "ide":
+        if step.dma is not None and a.controller == "ahci":
             raise ScriptError(f"{a.script}:{step.line}: dma: chooses PIO or DMA on IDE only; {a.controller} "
                               "moves every command's data its own way")
     image = open_for_cli(a.image, a.fmt, read_only=False)

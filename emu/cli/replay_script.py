@@ -2,12 +2,15 @@
 
     {"ata": {"command": "0x25", "lba": 0, "count": 8}, "data_in_len": 4096,
      "expect": {"status": "0x50", "error": 0}}
-    {"ata": {"command": "0xca", "count": 1}, "data_out": {"pattern": 165, "len": 512}}
     {"fis": "27 80 25 00 ...", "data_in_len": 512}
+    {"virtio_blk": {"type": "DISCARD", "segments": [{"sector": 0, "num_sectors": 8}]}, "expect": {"status": "OK"}}
+    {"header": "0b00000000000000 0000000000000000", "data_out": "...", "expect": {"status": "UNSUPP"}}
 
-Numbers are JSON ints or "0x.." strings. `data_out` is hex (spaces allowed) or {"pattern": BYTE, "len": N}.
-Blank lines and lines starting with "#" are skipped. Every mistake is reported as one line naming the
-script, the line number and the key.
+Which command keys a line may hold depends on the controller's family: "ata"/"fis" (and "dma") for ide and ahci,
+"virtio_blk"/"header" for virtio-blk. Numbers are JSON ints or "0x.." strings; status names may be used where a
+protocol names its statuses. `data_out` is hex (spaces allowed) or {"pattern": BYTE, "len": N}. Blank lines and
+lines starting with "#" are skipped. Every mistake is reported as one line naming the script, the line number and
+the key.
 """
 
 from __future__ import annotations
@@ -15,12 +18,41 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from controllers.virtio.layouts import (
+    BLK_S_IOERR,
+    BLK_S_OK,
+    BLK_S_UNSUPP,
+    BLK_T_DISCARD,
+    BLK_T_FLUSH,
+    BLK_T_GET_ID,
+    BLK_T_GET_LIFETIME,
+    BLK_T_IN,
+    BLK_T_OUT,
+    BLK_T_SCSI_CMD,
+    BLK_T_SECURE_ERASE,
+    BLK_T_WRITE_ZEROES,
+    VIRTIO_BLK_OUTHDR,
+    VIRTIO_BLK_SEGMENT,
+)
 from emu.errors import UsageError
 
 ATA_KEYS = ("command", "features", "lba", "count", "device", "control")
-LINE_KEYS = {"ata", "fis", "data_out", "data_in_len", "expect", "dma", "comment"}
-EXPECT_KEYS = {"status", "error", "data_in", "lba", "count"}
+COMMON_KEYS = {"data_out", "data_in_len", "expect", "comment"}
+# command keys of each controller family: exactly one of the first pair, plus the extras
+FAMILY_COMMANDS = {"ata": ("ata", "fis"), "virtio-blk": ("virtio_blk", "header")}
+FAMILY_EXTRAS = {"ata": {"dma"}, "virtio-blk": set()}
+FAMILY_OF = {"ide": "ata", "ahci": "ata", "virtio-blk": "virtio-blk"}
+EXPECT_KEYS = {"ata": {"status", "error", "data_in", "lba", "count"},
+               "virtio-blk": {"status", "data_in", "used_len", "broken"}}
 MAX_TRANSFER = 32 << 20   # a replay line moves at most 32 MiB (an LBA48 command moves at most 32 MiB)
+
+BLK_TYPES = {"IN": BLK_T_IN, "OUT": BLK_T_OUT, "SCSI_CMD": BLK_T_SCSI_CMD, "FLUSH": BLK_T_FLUSH,
+             "GET_ID": BLK_T_GET_ID, "GET_LIFETIME": BLK_T_GET_LIFETIME, "DISCARD": BLK_T_DISCARD,
+             "WRITE_ZEROES": BLK_T_WRITE_ZEROES, "SECURE_ERASE": BLK_T_SECURE_ERASE}
+BLK_STATUS = {"OK": BLK_S_OK, "IOERR": BLK_S_IOERR, "UNSUPP": BLK_S_UNSUPP}
+BLK_STATUS_NAMES = {value: name for name, value in BLK_STATUS.items()}
+BLK_KEYS = ("type", "ioprio", "sector", "segments")
+SEGMENT_KEYS = ("sector", "num_sectors", "flags")
 
 
 class ScriptError(UsageError):
@@ -29,15 +61,21 @@ class ScriptError(UsageError):
 
 @dataclass
 class Step:
-    """One parsed script line."""
+    """One parsed script line: the command in its family's form, its data, and what to expect."""
 
     line: int
-    ata: dict[str, int] | None = None      # command-block registers
+    ata: dict[str, int] | None = None      # ATA command-block registers
     fis: bytes | None = None               # or a raw H2D FIS
+    header: bytes | None = None            # virtio-blk: the request header bytes (built or raw)
     data_out: bytes | None = None
     data_in_len: int = 0
     dma: bool | None = None                # IDE only: force PIO (false) or DMA (true); default: by opcode
     expect: dict = field(default_factory=dict)
+
+
+def blk_status(value: int | None) -> str | int | None:
+    """A virtio-blk status byte as a script shows it: its name when it has one."""
+    return BLK_STATUS_NAMES.get(value, value) if value is not None else None
 
 
 def _number(value, where: str, limit: int) -> int:
@@ -51,6 +89,15 @@ def _number(value, where: str, limit: int) -> int:
     if not 0 <= value < limit:
         raise ScriptError(f"{where}: {value} is out of range (0 to {limit - 1})")
     return value
+
+
+def _named(value, where: str, names: dict[str, int], limit: int) -> int:
+    """A name from `names` or a number below `limit`."""
+    if isinstance(value, str) and value.upper() in names:
+        return names[value.upper()]
+    if isinstance(value, str) and not value.strip().lower().startswith(("0x", "-")) and not value.strip().isdigit():
+        raise ScriptError(f"{where}: unknown name {value!r} (known: {', '.join(names)})")
+    return _number(value, where, limit)
 
 
 def _hex(value, where: str) -> bytes:
@@ -75,8 +122,91 @@ def _data(value, where: str) -> bytes:
     return data
 
 
-def parse_line(text: str, where: str, line: int) -> Step | None:
-    """One line of a script (None for a blank or comment line)."""
+def _object(value, where: str, known: tuple[str, ...], what: str) -> dict:
+    if not isinstance(value, dict):
+        raise ScriptError(f"{where}: expected an object of {what}")
+    unknown = set(value) - set(known)
+    if unknown:
+        raise ScriptError(f"{where}: unknown {what[:-1]} {sorted(unknown)[0]!r} (known: {', '.join(known)})")
+    return value
+
+
+def _ata(step: Step, obj: dict, here: str) -> None:
+    if "ata" in obj:
+        regs = _object(obj["ata"], f"{here}: ata", ATA_KEYS, "registers")
+        if "command" not in regs:
+            raise ScriptError(f"{here}: ata: \"command\" is required")
+        limits = {"command": 0x100, "features": 0x10000, "lba": 1 << 48, "count": 0x10000, "device": 0x100,
+                  "control": 0x100}
+        step.ata = {key: _number(value, f"{here}: ata.{key}", limits[key]) for key, value in regs.items()}
+    else:
+        step.fis = _hex(obj["fis"], f"{here}: fis")
+        if len(step.fis) != 20:
+            raise ScriptError(f"{here}: fis: a Register H2D FIS is 20 bytes, not {len(step.fis)}")
+    if "dma" in obj:
+        if not isinstance(obj["dma"], bool):
+            raise ScriptError(f"{here}: dma: expected true or false")
+        step.dma = obj["dma"]
+
+
+def _virtio_blk(step: Step, obj: dict, here: str) -> None:
+    """A request header from its fields (type by name or number; segments become the data-out payload), or raw."""
+    if "header" in obj:
+        step.header = _hex(obj["header"], f"{here}: header")
+        if len(step.header) > MAX_TRANSFER:
+            raise ScriptError(f"{here}: header: {len(step.header)} bytes is too long")
+        return
+    req = _object(obj["virtio_blk"], f"{here}: virtio_blk", BLK_KEYS, "fields")
+    if "type" not in req:
+        raise ScriptError(f"{here}: virtio_blk: \"type\" is required")
+    fields = {"type": _named(req["type"], f"{here}: virtio_blk.type", BLK_TYPES, 1 << 32),
+              "ioprio": _number(req.get("ioprio", 0), f"{here}: virtio_blk.ioprio", 1 << 32),
+              "sector": _number(req.get("sector", 0), f"{here}: virtio_blk.sector", 1 << 64)}
+    step.header = VIRTIO_BLK_OUTHDR.build(fields)
+    if "segments" in req:
+        if "data_out" in obj:
+            raise ScriptError(f"{here}: virtio_blk.segments and data_out both give the payload; use one")
+        segments = req["segments"]
+        if not isinstance(segments, list) or len(segments) * 16 > MAX_TRANSFER:
+            raise ScriptError(f"{here}: virtio_blk.segments: expected a list of segment objects")
+        payload = []
+        for i, seg in enumerate(segments):
+            where = f"{here}: virtio_blk.segments[{i}]"
+            seg = _object(seg, where, SEGMENT_KEYS, "fields")
+            if "num_sectors" not in seg:
+                raise ScriptError(f"{where}: \"num_sectors\" is required")
+            payload.append(VIRTIO_BLK_SEGMENT.build({
+                "sector": _number(seg.get("sector", 0), f"{where}.sector", 1 << 64),
+                "num_sectors": _number(seg["num_sectors"], f"{where}.num_sectors", 1 << 32),
+                "flags": _number(seg.get("flags", 0), f"{where}.flags", 1 << 32)}))
+        step.data_out = b"".join(payload)
+
+
+def _expect(value, here: str, family: str) -> dict:
+    expect = _object(value, f"{here}: expect", tuple(sorted(EXPECT_KEYS[family])), "keys")
+    out: dict = {}
+    for key, want in expect.items():
+        where = f"{here}: expect.{key}"
+        if key == "data_in":
+            out[key] = _hex(want, where).hex()
+        elif key == "broken":
+            if not isinstance(want, bool):
+                raise ScriptError(f"{where}: expected true or false")
+            out[key] = want
+        elif want is None and family == "virtio-blk" and key in ("status", "used_len"):
+            out[key] = None                     # the request never completed (the device broke)
+        elif family == "virtio-blk" and key == "status":
+            out[key] = blk_status(_named(want, where, BLK_STATUS, 256))
+        else:
+            out[key] = _number(want, where, 1 << 48)
+    return out
+
+
+_COMMAND_PARSERS = {"ata": _ata, "virtio-blk": _virtio_blk}
+
+
+def parse_line(text: str, where: str, line: int, family: str = "ata") -> Step | None:
+    """One line of a script for a controller of `family` (None for a blank or comment line)."""
     stripped = text.strip()
     if not stripped or stripped.startswith("#"):
         return None
@@ -87,55 +217,40 @@ def parse_line(text: str, where: str, line: int) -> Step | None:
         raise ScriptError(f"{here}: not JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(obj, dict):
         raise ScriptError(f"{here}: a line is a JSON object")
-    unknown = set(obj) - LINE_KEYS
+    first, second = FAMILY_COMMANDS[family]
+    known = COMMON_KEYS | {first, second} | FAMILY_EXTRAS[family]
+    unknown = set(obj) - known
     if unknown:
-        raise ScriptError(f"{here}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(LINE_KEYS))})")
-    if ("ata" in obj) == ("fis" in obj):
-        raise ScriptError(f"{here}: a line holds exactly one of \"ata\" and \"fis\"")
+        key = sorted(unknown)[0]
+        owner = next((f for f, keys in FAMILY_COMMANDS.items() if key in keys or key in FAMILY_EXTRAS[f]), None)
+        if owner is not None:
+            users = " or ".join(c for c, f in FAMILY_OF.items() if f == owner)
+            raise ScriptError(f"{here}: {key!r} lines are for --controller {users}")
+        raise ScriptError(f"{here}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+    if (first in obj) == (second in obj):
+        raise ScriptError(f"{here}: a line holds exactly one of \"{first}\" and \"{second}\"")
     step = Step(line)
-    if "ata" in obj:
-        regs = obj["ata"]
-        if not isinstance(regs, dict):
-            raise ScriptError(f"{here}: \"ata\" is an object of registers")
-        unknown = set(regs) - set(ATA_KEYS)
-        if unknown:
-            raise ScriptError(f"{here}: ata: unknown register {sorted(unknown)[0]!r} (known: {', '.join(ATA_KEYS)})")
-        if "command" not in regs:
-            raise ScriptError(f"{here}: ata: \"command\" is required")
-        limits = {"command": 0x100, "features": 0x10000, "lba": 1 << 48, "count": 0x10000, "device": 0x100,
-                  "control": 0x100}
-        step.ata = {key: _number(value, f"{here}: ata.{key}", limits[key]) for key, value in regs.items()}
-    else:
-        step.fis = _hex(obj["fis"], f"{here}: fis")
-        if len(step.fis) != 20:
-            raise ScriptError(f"{here}: fis: a Register H2D FIS is 20 bytes, not {len(step.fis)}")
+    _COMMAND_PARSERS[family](step, obj, here)
     if "data_out" in obj:
         step.data_out = _data(obj["data_out"], f"{here}: data_out")
     if "data_in_len" in obj:
         step.data_in_len = _number(obj["data_in_len"], f"{here}: data_in_len", MAX_TRANSFER + 1)
-    if "dma" in obj:
-        if not isinstance(obj["dma"], bool):
-            raise ScriptError(f"{here}: dma: expected true or false")
-        step.dma = obj["dma"]
     if "expect" in obj:
-        expect = obj["expect"]
-        if not isinstance(expect, dict):
-            raise ScriptError(f"{here}: expect: expected an object")
-        unknown = set(expect) - EXPECT_KEYS
-        if unknown:
-            raise ScriptError(f"{here}: expect: unknown key {sorted(unknown)[0]!r} "
-                              f"(known: {', '.join(sorted(EXPECT_KEYS))})")
-        for key, value in expect.items():
-            if key == "data_in":
-                step.expect[key] = _hex(value, f"{here}: expect.data_in").hex()
-            else:
-                step.expect[key] = _number(value, f"{here}: expect.{key}", 1 << 48)
+        step.expect = _expect(obj["expect"], here, family)
     return step
 
 
-def parse_script(text: str, where: str) -> list[Step]:
-    steps = [parse_line(line, where, number) for number, line in enumerate(text.splitlines(), 1)]
+def parse_script(text: str, where: str, family: str = "ata") -> list[Step]:
+    steps = [parse_line(line, where, number, family) for number, line in enumerate(text.splitlines(), 1)]
     return [step for step in steps if step is not None]
+
+
+def _show(key: str, value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, (str, bool)) or key in ("data_in", "used_len"):
+        return json.dumps(value) if isinstance(value, bool) else str(value)
+    return f"{value:#x}"
 
 
 def mismatch(expect: dict, outcome: dict) -> str | None:
@@ -143,6 +258,5 @@ def mismatch(expect: dict, outcome: dict) -> str | None:
     for key, want in expect.items():
         got = outcome.get(key)
         if got != want:
-            show = (lambda v: v) if key == "data_in" else (lambda v: "null" if v is None else f"{v:#x}")
-            return f"{key}: expected {show(want)}, got {show(got)}"
+            return f"{key}: expected {_show(key, want)}, got {_show(key, got)}"
     return None

@@ -94,7 +94,8 @@ def test_trim_on_the_old_machine_type_profile_is_aborted_and_frees_nothing(disk,
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--controller", "virtio-blk"], "virtio issue"),
+    (["--controller", "virtio-blk"], "'ata' lines are for --controller ide or ahci"),
+    (["--controller", "virtio-scsi"], "not built yet"),
     (["--controller", "ahci", "--profile", "qemu-9"], "known profiles are"),
     (["--controller", "scsi"], "invalid choice"),
 ])
@@ -135,8 +136,32 @@ REPLAY_DIR = os.path.join(os.path.dirname(__file__), "..", "replay")
 @pytest.mark.parametrize("name", sorted(n for n in os.listdir(REPLAY_DIR) if n.endswith(".jsonl")))
 def test_the_checked_in_regression_scripts_pass(name, disk, capsys):
     """tests/replay/<controller>-<profile>.jsonl: QEMU-qtest-style scenarios, on a 64 MiB raw image with -d unmap."""
-    controller, profile = name.removesuffix(".jsonl").split("-", 1)
+    controller = next(c for c in ("virtio-blk", "virtio-scsi", "ide", "ahci") if name.startswith(c + "-"))
+    profile = name.removesuffix(".jsonl").removeprefix(controller + "-")
     code, outcomes, err = run(capsys, "--controller", controller, "--profile", profile, "--image", disk,
                               "-d", "unmap", "--check", os.path.join(REPLAY_DIR, name))
     assert code == 0, err
     assert len(outcomes) >= 14
+
+
+@pytest.mark.parametrize("discard", ["unmap", "ignore"])
+def test_virtio_blk_discard_through_replay_frees_host_space_only_with_unmap(discard, disk, tmp_path, capsys):
+    write = {"virtio_blk": {"type": "OUT", "sector": 0}, "data_out": {"pattern": 7, "len": 1 << 20},
+             "expect": {"status": "OK"}}
+    assert emu_main(["replay", "--controller", "virtio-blk", "--image", disk, script(tmp_path, write)]) == 0
+    written = os.stat(disk).st_blocks
+    trim = {"virtio_blk": {"type": "DISCARD", "segments": [{"sector": 0, "num_sectors": 2048}]},
+            "expect": {"status": "OK"}}
+    code, outcomes, err = run(capsys, "--controller", "virtio-blk", "--image", disk, "-d", discard, "--check",
+                              script(tmp_path, trim))
+    assert code == 0, err
+    assert (os.stat(disk).st_blocks < written) == (discard == "unmap")
+
+
+def test_virtio_blk_profiles_differ_on_multi_segment_discard(disk, tmp_path, capsys):
+    two = {"virtio_blk": {"type": "DISCARD", "segments": [{"sector": 0, "num_sectors": 8},
+                                                          {"sector": 64, "num_sectors": 8}]}}
+    path = script(tmp_path, two)
+    for profile, status in (("qemu-7.2", "UNSUPP"), ("strict", "OK")):
+        code, outcomes, err = run(capsys, "--controller", "virtio-blk", "--profile", profile, "--image", disk, path)
+        assert code == 0 and outcomes[0]["status"] == status, (profile, err)

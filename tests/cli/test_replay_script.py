@@ -61,3 +61,42 @@ def test_mismatch_names_the_first_differing_key():
     assert mismatch({"status": 0x50}, {"status": 0x41, "error": 4}) == "status: expected 0x50, got 0x41"
     assert mismatch({"data_in": "00"}, {"data_in": "01"}) == "data_in: expected 00, got 01"
     assert mismatch({"lba": 5}, {"status": 0x50}) == "lba: expected 0x5, got null"
+
+
+# -- virtio-blk lines ------------------------------------------------------------------------------------------
+def test_virtio_blk_lines_build_the_header_and_the_segment_payload():
+    steps = parse_script('''
+{"virtio_blk": {"type": "discard", "segments": [{"sector": 8, "num_sectors": 2, "flags": 1}, {"num_sectors": 0}]}}
+{"virtio_blk": {"type": 1, "sector": "0x10", "ioprio": 3}, "data_out": "00ff", "expect": {"status": 2}}
+{"header": "0b00000000000000", "expect": {"status": null, "used_len": null, "broken": true}}
+''', "v.jsonl", "virtio-blk")
+    assert steps[0].header == bytes.fromhex("0b000000" "00000000" "0000000000000000")
+    assert steps[0].data_out == bytes.fromhex("0800000000000000" "02000000" "01000000") + bytes(16)
+    assert steps[1].header == bytes.fromhex("01000000" "03000000" "1000000000000000")
+    assert steps[1].data_out == b"\x00\xff" and steps[1].expect == {"status": "UNSUPP"}
+    assert len(steps[2].header) == 8 and steps[2].expect == {"status": None, "used_len": None, "broken": True}
+
+
+@pytest.mark.parametrize("line,needle", [
+    ('{"virtio_blk": {"type": "READ"}}', "unknown name 'READ'"),
+    ('{"virtio_blk": {"sector": 1}}', '"type" is required'),
+    ('{"virtio_blk": {"type": "IN", "lba": 1}}', "unknown field 'lba'"),
+    ('{"virtio_blk": {"type": "DISCARD", "segments": [{"sector": 1}]}}', '"num_sectors" is required'),
+    ('{"virtio_blk": {"type": "DISCARD", "segments": {}}}', "expected a list of segment objects"),
+    ('{"virtio_blk": {"type": "DISCARD", "segments": []}, "data_out": "00"}', "use one"),
+    ('{"virtio_blk": {"type": "IN"}, "header": "00"}', 'exactly one of "virtio_blk" and "header"'),
+    ('{"ata": {"command": 1}}', "'ata' lines are for --controller ide or ahci"),
+    ('{"virtio_blk": {"type": "IN"}, "dma": true}', "'dma' lines are for --controller ide or ahci"),
+    ('{"virtio_blk": {"type": "IN"}, "expect": {"error": 0}}', "unknown key 'error'"),
+    ('{"virtio_blk": {"type": "IN"}, "expect": {"status": "FINE"}}', "unknown name 'FINE'"),
+    ('{"virtio_blk": {"type": "IN"}, "expect": {"broken": 1}}', "expected true or false"),
+])
+def test_bad_virtio_blk_lines_are_one_line_errors(line, needle):
+    with pytest.raises(ScriptError) as info:
+        parse_script(line, "bad.jsonl", "virtio-blk")
+    assert str(info.value).startswith("bad.jsonl:1: ") and needle in str(info.value)
+
+
+def test_an_ata_script_rejects_virtio_blk_lines():
+    with pytest.raises(ScriptError, match="'virtio_blk' lines are for --controller virtio-blk"):
+        parse_script('{"virtio_blk": {"type": "IN"}}', "a.jsonl")
