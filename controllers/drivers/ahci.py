@@ -231,9 +231,14 @@ class AhciDriver:
 
     def trim(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, list[AhciOutcome]]:
         """DSM TRIM by DMA, one 512-byte block (64 range entries) per command, as libata's WRITE SAME(16)
-        translation sends it (ata_scsi_write_same_xlat); stops at the first failing command."""
+        translation sends it (ata_scsi_write_same_xlat); stops at the first failing command. Nothing is sent when
+        IDENTIFY does not advertise TRIM (sd leaves provisioning off)."""
+        if self.identity is None:
+            yield from self.identify()
+        outcomes: list[AhciOutcome] = []
+        if not self.identity or not self.identity["trim"]:
+            return outcomes
         entries = split_ranges(ranges)
-        outcomes = []
         for i in range(0, len(entries), DSM_ENTRIES_PER_BLOCK):
             payload = encode_entries(entries[i:i + DSM_ENTRIES_PER_BLOCK])
             regs = AtaRegisters(C.DATA_SET_MANAGEMENT, features=DSM_TRIM, count=len(payload) // SECTOR_SIZE,

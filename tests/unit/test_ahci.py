@@ -486,3 +486,13 @@ def test_qemu_7_2_ncq_sends_no_d2h_at_issue_and_reports_errors_in_pxserr(tmp_pat
     env.hba.ports[0].serr = 1                                              # a guest that leaves PxSERR alone:
     out = run(env, env.drv.read(0, 1, ncq=True))                           # tag 0 never shows as finished
     assert not out.ok and out.sact & 1 and L.ATA_SDB_FIS.parse(out.sdb_fis).sactive == 0
+
+
+def test_driver_sends_no_trim_to_a_disk_without_it(tmp_path):
+    """sd leaves provisioning off when IDENTIFY word 169 lacks TRIM (qemu-1.4-pc): the discard never leaves the
+    guest, so the image keeps its data."""
+    env = make(tmp_path)
+    env.dev.config = dataclasses.replace(env.dev.config, trim=False)
+    assert run(env, env.drv.write(0, pattern(4096))).ok
+    assert run(env, env.drv.trim([(0, 8)])) == []
+    assert env.drive.read(0, 4096).data == pattern(4096)
