@@ -5,8 +5,8 @@
 
 Each script line is encoded into guest memory by the controller's guest-driver model, decoded by the
 emulated controller, executed by the device (ATA, virtio-blk) through the block layer on the image, and
-answered with the protocol's status; one JSON line per command is printed. With --check the first outcome that differs
-from its line's "expect" ends the run with exit status 1. The script format is in emu/cli/replay_script.py
+answered with the protocol's status; one JSON line per command is printed. With --check the first outcome
+that differs from its line's "expect" ends the run with exit status 1. The script format is in emu/cli/replay_script.py
 and the README.
 """
 
@@ -14,111 +14,46 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 
-from controllers.ahci import AhciHba
-from controllers.ata.device import AtaDevice, AtaRegisters
-from controllers.drivers.ahci import AhciDriver
-from controllers.drivers.ata_piix import PiixDriver
-from controllers.drivers.virtio_blk import VirtioBlkDriver
-from controllers.ide import IdeChannel
-from controllers.virtio.blk import VirtioBlkDevice
-from controllers.virtio.pci import VirtioPciTransport
+from controllers.ata.device import AtaRegisters
 from emu.block import Drive, DriveOptions
 from emu.cli.common import Parser, open_for_cli
 from emu.cli.replay_script import FAMILY_OF, ScriptError, Step, blk_status, mismatch, parse_script
 from emu.errors import UsageError
-from emu.memory import GuestMemory
-from emu.sim import InterruptLine, Simulation
-from scenarios.profiles import DEFAULT_PROFILE, PROFILES, get_profile, read_zeroes_after_trim
-from scenarios.profiles.virtio_blk import virtio_blk_config, virtio_pci_config
+from scenarios.machine import Machine, build
+from scenarios.profiles import DEFAULT_PROFILE, PROFILES, get_profile
 
-GUEST_RAM = 256 << 20     # command tables, PRDs and buffers of up to a 32 MiB transfer
 CONTROLLERS = ("ide", "ahci", "virtio-blk", "virtio-scsi")
 
 
-@dataclass
-class AtaMachine:
-    """One simulated guest with one ATA disk behind PIIX IDE or AHCI."""
-
-    controller: str
-    sim: Simulation
-    mem: GuestMemory
-    driver: PiixDriver | AhciDriver
-
-    def run(self, step: Step) -> dict:
-        regs = AtaRegisters(**step.ata) if step.ata is not None else None
-        extra = {"dma": step.dma} if self.controller == "ide" else {}
-        process = self.sim.process(self.driver.raw(regs, step.data_out, step.data_in_len, fis=step.fis, **extra))
-        outcome = self.sim.run(until=process)
-        result = {"line": step.line, "status": outcome.status, "error": outcome.error,
-                  "data_in": outcome.data_in.hex()}
-        if outcome.lba is not None:
-            result["lba"] = outcome.lba
-        return result
+def _run_ata(machine: Machine, step: Step) -> dict:
+    regs = AtaRegisters(**step.ata) if step.ata is not None else None
+    extra = {"dma": step.dma} if machine.controller == "ide" else {}
+    outcome = machine.run(machine.driver.raw(regs, step.data_out, step.data_in_len, fis=step.fis, **extra))
+    result = {"line": step.line, "status": outcome.status, "error": outcome.error, "data_in": outcome.data_in.hex()}
+    if outcome.lba is not None:
+        result["lba"] = outcome.lba
+    return result
 
 
-@dataclass
-class VirtioBlkMachine:
-    """One simulated guest with a virtio-blk-pci disk. A line that breaks the device (NEEDS_RESET) is reported
-    with "broken": true, and the driver then resets and probes the device again, as a guest's recovery would."""
+def _run_virtio_blk(machine: Machine, step: Step) -> dict:
+    """A line that breaks the device (NEEDS_RESET) is reported with "broken": true; the driver then resets and
+    probes the device again, as a guest's recovery would."""
+    data_out = [step.data_out] if step.data_out else []
+    outcome = machine.run(machine.driver.raw(step.header, data_out, step.data_in_len))
+    if outcome.broken and not machine.run(machine.driver.probe()):
+        raise UsageError("the virtio-blk device did not come back after a reset")
+    return {"line": step.line, "status": blk_status(outcome.status), "used_len": outcome.used_len,
+            "data_in": outcome.data_in.hex(), "broken": outcome.broken}
 
-    sim: Simulation
-    mem: GuestMemory
-    driver: VirtioBlkDriver
 
-    def run(self, step: Step) -> dict:
-        data_out = [step.data_out] if step.data_out else []
-        outcome = self.sim.run(until=self.sim.process(self.driver.raw(step.header, data_out, step.data_in_len)))
-        if outcome.broken and not self.sim.run(until=self.sim.process(self.driver.probe())):
-            raise UsageError("the virtio-blk device did not come back after a reset")
-        return {"line": step.line, "status": blk_status(outcome.status), "used_len": outcome.used_len,
-                "data_in": outcome.data_in.hex(), "broken": outcome.broken}
+RUNNERS = {"ata": _run_ata, "virtio-blk": _run_virtio_blk}
 
 
 def _shown(outcome: dict) -> dict:
     """Registers as "0x.." strings, so an outcome line can be pasted into a script as its expectation."""
     return {key: f"{value:#04x}" if key in ("status", "error") and isinstance(value, int) else value
             for key, value in outcome.items()}
-
-
-def build_machine(controller: str, drive: Drive, profile_name: str) -> AtaMachine | VirtioBlkMachine:
-    if controller == "virtio-blk":
-        return _virtio_blk_machine(drive, profile_name)
-    if controller not in ("ide", "ahci"):
-        raise UsageError(f"--controller {controller}: its replay lines are not built yet "
-                         "(ide, ahci and virtio-blk work now)")
-    backend = drive.backend
-    rzat = read_zeroes_after_trim(drive.options.discard, backend.limits.discard_alignment,
-                                  backend.supports_discard)
-    profile = get_profile(profile_name)
-    config = profile.ata_config(backend.virtual_size // 512, controller, read_zeroes_after_trim=rzat)
-    device = AtaDevice(drive, config)
-    sim = Simulation()
-    mem = GuestMemory(GUEST_RAM)
-    irq = InterruptLine(sim, controller)
-    if controller == "ahci":
-        hba = AhciHba(sim, mem, irq, [device], config=profile.ahci_config())
-        driver = AhciDriver(sim, mem, hba, irq)
-        if not sim.run(until=sim.process(driver.start(0))):
-            raise UsageError("the AHCI port did not come up")
-    else:
-        driver = PiixDriver(IdeChannel(sim, mem, irq, (device, None)), mem)
-    return AtaMachine(controller, sim, mem, driver)
-
-
-def _virtio_blk_machine(drive: Drive, profile_name: str) -> VirtioBlkMachine:
-    read_only = drive.options.read_only or drive.backend.read_only
-    config = virtio_blk_config(profile_name, drive.capacity // 512, read_only=read_only)
-    sim = Simulation()
-    mem = GuestMemory(GUEST_RAM)
-    irq = InterruptLine(sim, "virtio-blk")
-    transport = VirtioPciTransport(sim, mem, irq, VirtioBlkDevice(drive, config),
-                                   config=virtio_pci_config(profile_name))
-    driver = VirtioBlkDriver(sim, mem, transport, irq)
-    if not sim.run(until=sim.process(driver.probe())):
-        raise UsageError("the virtio-blk device refused the driver's features")
-    return VirtioBlkMachine(sim, mem, driver)
 
 
 def main(argv: list[str]) -> int:
@@ -153,9 +88,10 @@ def main(argv: list[str]) -> int:
     drive = Drive(image, DriveOptions(discard=a.discard, detect_zeroes=a.detect_zeroes))
     machine = None
     try:
-        machine = build_machine(a.controller, drive, a.profile)
+        machine = build(a.controller, drive, a.profile)
+        run_step = RUNNERS[FAMILY_OF[a.controller]]
         for step in steps:
-            outcome = machine.run(step)
+            outcome = run_step(machine, step)
             print(json.dumps(_shown(outcome)), flush=True)
             if a.check:
                 wrong = mismatch(step.expect, outcome)
@@ -164,6 +100,6 @@ def main(argv: list[str]) -> int:
                     return 1
     finally:
         if machine is not None:
-            machine.mem.close()
+            machine.close()
         drive.close()
     return 0
