@@ -73,6 +73,9 @@ class Drive:
         backend.host_unmap = self.options.unmap   # the node's BDRV_O_UNMAP
         self.capacity = backend.virtual_size
         self.stats: Counter[str] = Counter()
+        # When a list, every request's Trace is appended to it: how a scenario learns which layer dropped a
+        # discard the guest sent through a controller (the controller only sees the status).
+        self.recorder: list[Trace] | None = None
         self._plain_reads = self.options.request_alignment == 1
         self._handlers = {Op.READ: self._read, Op.WRITE: self._write, Op.DISCARD: self._discard,
                           Op.WRITE_ZEROES: self._write_zeroes, Op.FLUSH: self._flush}
@@ -124,11 +127,15 @@ class Drive:
         except OSError as exc:
             return self._fail(req, BlockError(exc.errno or errno.EIO, f"host I/O error: {exc.strerror}"), trace)
         self.stats[op] += 1
+        if self.recorder is not None:
+            self.recorder.append(trace)
         return Completion(req, None, data, trace)
 
     def _fail(self, req: Request, exc: BlockError, trace: Trace) -> Completion:
         trace.add("drive", Act.REJECTED, req.offset, req.length, str(exc))
         self.stats["errors"] += 1
+        if self.recorder is not None:
+            self.recorder.append(trace)
         return Completion(req, exc, None, trace)
 
     def _check_range(self, req: Request) -> None:

@@ -1,10 +1,11 @@
 """`emu demo`: where does the space go when a guest deletes a file?
 
-A walk-through on real image files: a guest writes data, deletes it and sends discards (TRIM). For raw
-and qcow2 with the drive's discard=ignore (QEMU's default) and discard=unmap, and for every other format
-with discard=unmap, it prints the host space after each step and, from the per-request trace, why a
-discard did or did not give space back. Then: a snapshot is instant, deleting it (a merge) costs what
-the newer layer holds.
+A walk-through on real image files. First the core story: through each controller (IDE, AHCI, virtio-blk), a
+guest driver writes data to a fresh raw and qcow2 image, deletes it and discards it through the real command
+path (DSM TRIM, virtio DISCARD), under the drive's discard=ignore (QEMU's default) and discard=unmap; a table
+gives the host space after each step and, from the per-request trace, the layer that kept the space. Then the
+same for every image format at the block layer, and a snapshot that is instant while deleting it (a merge)
+costs what the newer layer holds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from emu.errors import BlockError
 from emu.trace import Act
 from emu.units import MiB, human_size, parse_size
 from images import create_image, open_image, snapshots
+from scenarios import machine as machines
+from scenarios.profiles import DEFAULT_PROFILE, PROFILES, get_profile
 
 WRITE_CHUNK = 1 * MiB
 
@@ -34,6 +37,70 @@ CELLS = [("raw", "raw", "ignore", {}), ("raw", "raw", "unmap", {}), ("qcow2", "q
          ("qcow2", "qcow2", "unmap", {}), ("vdi", "vdi", "unmap", {}),
          ("vdi", "vdi (VBox)", "unmap", {"discard": "virtualbox"}), ("vpc", "vpc", "unmap", {}),
          ("vhdx", "vhdx", "unmap", {}), ("vmdk", "vmdk", "unmap", {})]
+
+
+# what a discard is called on the wire of each controller (the guest drivers' commands)
+DISCARD_COMMAND = {"ide": "DSM TRIM", "ahci": "DSM TRIM", "virtio-blk": "DISCARD"}
+# where a discard can end up that gives no space back: the first such event of a trace names the layer
+KEEPING = (Act.DROPPED, Act.IGNORED, Act.DEFERRED, Act.KEPT, Act.REJECTED)
+
+
+def _controller_cell(directory: str, controller: str, fmt: str, discard: str, profile: str, disk: int,
+                     data: int) -> dict:
+    """A guest writes `data` bytes through `controller`, flushes, discards it all and flushes again."""
+    path = os.path.join(directory, f"{controller}-{discard}.{fmt}")
+    create_image(path, fmt, disk, {})
+    drive = Drive(open_image(path, fmt), DriveOptions(discard=discard))
+    guest = machines.build(controller, drive, profile)
+    try:
+        disk_ops = guest.disk
+        payload = bytes(range(256)) * (WRITE_CHUNK // 256)
+        for offset in range(0, data, WRITE_CHUNK):
+            chunk = payload[:min(WRITE_CHUNK, data - offset)]
+            if not guest.run(disk_ops.write(offset // 512, chunk)):
+                raise BlockError(5, f"{controller}: the guest's write at {offset} failed")
+        guest.run(disk_ops.flush())
+        written = _host_bytes(path)
+        drive.recorder = []
+        sent, ok = guest.run(disk_ops.discard([(0, data // 512)]))
+        guest.run(disk_ops.flush())
+        discards = [t for t in drive.recorder if t.op == "discard"]
+        return {"controller": controller, "format": fmt, "discard": discard, "written": written,
+                "discarded": _host_bytes(path), "sent": sent, "ok": ok, "why": _why_kept(controller, sent, ok,
+                                                                                         discards)}
+    finally:
+        guest.close()
+        drive.close()
+
+
+def _why_kept(controller: str, sent: int, ok: bool, traces: list) -> str:
+    """The layer that kept the space, from the first trace event that gave nothing back."""
+    if not sent:
+        return "guest: the device does not offer discard, so the driver sends none"
+    if not ok:
+        return f"device: a {DISCARD_COMMAND[controller]} command failed"
+    for trace in traces:
+        for event in trace.events:
+            if event.action in KEEPING:
+                return f"{event.layer}: {event.action} ({event.detail.split(';')[0]})" if event.detail \
+                    else f"{event.layer}: {event.action}"
+    return "-"
+
+
+def _controller_table(directory: str, profile: str, disk: int, data: int) -> None:
+    print(f"Through the controllers (profile {profile}): the guest driver writes {human_size(data)}, then "
+          "discards all of it")
+    print(f"{'controller':<12}{'format':<8}{'discard=':<10}{'after write':>12}{'after discard':>15}"
+          f"{'commands':>10}  where the space stayed")
+    for controller in machines.CONTROLLERS:
+        for fmt in ("raw", "qcow2"):
+            for discard in ("ignore", "unmap"):
+                r = _controller_cell(directory, controller, fmt, discard, profile, disk, data)
+                kept = r["discarded"] > r["written"] // 2
+                print(f"{controller:<12}{fmt:<8}{discard:<10}{human_size(r['written']):>12}"
+                      f"{human_size(r['discarded']):>15}{r['sent']:>10}  {r['why'] if kept else 'reclaimed'}")
+    print(f"commands: {', '.join(f'{c} sends {n}' for c, n in DISCARD_COMMAND.items())}, as Linux's drivers cut "
+          "the discard.\n")
 
 
 def _run_cell(directory: str, fmt: str, label: str, discard: str, options: dict, disk: int, data: int) -> dict:
@@ -107,7 +174,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dir", help="where to put the images (default: a temporary directory, removed after)")
     p.add_argument("--size", default="64M", help="how much the guest writes (default 64M)")
     p.add_argument("--disk", default="1G", help="virtual disk size (default 1G)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE,
+                   help=f"device profile for the controller table: {', '.join(PROFILES)} (default {DEFAULT_PROFILE})")
     a = p.parse_args(argv)
+    get_profile(a.profile)
     data, disk = parse_size(a.size), parse_size(a.disk)
     if not 0 < data <= disk:
         raise BlockError(22, "--size must be between 1 byte and the disk size")
@@ -116,6 +186,8 @@ def main(argv: list[str]) -> int:
     try:
         print(f"emu demo: a guest writes {human_size(data)} to a fresh {human_size(disk)} disk, deletes it and")
         print("discards (TRIMs) the freed blocks. Host space is st_blocks of the image file.\n")
+        _controller_table(directory, a.profile, disk, data)
+        print("At the block layer, for every image format:")
         rows = [_run_cell(directory, fmt, label, discard, options, disk, data)
                 for fmt, label, discard, options in CELLS]
         print(f"{'format':<12}{'discard=':<10}{'created':>10}{'after write':>13}{'after discard':>15}"

@@ -270,6 +270,32 @@ def test_demo_runs_and_shows_where_space_went():
     assert "nothing copied" in proc.stdout and "512 KiB merged" in proc.stdout
 
 
+def controller_rows(stdout: str) -> dict[tuple[str, str, str], str]:
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("controller"))
+    rows = {}
+    for line in lines[start + 1:]:
+        if not line.strip() or line.startswith("commands:"):
+            break
+        controller, fmt, discard = line.split()[:3]
+        rows[controller, fmt, discard] = line
+    return rows
+
+
+@pytest.mark.parametrize("profile", ["qemu-7.2", "qemu-1.4-pc"])
+def test_demo_controller_table_says_which_layer_kept_the_space(profile):
+    proc = emu("demo", "--size", "4M", "--disk", "64M", "--profile", profile)
+    assert proc.returncode == 0, proc.stderr
+    rows = controller_rows(proc.stdout)
+    assert sorted({c for c, _, _ in rows}) == ["ahci", "ide", "virtio-blk"] and len(rows) == 12
+    for (controller, fmt, discard), line in rows.items():
+        if discard == "ignore":
+            want = "drive: dropped (discard=ignore" if profile == "qemu-7.2" else "guest: the device does not"
+        else:
+            want = "reclaimed" if profile == "qemu-7.2" else "guest: the device does not offer discard"
+        assert want in line, line
+
+
 @pytest.mark.parametrize("args", [["-f", "qcow2", "a.qcow2", "1G"],
                                   ["-f", "qcow2", "-o", "compat=0.10,preallocation=metadata,cluster_size=4k",
                                    "a.qcow2", "10M"],

@@ -280,3 +280,15 @@ def test_freed_clusters_are_reused_by_later_allocations(tmp_path):
     result = image.check()
     assert (result.corruptions, result.leaks, result.allocated_clusters) == (0, 0, 4)
     assert image.read(8 * 65536, 4 * 65536) == b"\x62" * (4 * 65536)
+
+
+def test_the_recorder_collects_every_trace_in_order(tmp_path):
+    drive, _ = make(tmp_path, discard="ignore")
+    drive.write(0, bytes(512))
+    drive.recorder = []
+    drive.discard(0, 4096)
+    drive.read(1 << 40, 512)                       # rejected: past the end
+    drive.flush()
+    assert [t.op for t in drive.recorder] == ["discard", "read", "flush"]
+    assert drive.recorder[0].has(Act.DROPPED) and drive.recorder[1].has(Act.REJECTED)
+    drive.close()
