@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 
+from controllers.ata.layouts import DSM_MAX_RANGE_SECTORS
 from emu.block import Drive, DriveOptions
 from emu.cli.common import Parser
 from emu.errors import BlockError
@@ -100,7 +101,11 @@ def _controller_table(directory: str, profile: str, disk: int, data: int) -> Non
                 print(f"{controller:<12}{fmt:<8}{discard:<10}{human_size(r['written']):>12}"
                       f"{human_size(r['discarded']):>15}{r['sent']:>10}  {r['why'] if kept else 'reclaimed'}")
     print(f"commands: {', '.join(f'{c} sends {n}' for c, n in DISCARD_COMMAND.items())}, as Linux's drivers cut "
-          "the discard.\n")
+          "the discard.")
+    if data > DSM_MAX_RANGE_SECTORS * 512:
+        print("IDE and AHCI leave a few KiB on raw: a DSM range holds at most 65535 sectors, so each range ends 512 "
+              "bytes\nshort of a 4 KiB boundary, and the host keeps every 4 KiB block a punch covers only in part.")
+    print()
 
 
 def _run_cell(directory: str, fmt: str, label: str, discard: str, options: dict, disk: int, data: int) -> dict:
