@@ -23,7 +23,7 @@ from emu.trace import Act
 from emu.units import MiB, human_size, parse_size
 from images import create_image, open_image, snapshots
 from scenarios import machine as machines
-from scenarios.profiles import DEFAULT_PROFILE, PROFILES, get_profile
+from scenarios.profiles import DEFAULT_PROFILE, NAMES, check_name
 
 WRITE_CHUNK = 1 * MiB
 
@@ -180,9 +180,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--size", default="64M", help="how much the guest writes (default 64M)")
     p.add_argument("--disk", default="1G", help="virtual disk size (default 1G)")
     p.add_argument("--profile", default=DEFAULT_PROFILE,
-                   help=f"device profile for the controller table: {', '.join(PROFILES)} (default {DEFAULT_PROFILE})")
+                   help=f"device profile for the controller table: {', '.join(NAMES)} (default {DEFAULT_PROFILE})")
     a = p.parse_args(argv)
-    get_profile(a.profile)
+    check_name(a.profile)
     data, disk = parse_size(a.size), parse_size(a.disk)
     if not 0 < data <= disk:
         raise BlockError(22, "--size must be between 1 byte and the disk size")

@@ -21,7 +21,7 @@ from emu.cli.common import Parser, open_for_cli
 from emu.cli.replay_script import FAMILY_OF, ScriptError, Step, blk_status, mismatch, parse_script
 from emu.errors import UsageError
 from scenarios.machine import Machine, build
-from scenarios.profiles import DEFAULT_PROFILE, PROFILES, get_profile
+from scenarios.profiles import DEFAULT_PROFILE, NAMES, check_name
 
 CONTROLLERS = ("ide", "ahci", "virtio-blk", "virtio-scsi")
 
@@ -63,14 +63,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--image", required=True, help="the disk image (opened read-write)")
     p.add_argument("-f", dest="fmt", help="image format (default: by magic)")
     p.add_argument("--profile", default=DEFAULT_PROFILE,
-                   help=f"device profile: {', '.join(PROFILES)} (default {DEFAULT_PROFILE})")
+                   help=f"device profile: {', '.join(NAMES)} (default {DEFAULT_PROFILE})")
     p.add_argument("-d", "--discard", default="ignore", choices=("ignore", "unmap"),
                    help="the drive's discard option (default ignore, as QEMU's -drive)")
     p.add_argument("--detect-zeroes", default="off", choices=("off", "on", "unmap"))
     p.add_argument("--check", action="store_true", help="compare each outcome with the line's \"expect\"")
     p.add_argument("script")
     a = p.parse_args(argv)
-    get_profile(a.profile)
+    check_name(a.profile)
     try:
         with open(a.script, encoding="utf-8") as f:
             text = f.read()

@@ -17,13 +17,11 @@ from typing import Literal
 from controllers.ahci_config import AhciConfig
 from controllers.ata.config import AtaConfig
 from emu.errors import UsageError
-from scenarios.profiles.facts import Fact, UnknownProfile, check_facts, config_from_facts, profile_fields
+from scenarios.profiles.facts import FROM_DRIVE, Fact, UnknownProfile, check_facts, config_from_facts, profile_fields
 
 Controller = Literal["ide", "ahci"]
 CONTROLLERS: tuple[str, ...] = ("ide", "ahci")
 
-# The value of a field the profile takes from the drive at creation time (`read_zeroes_after_trim`).
-FROM_DRIVE = "from-drive"
 
 # AtaConfig fields a profile sets; capacity comes from the image and ncq_depth from the controller kind.
 PROFILE_FIELDS = profile_fields(AtaConfig, given=("capacity_sectors", "ncq_depth", "chs"))
@@ -283,27 +281,3 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise UnknownProfile(f"unknown profile '{name}': known profiles are {', '.join(PROFILES)}") from None
-
-
-def _show(value: object) -> str:
-    if value == FROM_DRIVE:
-        return "from the drive"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return str(value)
-
-
-def describe(name: str | None = None) -> str:
-    """A listing for `emu --help`-style output: each profile (or just `name`) with its description, then every
-    field with its value and source, then its notes."""
-    profiles = [get_profile(name)] if name is not None else list(PROFILES.values())
-    lines: list[str] = []
-    for profile in profiles:
-        if lines:
-            lines.append("")
-        default = " (default)" if profile.name == DEFAULT_PROFILE else ""
-        lines.append(f"{profile.name}{default}: {profile.description}")
-        for label, fact in profile.facts():
-            lines.append(f"  {label:<20} {_show(fact.value):<16} {fact.source}")
-        lines.extend(f"  note: {note}" for note in profile.notes)
-    return "\n".join(lines)

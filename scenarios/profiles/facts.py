@@ -16,6 +16,10 @@ from emu.errors import UsageError
 
 T = TypeVar("T")
 
+# The value of a fact the profile takes from the drive when the device is created (what a discard really leaves
+# behind: ATA RZAT, SCSI LBPRZ in the strict profiles); whoever creates the device passes the drive's answer.
+FROM_DRIVE = "from-drive"
+
 
 class UnknownProfile(UsageError):
     """A profile name no registry entry has (`--profile NAME`, a scenario file)."""

@@ -11,8 +11,7 @@ page they rest on, and a value the standard leaves open says it is a choice.
 from __future__ import annotations
 
 from controllers.scsi.config import GiB, INT_MAX, ScsiDiskConfig
-from scenarios.profiles.ata import FROM_DRIVE
-from scenarios.profiles.facts import Fact, UnknownProfile, check_facts, config_from_facts
+from scenarios.profiles.facts import FROM_DRIVE, Fact, UnknownProfile, check_facts, config_from_facts
 
 # Fields the creator of the disk gives: the image's size, the logical block size, the drive's read-only flag.
 GIVEN = ("capacity_blocks", "block_size", "read_only")

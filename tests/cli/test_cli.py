@@ -288,7 +288,7 @@ def test_demo_controller_table_says_which_layer_kept_the_space(profile):
     assert proc.returncode == 0, proc.stderr
     rows = controller_rows(proc.stdout)
     assert sorted({c for c, _, _ in rows}) == ["ahci", "ide", "virtio-blk"] and len(rows) == 12
-    for (controller, fmt, discard), line in rows.items():
+    for (_, _, discard), line in rows.items():
         if discard == "ignore":
             want = "drive: dropped (discard=ignore" if profile == "qemu-7.2" else "guest: the device does not"
         else:

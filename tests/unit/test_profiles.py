@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import struct
-
 import dataclasses
+import struct
 
 import pytest
 
@@ -16,7 +15,6 @@ from emu.errors import UsageError
 from images import create_image, open_image
 from scenarios.profiles import (
     FROM_DRIVE,
-    PROFILES,
     Fact,
     Profile,
     UnknownProfile,
@@ -24,7 +22,8 @@ from scenarios.profiles import (
     get_profile,
     read_zeroes_after_trim,
 )
-from scenarios.profiles.ata import PROFILE_FIELDS
+from scenarios.profiles.ata import PROFILE_FIELDS, PROFILES
+from scenarios.profiles.registry import FAMILY_NAMES, sections
 
 SECTORS = 32768                                     # 16 MiB
 NAMES = ("qemu-7.2", "qemu-1.4-pc", "strict")
@@ -163,15 +162,25 @@ def test_unknown_profile_is_one_clear_error_naming_the_known_ones():
     assert isinstance(info.value, UsageError)       # the CLI prints it as one line
 
 
-def test_describe_lists_every_field_value_and_source():
+def test_every_family_knows_every_profile_name():
+    assert {family: names for family, names in FAMILY_NAMES.items()} == {family: NAMES for family in FAMILY_NAMES}
+
+
+def test_describe_lists_every_family_field_value_and_source():
     text = describe()
+    lines = text.splitlines()
     for name in NAMES:
-        profile = get_profile(name)
-        assert f"{name}" in text and profile.description in text
-        for label, fact in profile.facts():
-            assert any(label in line and fact.source in line for line in text.splitlines()), (name, label)
+        assert any(line.startswith(name) for line in lines)
+        for section in sections(name):
+            assert f"[{section.family}] {section.description}" in text
+            for label, fact in section.facts:
+                assert isinstance(fact, Fact) and fact.source.strip(), (name, section.family, label)
+                assert any(label in line and fact.source in line for line in lines), (name, label)
     assert "from the drive" in describe("strict")
-    assert describe("qemu-1.4-pc").startswith("qemu-1.4-pc: ")
+    one = describe("qemu-1.4-pc").splitlines()
+    assert one[0] == "qemu-1.4-pc" and [line for line in one if line.startswith("  [")] == [
+        f"  [{s.family}] {s.description}" for s in sections("qemu-1.4-pc")]
+    assert describe("qemu-7.2").splitlines()[0] == "qemu-7.2 (default)"
     with pytest.raises(UnknownProfile):
         describe("nope")
 
