@@ -1,4 +1,5 @@
-"""The `emu` command: `emu img ...` (qemu-img-like), `emu io ...` (qemu-io-like), `emu demo`.
+"""The `emu` command: `emu img ...` (qemu-img-like), `emu io ...` (qemu-io-like), `emu replay`, `emu profiles`,
+`emu demo`.
 
 Every deliberate failure is an EmuError and is printed as one line on stderr with a non-zero exit;
 anything else is a bug and keeps its traceback.
@@ -13,10 +14,11 @@ from emu.errors import EmuError
 USAGE = """usage: emu <command> [args...]
 
 commands:
-  img     create, inspect, check, compare, convert and benchmark images (like qemu-img)
-  io      run guest I/O commands against an image through the block layer (like qemu-io)
-  replay  run a JSON Lines script of guest commands through an emulated controller (ide, ahci)
-  demo    a short walk-through: a guest writes, deletes and discards; where does the space go?
+  img       create, inspect, check, compare, convert and benchmark images (like qemu-img)
+  io        run guest I/O commands against an image through the block layer (like qemu-io)
+  replay    run a JSON Lines script of guest commands through an emulated controller (ide, ahci, virtio-blk)
+  profiles  list the device profiles (QEMU versions, the standards): every value and its source
+  demo      a short walk-through: a guest writes, deletes and discards; where does the space go?
 
 Run 'emu <command> --help' for the options of a command."""
 
@@ -36,8 +38,11 @@ def main(argv: list[str] | None = None) -> int:
             from emu.cli.demo import main as run
         elif command == "replay":
             from emu.cli.replay import main as run
+        elif command == "profiles":
+            from emu.cli.profiles import main as run
         else:
-            print(f"emu: unknown command '{command}' (img, io, replay, demo; see 'emu --help')", file=sys.stderr)
+            print(f"emu: unknown command '{command}' (img, io, replay, profiles, demo; see 'emu --help')",
+                  file=sys.stderr)
             return 1
         return run(rest)
     except EmuError as exc:

@@ -318,3 +318,13 @@ def test_sizes_are_rounded_up_to_sectors_as_qemu_img_rounds_them(qemu_img, tmp_p
     emu("img", "create", "-q", "-f", fmt, ours, "3000001", check=True)
     size = json.loads(run(qemu_img, "info", "-f", fmt, "--output=json", theirs).stdout)["virtual-size"]
     assert json.loads(emu("img", "info", "--output=json", ours).stdout)["virtual-size"] == size
+
+
+def test_profiles_lists_every_family_with_sources():
+    out = emu("profiles", check=True).stdout
+    assert out.splitlines()[0] == "qemu-7.2 (default)"
+    for family in ("[ata]", "[virtio-blk]", "[scsi]"):
+        assert out.count(family) == 3
+    assert "hw_compat_3_1" in emu("profiles", "qemu-1.4-pc", check=True).stdout
+    proc = emu("profiles", "qemu-9")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "known profiles are" in proc.stderr
