@@ -76,6 +76,11 @@ class ScsiDiskConfig:
     synchronize_cache_16: bool = False   # 91h; QEMU: INVALID COMMAND OPERATION CODE
     report_supported_opcodes: bool = False   # MAINTENANCE IN 0Ch; QEMU: INVALID COMMAND OPERATION CODE
 
+    # Commands that complete GOOD after only the checks QEMU makes (scsi_disk_emulate_command): START STOP UNIT
+    # and PREVENT ALLOW MEDIUM REMOVAL on a fixed disk, SEEK(10) (LBA range), FORMAT UNIT (parameter data
+    # ignored), RESERVE/RELEASE (6) and (10) (3rdPTY / LONGID bits refused). Others answer INVALID OPCODE.
+    no_op_commands: tuple[int, ...] = (0x04, 0x16, 0x17, 0x1B, 0x1E, 0x2B, 0x56, 0x57)
+
     # -- UNMAP --
     unmap_anchor_check: bool = True      # ANCHOR = 1 -> INVALID FIELD IN CDB (QEMU since 2.0)
     unmap_write_protect_check: bool = True   # read-only answered WRITE PROTECTED before any descriptor

@@ -14,9 +14,8 @@ A failing command never touches the image: everything is checked before the firs
 where QEMU itself has already acted (UNMAP with `unmap_validate_first` off stops at the first bad descriptor
 after discarding the earlier ones, as scsi_unmap_complete_noio does; a WRITE SAME larger than 512 KiB is
 written in pieces, and a backend error on a later piece leaves the earlier ones written).
-Departures from QEMU: MODE SELECT cannot change the block size (a block descriptor with another block length
-is INVALID FIELD IN PARAMETER LIST); START STOP UNIT, SEEK(10), FORMAT UNIT, RESERVE/RELEASE and PREVENT ALLOW
-MEDIUM REMOVAL are not modelled (INVALID COMMAND OPERATION CODE).
+Departure from QEMU: MODE SELECT cannot change the block size (a block descriptor with another block length
+is INVALID FIELD IN PARAMETER LIST).
 """
 
 from __future__ import annotations
@@ -115,6 +114,11 @@ _VERIFY = {Op.VERIFY_10: VERIFY_10, Op.VERIFY_12: VERIFY_12, Op.VERIFY_16: VERIF
 _UA_EXEMPT = frozenset({Op.INQUIRY, Op.REPORT_LUNS})
 
 
+# The no-op commands (config.no_op_commands may name) that scsi_req_xfer gives no data phase.
+_NO_TRANSFER = (Op.START_STOP_UNIT, Op.PREVENT_ALLOW_MEDIUM_REMOVAL, Op.SEEK_10, Op.RESERVE_6, Op.RELEASE_6)
+NO_OP_COMMANDS = frozenset({*_NO_TRANSFER, Op.FORMAT_UNIT, Op.RESERVE_10, Op.RELEASE_10})
+
+
 class Direction(StrEnum):
     NONE = "none"
     IN = "in"           # data-in: device to initiator
@@ -210,6 +214,7 @@ class ScsiDisk:
             Op.WRITE_SAME_16: self._write_same,
             Op.REPORT_LUNS: self._report_luns,
             Op.MAINTENANCE_IN: self._maintenance_in,
+            **{op: self._no_op for op in config.no_op_commands},
             **dict.fromkeys(_VERIFY, self._verify),
         }
 
@@ -237,8 +242,10 @@ class ScsiDisk:
         if op in (Op.UNMAP, Op.MODE_SELECT_6, Op.MODE_SELECT_10):
             n = cdb[4] if op == Op.MODE_SELECT_6 else int.from_bytes(cdb[7:9], "big")
             return Transfer(Direction.OUT, n) if n else _NONE
-        if op in (Op.TEST_UNIT_READY, Op.SYNCHRONIZE_CACHE_10, Op.SYNCHRONIZE_CACHE_16):
+        if op in (Op.TEST_UNIT_READY, Op.SYNCHRONIZE_CACHE_10, Op.SYNCHRONIZE_CACHE_16, *_NO_TRANSFER):
             return _NONE
+        if op == Op.FORMAT_UNIT:                    # scsi_cmd_xfer_mode: to the device, the generic length
+            return Transfer(Direction.OUT, cdb[4]) if cdb[4] else _NONE
         if op == Op.READ_CAPACITY_10:
             return Transfer(Direction.IN, 8)
         if op == Op.INQUIRY:
@@ -314,6 +321,20 @@ class ScsiDisk:
         if self.config.allocation_rule == "qemu":
             return data[:alloc].ljust(alloc, b"\0")
         return data[:alloc]
+
+    # -- commands without effect -------------------------------------------------------------------------------
+    def _no_op(self, cdb: bytes, data_out: bytes, alloc: int) -> bytes:
+        """QEMU scsi_disk_emulate_command for the commands a fixed disk only checks: SEEK(10) past the last LBA is
+        LBA OUT OF RANGE; RESERVE/RELEASE refuse the 3rdPTY (and, in the 10-byte form, LONGID) bit; START STOP
+        UNIT and PREVENT ALLOW MEDIUM REMOVAL change nothing on a non-removable disk; FORMAT UNIT ignores its
+        parameter data. No data-in either way."""
+        op = cdb[0]
+        f = parse(CDB_LAYOUTS[op], cdb)
+        if op == Op.SEEK_10 and f["lba"] >= self.blocks:
+            raise _Check(S.LBA_OUT_OF_RANGE)
+        if op in (Op.RESERVE_6, Op.RELEASE_6, Op.RESERVE_10, Op.RELEASE_10) and (f["third_party"] or f.get("longid")):
+            raise _Check(S.INVALID_FIELD)
+        return b""
 
     # -- TEST UNIT READY, REQUEST SENSE ---------------------------------------------------------------------
     def _request_sense(self, cdb: bytes, data_out: bytes, alloc: int) -> bytes:
@@ -829,7 +850,8 @@ class ScsiDisk:
         out = []
         for op, layout in sorted(CDB_LAYOUTS.items()):
             if (op == Op.SYNCHRONIZE_CACHE_16 and not c.synchronize_cache_16) or (
-                    op == Op.MAINTENANCE_IN and not c.report_supported_opcodes):
+                    op == Op.MAINTENANCE_IN and not c.report_supported_opcodes) or (
+                    op in NO_OP_COMMANDS and op not in c.no_op_commands):
                 continue
             out.append((op, MI_REPORT_SUPPORTED_OPCODES if op == Op.MAINTENANCE_IN else None, layout))
         index = next(i for i, (op, _, _) in enumerate(out) if op > Op.SERVICE_ACTION_IN_16)

@@ -28,20 +28,28 @@ class Op(IntEnum):
 
     TEST_UNIT_READY = 0x00
     REQUEST_SENSE = 0x03
+    FORMAT_UNIT = 0x04
     READ_6 = 0x08
     WRITE_6 = 0x0A
     INQUIRY = 0x12
     MODE_SELECT_6 = 0x15
+    RESERVE_6 = 0x16
+    RELEASE_6 = 0x17
     MODE_SENSE_6 = 0x1A
+    START_STOP_UNIT = 0x1B
+    PREVENT_ALLOW_MEDIUM_REMOVAL = 0x1E
     READ_CAPACITY_10 = 0x25
     READ_10 = 0x28
     WRITE_10 = 0x2A
+    SEEK_10 = 0x2B
     WRITE_AND_VERIFY_10 = 0x2E
     VERIFY_10 = 0x2F
     SYNCHRONIZE_CACHE_10 = 0x35
     WRITE_SAME_10 = 0x41
     UNMAP = 0x42
     MODE_SELECT_10 = 0x55
+    RESERVE_10 = 0x56
+    RELEASE_10 = 0x57
     MODE_SENSE_10 = 0x5A
     READ_16 = 0x88
     WRITE_16 = 0x8A
@@ -629,6 +637,57 @@ TEST_UNIT_READY = BitStruct(
     "control" / BitsInteger(8),
 )
 
+# Commands a disk completes without data (QEMU scsi_req_xfer sets xfer 0 for all but FORMAT UNIT), decoded for the
+# fields QEMU looks at. RESERVE/RELEASE (6) are obsolete (SPC-2): byte 1 bit 0 was the 3rdPTY bit; the (10) forms
+# also carry LONGID in bit 1.
+START_STOP_UNIT = BitStruct(
+    "opcode" / BitsInteger(8),
+    Padding(7), "immed" / Flag,
+    Padding(8),
+    Padding(4), "power_condition_modifier" / BitsInteger(4),
+    "power_condition" / BitsInteger(4), Padding(1), "no_flush" / Flag, "loej" / Flag, "start" / Flag,
+    "control" / BitsInteger(8),
+)
+
+PREVENT_ALLOW_MEDIUM_REMOVAL = BitStruct(
+    "opcode" / BitsInteger(8),
+    Padding(24),
+    Padding(6), "prevent" / BitsInteger(2),
+    "control" / BitsInteger(8),
+)
+
+SEEK_10 = BitStruct(
+    "opcode" / BitsInteger(8),
+    Padding(8),
+    "lba" / BitsInteger(32),
+    Padding(24),
+    "control" / BitsInteger(8),
+)
+
+FORMAT_UNIT = BitStruct(
+    "opcode" / BitsInteger(8),
+    "fmtpinfo" / BitsInteger(2), "longlist" / Flag, "fmtdata" / Flag, "cmplst" / Flag,
+    "defect_list_format" / BitsInteger(3),
+    Padding(8),
+    Padding(16),
+    "control" / BitsInteger(8),
+)
+
+RESERVE_RELEASE_6 = BitStruct(
+    "opcode" / BitsInteger(8),
+    Padding(7), "third_party" / Flag,
+    Padding(24),
+    "control" / BitsInteger(8),
+)
+
+RESERVE_RELEASE_10 = BitStruct(
+    "opcode" / BitsInteger(8),
+    Padding(6), "longid" / Flag, "third_party" / Flag,
+    Padding(40),
+    "parameter_list_length" / BitsInteger(16),
+    "control" / BitsInteger(8),
+)
+
 # Fixed-format sense data (SPC-4), 18 bytes as QEMU builds them (additional sense length 10).
 FIXED_SENSE = BitStruct(
     "valid" / Flag, "response_code" / BitsInteger(7),
@@ -658,6 +717,14 @@ DESCRIPTOR_SENSE = BitStruct(
 # usage data from these).
 CDB_LAYOUTS = {
     Op.TEST_UNIT_READY: TEST_UNIT_READY,
+    Op.FORMAT_UNIT: FORMAT_UNIT,
+    Op.RESERVE_6: RESERVE_RELEASE_6,
+    Op.RELEASE_6: RESERVE_RELEASE_6,
+    Op.START_STOP_UNIT: START_STOP_UNIT,
+    Op.PREVENT_ALLOW_MEDIUM_REMOVAL: PREVENT_ALLOW_MEDIUM_REMOVAL,
+    Op.SEEK_10: SEEK_10,
+    Op.RESERVE_10: RESERVE_RELEASE_10,
+    Op.RELEASE_10: RESERVE_RELEASE_10,
     Op.REQUEST_SENSE: REQUEST_SENSE,
     Op.READ_6: RW_6,
     Op.WRITE_6: RW_6,

@@ -104,12 +104,20 @@ _QEMU_72 = {
                                     "scsi-bus.c REPORT LUNS len = MIN(len, xfer & ~7)"),
     "max_allocation_length": Fact(65536, f"{SD72} scsi_disk_emulate_command: cmd.xfer > 65536 -> "
                                          "INVALID FIELD"),
+    "no_op_commands": Fact((0x04, 0x16, 0x17, 0x1B, 0x1E, 0x2B, 0x56, 0x57),
+                           f"{SD72} scsi_disk_emulate_command: FORMAT UNIT, RESERVE/RELEASE (6) and (10) (refusing "
+                           "bits 0 / 0-1 of byte 1), START STOP (scsi_disk_emulate_start_stop: nothing for a fixed "
+                           "disk), ALLOW MEDIUM REMOVAL and SEEK(10) (LBA > max_lba -> LBA OUT OF RANGE) all "
+                           "complete GOOD"),
 }
 
 # -- qemu-1.4-pc -------------------------------------------------------------------------------------------
 
 _QEMU_14 = dict(_QEMU_72)   # restated below where 1.4.0 differs; the rest is the same code in both
 _QEMU_14.update({
+    "no_op_commands": Fact((0x16, 0x17, 0x1B, 0x1E, 0x2B, 0x56, 0x57),
+                           f"{SD14} scsi_disk_emulate_command: RESERVE/RELEASE, START STOP, ALLOW MEDIUM REMOVAL and "
+                           "SEEK(10) as in 7.2; no FORMAT UNIT case (INVALID OPCODE)"),
     "revision": Fact("1.4.", f"{SD14} scsi_initfn: version = qemu_get_version() \"1.4.0\"; "
                              "scsi_disk_emulate_inquiry copies MIN(4, strlen)"),
     "device_id": Fact("drive0", f"{SD14} VPD 83h: serial, else bdrv_get_device_name() (the -drive id)"),
@@ -143,6 +151,10 @@ _QEMU_14.update({
 
 _STRICT = dict(_QEMU_72)
 _STRICT.update({
+    "no_op_commands": Fact((0x04, 0x1B, 0x1E), f"{SBC3}: FORMAT UNIT, START STOP UNIT and PREVENT ALLOW MEDIUM "
+                                               "REMOVAL are SBC commands (the last two change nothing on a fixed "
+                                               "disk); SEEK(10) and RESERVE/RELEASE are obsolete (SBC-2, SPC-3; "
+                                               "recalled, not checked against the text): INVALID OPCODE"),
     "vendor": Fact("QEMU", f"choice: {SPC4} T10 VENDOR IDENTIFICATION; kept as QEMU's"),
     "product": Fact("QEMU HARDDISK", "choice: vendor-assigned; kept as QEMU's"),
     "revision": Fact("2.5+", "choice: vendor-assigned; kept as QEMU 7.2's"),

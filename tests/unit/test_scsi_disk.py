@@ -655,7 +655,9 @@ def test_report_supported_operation_codes(tmp_path):
     one = run(disk, rsoc(1, 0x28)).data_in
     assert one[:4] == bytes([0, 3, 0, 10]) and one[4:] == L.cdb_usage(L.RW_10, 0x28)
     assert run(disk, rsoc(2, 0x9E, 0x12)).data_in[:4] == bytes([0, 3, 0, 16])
-    assert run(disk, rsoc(1, 0x04)).data_in == bytes([0, 1, 0, 0])               # FORMAT UNIT not supported
+    assert run(disk, rsoc(1, 0x07)).data_in == bytes([0, 1, 0, 0])               # REASSIGN BLOCKS not supported
+    assert run(disk, rsoc(1, 0x2B)).data_in == bytes([0, 1, 0, 0])               # SEEK(10): obsolete
+    assert run(disk, rsoc(1, 0x1B)).data_in[:4] == bytes([0, 3, 0, 6])           # START STOP UNIT
     fails(run(disk, rsoc(1, 0x9E)), S.INVALID_FIELD)                            # has service actions
     fails(run(disk, rsoc(2, 0x28)), S.INVALID_FIELD)
     timed = run(disk, rsoc(rctd=True)).data_in
@@ -663,7 +665,7 @@ def test_report_supported_operation_codes(tmp_path):
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("cdb", [bytes([0x04]) + bytes(5), bytes([0xC0]) + bytes(15), bytes([0x7F]) + bytes(9),
+@pytest.mark.parametrize("cdb", [bytes([0x07]) + bytes(5), bytes([0xC0]) + bytes(15), bytes([0x7F]) + bytes(9),
                                  bytes([0x28, 0, 0])])
 def test_unknown_or_short_cdbs_are_invalid_opcodes(tmp_path, profile, cdb):
     fails(run(make(tmp_path, profile), cdb), S.INVALID_OPCODE)
@@ -675,7 +677,48 @@ def test_data_phase_plans(tmp_path):
     assert disk.plan(unmap_cdb(24)) == (Direction.OUT, 24)
     assert disk.plan(ws16(0, 8)) == (Direction.OUT, 512)
     assert disk.plan(cdb10(0x35, 0, 8)) == (Direction.NONE, 0)
-    assert disk.plan(bytes([0x04, 0, 0, 0, 7, 0])) == (Direction.IN, 7)        # QEMU scsi_cdb_xfer, group 0
+    assert disk.plan(bytes([0x07, 0, 0, 0, 7, 0])) == (Direction.IN, 7)        # QEMU scsi_cdb_xfer, group 0
     assert make(tmp_path, "qemu-1.4-pc").plan(ws16(0, 8, ndob=True)) == (Direction.OUT, 512)
     with pytest.raises(ValueError):
         disk.execute(cdb10(0x2A, 0, 1), b"")
+
+
+
+# -- commands a fixed disk only checks (QEMU scsi_disk_emulate_command) ---------------------------------------
+SECTORS = SIZE // 512
+NO_OPS = {
+    "start stop": bytes([0x1B, 0, 0, 0, 0x01, 0]),
+    "prevent allow": bytes([0x1E, 0, 0, 0, 0x01, 0]),
+    "seek last lba": bytes([0x2B, 0]) + (SECTORS - 1).to_bytes(4, "big") + bytes(4),
+    "format unit": bytes([0x04]) + bytes(5),
+    "reserve 6": bytes([0x16]) + bytes(5),
+    "release 10": bytes([0x57]) + bytes(9),
+}
+
+
+@pytest.mark.parametrize("name", NO_OPS)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_no_op_commands_per_profile(tmp_path, profile, name):
+    disk = make(tmp_path, profile)
+    run(disk, bytes(6))                                      # TEST UNIT READY takes the power-on unit attention
+    before = disk.drive.read(0, 4096).data
+    res = run(disk, NO_OPS[name])
+    if NO_OPS[name][0] in disk.config.no_op_commands:
+        assert res.status == L.GOOD and res.data_in == b"", (profile, name)
+    else:
+        fails(res, S.INVALID_OPCODE)
+    assert disk.drive.read(0, 4096).data == before
+    accepted = {"qemu-7.2": set(NO_OPS), "qemu-1.4-pc": set(NO_OPS) - {"format unit"},
+                "strict": {"start stop", "prevent allow", "format unit"}}[profile]
+    assert (NO_OPS[name][0] in disk.config.no_op_commands) == (name in accepted)
+
+
+def test_no_op_commands_check_what_qemu_checks(tmp_path):
+    disk = make(tmp_path)
+    run(disk, bytes(6))
+    fails(run(disk, bytes([0x2B, 0]) + SECTORS.to_bytes(4, "big") + bytes(4)), S.LBA_OUT_OF_RANGE)
+    fails(run(disk, bytes([0x16, 0x01]) + bytes(4)), S.INVALID_FIELD)            # RESERVE(6) 3rdPTY
+    fails(run(disk, bytes([0x56, 0x02]) + bytes(8)), S.INVALID_FIELD)            # RESERVE(10) LONGID
+    assert disk.plan(bytes([0x04, 0, 0, 0, 12, 0])) == (Direction.OUT, 12)     # FORMAT UNIT parameter data
+    assert run(disk, bytes([0x04, 0x10, 0, 0, 12, 0]), bytes(12)).status == L.GOOD
+    assert disk.plan(NO_OPS["start stop"]) == (Direction.NONE, 0)
