@@ -28,12 +28,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from controllers.ahci_config import AhciConfig
-from controllers.ata.codec import prdt_regions, unpack_cmd_header, unpack_h2d_fis
+from controllers.ata.codec import (
+    pack_d2h_fis,
+    pack_pio_setup_fis,
+    pack_sdb_fis,
+    prdt_regions,
+    unpack_cmd_header,
+    unpack_h2d_fis,
+)
 from controllers.ata.device import PAGE_COMMANDS, AtaDevice, AtaRegisters, AtaResult, Protocol
 from controllers.ata.layouts import (
-    ATA_D2H_FIS,
-    ATA_PIO_SETUP_FIS,
-    ATA_SDB_FIS,
     H2D_FIS_SIZE,
     AHCI_CMD_HEADER_SIZE,
     AHCI_CMD_LIST_SIZE,
@@ -308,7 +312,7 @@ class AhciPort:
         never both; config.error_irq). Nothing at all while FIS receive is off."""
         if not self._fis_on():
             return False
-        self.hba.mem.write(self.res_fis + RX_FIS_RFIS, ATA_D2H_FIS.build(dict(self._fis_registers(), i=interrupt)))
+        self.hba.mem.write(self.res_fis + RX_FIS_RFIS, pack_d2h_fis(**self._fis_registers(), i=interrupt))
         self.tfd = self.error << 8 | self.status
         error = bool(self.status & STATUS_ERR)
         if error:
@@ -322,8 +326,8 @@ class AhciPort:
         byte count; PSS only when I is set (PIO data-in, and PIO data-out after the first DRQ block)."""
         if not self._fis_on():
             return
-        fis = ATA_PIO_SETUP_FIS.build(dict(self._fis_registers(), i=interrupt, e_status=self.status,
-                                           transfer_count=length & 0xFFFF))
+        fis = pack_pio_setup_fis(**self._fis_registers(), i=interrupt, e_status=self.status,
+                                 transfer_count=length & 0xFFFF)
         self.hba.mem.write(self.res_fis + RX_FIS_PSFIS, fis)
         self.tfd = self.error << 8 | self.status
         if interrupt:
@@ -337,7 +341,7 @@ class AhciPort:
             return
         status = self.status & SDB_STATUS_MASK
         self.hba.mem.write(self.res_fis + RX_FIS_SDBFIS,
-                           ATA_SDB_FIS.build(dict(i=True, status=status, error=self.error, sactive=finished)))
+                           pack_sdb_fis(i=True, status=status, error=self.error, sactive=finished))
         self.tfd = self.error << 8 | status | (self.tfd & (STATUS_BSY | STATUS_DRQ))
         self.sact &= ~finished
         tfes = status & STATUS_ERR and self.hba.config.ncq_error == "tfes"

@@ -1,7 +1,9 @@
-"""Fast codecs for the per-command AHCI records: the Register H2D FIS, the command header, the PRDT.
+"""Fast codecs for the per-command AHCI records: the Register H2D FIS, the command header, the PRDT, and the
+device-to-host FISes the HBA writes on every completion (Register D2H, PIO Setup, Set Device Bits).
 
 Each one gives the same fields as its construct definition in `layouts.py` (ATA_H2D_FIS, AHCI_CMD_HEADER,
-AHCI_PRDT_ENTRY), checked byte for byte by tests/unit/test_ata_layouts.py. Like every compiled codec here
+AHCI_PRDT_ENTRY, ATA_D2H_FIS, ATA_PIO_SETUP_FIS, ATA_SDB_FIS), checked byte for byte by
+tests/unit/test_ata_layouts.py. Like every compiled codec here
 they skip construct's checks: the caller has bounds-checked the buffer, and for a FIS looked at the type
 byte (QEMU's handle_cmd refuses a CFIS whose byte 0 is not 0x27 before decoding anything).
 """
@@ -10,7 +12,14 @@ from __future__ import annotations
 
 import struct
 
-from controllers.ata.layouts import AHCI_PRDT_DBC_MASK, FIS_TYPE_REG_H2D, LBA48_LIMIT
+from controllers.ata.layouts import (
+    AHCI_PRDT_DBC_MASK,
+    FIS_TYPE_PIO_SETUP,
+    FIS_TYPE_REG_D2H,
+    FIS_TYPE_REG_H2D,
+    FIS_TYPE_SDB,
+    LBA48_LIMIT,
+)
 
 # type, flags, command, features 7:0, (LBA 23:0 | device << 24), (LBA 47:24 | features 15:8 << 24),
 # count, icc, control, auxiliary
@@ -19,6 +28,13 @@ _H2D = struct.Struct("<BBBBIIHBBI")
 _CMD_HEADER = struct.Struct("<HHIQ16x")
 # DBA/DBAU, reserved dword, DW3 (I << 31 | DBC)
 _PRDT = struct.Struct("<Q4xI")
+
+# type, flags, status, error, (LBA 23:0 | device << 24), LBA 47:24, count, 6 reserved bytes
+_D2H = struct.Struct("<BBBBIIH6x")
+# type, flags, status, error, (LBA 23:0 | device << 24), LBA 47:24, count, reserved, E_Status, transfer count
+_PIO_SETUP = struct.Struct("<BBBBIIHxBH2x")
+# type, flags, status, error, SActive
+_SDB = struct.Struct("<BBBBI")
 
 ATA_H2D_FIS_FAST = _H2D
 AHCI_CMD_HEADER_FAST = _CMD_HEADER
@@ -102,3 +118,23 @@ def prdt_regions(buf, count: int, offset: int = 0) -> list[tuple[int, int]]:
     ahci_populate_sglist builds before it clips it to the transfer size."""
     end = offset + count * _PRDT.size
     return [(dba, (dw3 & AHCI_PRDT_DBC_MASK) + 1) for dba, dw3 in _PRDT.iter_unpack(memoryview(buf)[offset:end])]
+
+
+def pack_d2h_fis(*, status: int, error: int = 0, lba: int = 0, device: int = 0, count: int = 0, i: bool = False,
+                 pm_port: int = 0) -> bytes:
+    """A 20-byte Register D2H FIS (what ahci_write_fis_d2h writes at PxFB + 0x40)."""
+    return _D2H.pack(FIS_TYPE_REG_D2H, i << 6 | pm_port, status, error, (lba & 0xFFFFFF) | device << 24,
+                     lba >> 24 & 0xFFFFFF, count)
+
+
+def pack_pio_setup_fis(*, status: int, e_status: int, transfer_count: int, error: int = 0, lba: int = 0,
+                       device: int = 0, count: int = 0, i: bool = False, d: bool = False, pm_port: int = 0) -> bytes:
+    """A 20-byte PIO Setup FIS (ahci_write_fis_pio, PxFB + 0x20)."""
+    return _PIO_SETUP.pack(FIS_TYPE_PIO_SETUP, i << 6 | d << 5 | pm_port, status, error,
+                           (lba & 0xFFFFFF) | device << 24, lba >> 24 & 0xFFFFFF, count, e_status, transfer_count)
+
+
+def pack_sdb_fis(*, status: int, sactive: int, error: int = 0, i: bool = False, n: bool = False,
+                 pm_port: int = 0) -> bytes:
+    """An 8-byte Set Device Bits FIS (ahci_write_fis_sdb, PxFB + 0x58)."""
+    return _SDB.pack(FIS_TYPE_SDB, n << 7 | i << 6 | pm_port, status, error, sactive)

@@ -435,6 +435,28 @@ def test_prdt_fast_decoder_equals_construct(raw):
     assert C.prdt_regions(raw, 4) == [(e.dba, e.dbc + 1) for e in table]
 
 
+d2h_common = dict(status=st.integers(0, 255), error=st.integers(0, 255), lba=st.integers(0, 2**48 - 1),
+                  device=st.integers(0, 255), count=st.integers(0, 0xFFFF), i=st.booleans(),
+                  pm_port=st.integers(0, 15))
+
+
+@given(st.fixed_dictionaries(d2h_common))
+def test_d2h_fis_fast_encoder_equals_construct(fields):
+    assert C.pack_d2h_fis(**fields) == L.ATA_D2H_FIS.build(fields)
+
+
+@given(st.fixed_dictionaries(dict(d2h_common, d=st.booleans(), e_status=st.integers(0, 255),
+                                  transfer_count=st.integers(0, 0xFFFF))))
+def test_pio_setup_fis_fast_encoder_equals_construct(fields):
+    assert C.pack_pio_setup_fis(**fields) == L.ATA_PIO_SETUP_FIS.build(fields)
+
+
+@given(st.fixed_dictionaries(dict(status=st.integers(0, 255), error=st.integers(0, 255), i=st.booleans(),
+                                  n=st.booleans(), pm_port=st.integers(0, 15), sactive=st.integers(0, 2**32 - 1))))
+def test_sdb_fis_fast_encoder_equals_construct(fields):
+    assert C.pack_sdb_fis(**fields) == L.ATA_SDB_FIS.build(fields)
+
+
 def test_fast_encoders_refuse_fields_that_do_not_fit():
     with pytest.raises(ValueError):
         C.pack_h2d_fis(command=0x25, lba=2**48)
