@@ -3,9 +3,11 @@
 Sources (facts in ../shared/research/controllers.md section 4; field names are the spec's):
 - virtio 1.2 (OASIS virtio-v1.2-cs01): 2.1 device status, 2.7 split virtqueues (descriptor table, available and
   used rings, event index), 4.1.4.3 the PCI common configuration structure, 5.2 the block device (config space,
-  request header, discard / write-zeroes segment, types and statuses), 6 reserved feature bits.
-- QEMU 8.2.1 `include/standard-headers/linux/virtio_ring.h`, `virtio_blk.h`, `virtio_pci.h` (the same numbers,
-  as QEMU and Linux compile them); `hw/virtio/virtio-pci.c` for the BAR layout QEMU gives a modern function.
+  request header, discard / write-zeroes segment, types and statuses), 5.6 the SCSI host device (config space,
+  command request / response, control queue TMF and AN, event queue), 6 reserved feature bits.
+- QEMU 8.2.1 `include/standard-headers/linux/virtio_ring.h`, `virtio_blk.h`, `virtio_scsi.h`, `virtio_pci.h` (the
+  same numbers, as QEMU and Linux compile them); `hw/virtio/virtio-pci.c` for the BAR layout QEMU gives a modern
+  function. virtio-scsi facts: ../shared/research/controllers.md section 6.
 
 All integers are little-endian (virtio 1.x is always LE). The fast codecs at the end are plain `struct.Struct`s
 with the same field order as their construct definitions; tests/unit/test_virtio_layouts.py checks them byte for
@@ -296,6 +298,124 @@ BLK_SEGMENT_SIZE = 16
 GET_ID_PAGE = Bytes(BLK_ID_BYTES)
 
 # ----------------------------------------------------------------------------------------------------------
+# virtio-scsi (virtio 1.2 section 5.6; virtio_scsi.h; controllers.md 6)
+# ----------------------------------------------------------------------------------------------------------
+
+SCSI_F_INOUT = 0                    # one request may carry data-out and data-in
+SCSI_F_HOTPLUG = 1
+SCSI_F_CHANGE = 2                   # PARAM_CHANGE events
+SCSI_F_T10_PI = 3
+
+SCSI_CONTROLQ, SCSI_EVENTQ, SCSI_REQUESTQ = 0, 1, 2     # queue 2 and up are request queues
+SCSI_CDB_DEFAULT_SIZE = 32          # config cdb_size after reset (5.6.4)
+SCSI_SENSE_DEFAULT_SIZE = 96        # config sense_size after reset
+SCSI_CDB_SIZE_LIMIT = 256           # QEMU virtio_scsi_set_config: cdb_size >= 256 is virtio_error
+SCSI_SENSE_SIZE_LIMIT = 65536       # ... and sense_size >= 65536
+
+# Response codes (5.6.6.1 request queues; 5.6.6.2 control queue)
+SCSI_S_OK = 0                       # also FUNCTION COMPLETE for a TMF
+SCSI_S_OVERRUN = 1
+SCSI_S_ABORTED = 2
+SCSI_S_BAD_TARGET = 3
+SCSI_S_RESET = 4
+SCSI_S_BUSY = 5
+SCSI_S_TRANSPORT_FAILURE = 6
+SCSI_S_TARGET_FAILURE = 7
+SCSI_S_NEXUS_FAILURE = 8
+SCSI_S_FAILURE = 9
+SCSI_S_FUNCTION_SUCCEEDED = 10
+SCSI_S_FUNCTION_REJECTED = 11
+SCSI_S_INCORRECT_LUN = 12
+
+SCSI_S_SIMPLE, SCSI_S_ORDERED, SCSI_S_HEAD, SCSI_S_ACA = 0, 1, 2, 3   # task_attr
+
+# Control queue request types and TMF subtypes (5.6.6.2)
+SCSI_T_TMF = 0
+SCSI_T_AN_QUERY = 1
+SCSI_T_AN_SUBSCRIBE = 2
+SCSI_T_TMF_ABORT_TASK = 0
+SCSI_T_TMF_ABORT_TASK_SET = 1
+SCSI_T_TMF_CLEAR_ACA = 2
+SCSI_T_TMF_CLEAR_TASK_SET = 3
+SCSI_T_TMF_I_T_NEXUS_RESET = 4
+SCSI_T_TMF_LOGICAL_UNIT_RESET = 5
+SCSI_T_TMF_QUERY_TASK = 6
+SCSI_T_TMF_QUERY_TASK_SET = 7
+
+# Events (5.6.6.3)
+SCSI_T_NO_EVENT = 0
+SCSI_T_TRANSPORT_RESET = 1
+SCSI_T_ASYNC_NOTIFY = 2
+SCSI_T_PARAM_CHANGE = 3
+SCSI_T_EVENTS_MISSED = 0x80000000
+SCSI_EVT_RESET_HARD, SCSI_EVT_RESET_RESCAN, SCSI_EVT_RESET_REMOVED = 0, 1, 2
+
+# 5.6.4 struct virtio_scsi_config: 36 bytes, every field always present.
+VIRTIO_SCSI_CONFIG = Struct(
+    "num_queues" / Int32ul,                     # request queues
+    "seg_max" / Int32ul,
+    "max_sectors" / Int32ul,
+    "cmd_per_lun" / Int32ul,
+    "event_info_size" / Int32ul,
+    "sense_size" / Int32ul,                     # driver-writable
+    "cdb_size" / Int32ul,                       # driver-writable
+    "max_channel" / Int16ul,
+    "max_target" / Int16ul,
+    "max_lun" / Int32ul,
+)
+SCSI_CONFIG_FIELDS = _field_offsets(VIRTIO_SCSI_CONFIG)
+SCSI_CONFIG_SIZE = VIRTIO_SCSI_CONFIG.sizeof()  # 36
+
+# 5.6.6.1 struct virtio_scsi_req_cmd without T10_PI: this header, then cdb[cdb_size] (device-readable) ...
+VIRTIO_SCSI_CMD_REQ = Struct(
+    "lun" / Bytes(8),                           # 1, target, single-level LUN (2 bytes), 4 zero bytes
+    "id" / Int64ul,                             # the tag
+    "task_attr" / Default(Int8ul, SCSI_S_SIMPLE),
+    "prio" / Default(Int8ul, 0),
+    "crn" / Default(Int8ul, 0),
+)
+SCSI_CMD_REQ_SIZE = 19
+
+# ... and this response header, then sense[sense_size] (device-writable).
+VIRTIO_SCSI_CMD_RESP = Struct(
+    "sense_len" / Int32ul,
+    "resid" / Int32ul,
+    "status_qualifier" / Default(Int16ul, 0),
+    "status" / Int8ul,                          # SAM status, meaningful with response OK
+    "response" / Int8ul,
+)
+SCSI_CMD_RESP_SIZE = 12
+
+# 5.6.6.2 struct virtio_scsi_ctrl_tmf: readable part, then a 1-byte response.
+VIRTIO_SCSI_CTRL_TMF_REQ = Struct(
+    "type" / Int32ul,
+    "subtype" / Int32ul,
+    "lun" / Bytes(8),
+    "id" / Int64ul,
+)
+SCSI_TMF_REQ_SIZE, SCSI_TMF_RESP_SIZE = 24, 1
+
+# 5.6.6.2 struct virtio_scsi_ctrl_an (query and subscribe).
+VIRTIO_SCSI_CTRL_AN_REQ = Struct(
+    "type" / Int32ul,
+    "lun" / Bytes(8),
+    "event_requested" / Int32ul,
+)
+VIRTIO_SCSI_CTRL_AN_RESP = Struct(
+    "event_actual" / Int32ul,
+    "response" / Int8ul,
+)
+SCSI_AN_REQ_SIZE, SCSI_AN_RESP_SIZE = 16, 5
+
+# 5.6.6.3 struct virtio_scsi_event: 16 device-writable bytes.
+VIRTIO_SCSI_EVENT = Struct(
+    "event" / Int32ul,
+    "lun" / Bytes(8),
+    "reason" / Int32ul,                         # PARAM_CHANGE: ASC | ASCQ << 8
+)
+SCSI_EVENT_SIZE = 16
+
+# ----------------------------------------------------------------------------------------------------------
 # Fast codecs: same field order as the construct definitions above
 # ----------------------------------------------------------------------------------------------------------
 
@@ -304,3 +424,10 @@ USED_ELEM_FAST = struct.Struct("<II")         # id, len
 BLK_OUTHDR_FAST = struct.Struct("<IIQ")       # type, ioprio, sector
 BLK_SEGMENT_FAST = struct.Struct("<QII")      # sector, num_sectors, flags
 U16 = struct.Struct("<H")
+U32 = struct.Struct("<I")
+SCSI_CMD_REQ_FAST = struct.Struct("<8sQBBB")  # lun, id, task_attr, prio, crn (the CDB follows)
+SCSI_CMD_RESP_FAST = struct.Struct("<IIHBB")  # sense_len, resid, status_qualifier, status, response (sense follows)
+SCSI_TMF_REQ_FAST = struct.Struct("<II8sQ")   # type, subtype, lun, id
+SCSI_AN_REQ_FAST = struct.Struct("<I8sI")     # type, lun, event_requested
+SCSI_AN_RESP_FAST = struct.Struct("<IB")      # event_actual, response
+SCSI_EVENT_FAST = struct.Struct("<I8sI")      # event, lun, reason

@@ -69,7 +69,10 @@ class Handled(NamedTuple):
 
 class VirtioDevice(Protocol):
     """What a virtio device model gives the transport. `handle` may raise VirtioError for a request it cannot
-    even frame (the device then breaks); any protocol status it writes itself."""
+    even frame (the device then breaks); any protocol status it writes itself. `handle` returning None keeps the
+    element (virtio-scsi's event buffers): such a device also defines `bind(transport)`, called once by the
+    transport, and later hands the element back with `transport.complete(...)` or breaks with `transport.fail(...)`.
+    `write_config` may raise VirtioError too (QEMU virtio_scsi_set_config)."""
 
     device_id: int
     queue_sizes: tuple[int, ...]    # the largest size of each queue; their number is the queue count
@@ -163,6 +166,9 @@ class VirtioPciTransport:
         self.records: list[RequestRecord] = []
         self._epoch = 0                 # bumped on reset: completions still pending are dropped
         self._reset_state()
+        bind = getattr(device, "bind", None)
+        if bind is not None:
+            bind(self)
 
     def _reset_state(self) -> None:
         self.state = _State()
@@ -378,7 +384,10 @@ class VirtioPciTransport:
 
     def _config_write(self, addr: int, value: int, size: int) -> None:
         if addr + size <= len(self.device.read_config()):
-            self.device.write_config(addr, value.to_bytes(size, "little"))
+            try:
+                self.device.write_config(addr, value.to_bytes(size, "little"))
+            except VirtioError as exc:
+                self._break(str(exc))
 
     # -- queue notification -------------------------------------------------------------------------------------------
     def notify(self, index: int) -> None:
@@ -407,6 +416,8 @@ class VirtioPciTransport:
             ring.detach()
             self._break(str(exc))
             return
+        if handled is None:
+            return                                      # the device keeps the element (bind / complete)
         record.written = handled.written
         record.requests = tuple(c.request for c in handled.completions)
         epoch = self._epoch
@@ -414,17 +425,34 @@ class VirtioPciTransport:
         def complete() -> None:
             if epoch != self._epoch or self.state.broken:
                 return
-            ring.push(element, handled.written)
-            record.done_time = self.sim.now
-            if ring.should_notify():
-                record.notified = True
-                self._raise(PCI_ISR_QUEUE)
+            self._push(ring, element, handled.written, record)
 
         if self.timing is None:
             complete()
         else:
             cost = sum(self.timing.cost(c.request.op, c.request.length if c.ok else 0) for c in handled.completions)
             self.sim.process(self._later(cost, complete))
+
+    def _push(self, ring: SplitQueue, element: Element, written: int, record: RequestRecord) -> None:
+        """virtqueue_push and virtio_notify."""
+        ring.push(element, written)
+        record.done_time = self.sim.now
+        if ring.should_notify():
+            record.notified = True
+            self._raise(PCI_ISR_QUEUE)
+
+    def complete(self, index: int, element: Element, written: int) -> None:
+        """Hand back an element the device kept (its `handle` returned None), now; nothing once broken."""
+        ring = self.queues[index].ring
+        if self.state.broken or ring is None:
+            return
+        record = RequestRecord(index, element.index, self.sim.now, written=written)
+        self.records.append(record)
+        self._push(ring, element, written, record)
+
+    def fail(self, reason: str) -> None:
+        """virtio_error raised by the device outside `handle` (on an element it kept)."""
+        self._break(reason)
 
     def _later(self, delay: float, action) -> Generator[Any, Any, None]:
         yield self.sim.timeout(delay)
