@@ -1,0 +1,341 @@
+"""The Linux SCSI disk upper layer (drivers/scsi/sd.c, 6.1) over any "SCSI command" callable.
+
+`command(cdb, data_out, data_in_len)` is a generator returning an outcome with `ok`, `status`, `sense_code` and
+`data_in` (VirtioScsiDriver.command bound to a LUN is one; libata's SCSI translation could be another).
+
+probe(): TEST UNIT READY until GOOD (sd_spinup_disk: a power-on unit attention is retried, at most 3 tries),
+INQUIRY, READ CAPACITY(16) when the device claims more than SPC-2 (sd_try_rc16_first) falling back to (10) when
+(16) fails, READ CAPACITY(10) otherwise (and (16) after it when the last LBA is FFFFFFFFh); then VPD 00h and, when
+listed, B2h (sd_read_block_provisioning, only with LBPME) and B0h (sd_read_block_limits). The provisioning mode is
+`provisioning_mode()` (sd_read_block_limits / sd_discard_mode) and the discard limits `discard_limits()`
+(sd_config_discard). Discards are cut as the block layer cuts them (bio_discard_limit: an unaligned head on its
+own, then bio_split_discard) and each piece is one command: UNMAP with one descriptor (sd_setup_unmap_cmnd), or
+WRITE SAME(16)/(10) of one zero block with UNMAP (sd_setup_write_same16_cmnd / _10_cmnd), or WRITE SAME(10)
+without UNMAP in writesame_zero mode. Reads and writes use READ/WRITE(10), or (16) above 2^32 blocks or 65535
+blocks per command (sd_setup_read_write_cmnd), cut to the transfer limit.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from controllers.drivers.virtio_blk import split_discard
+from controllers.scsi import sense as S
+from controllers.scsi.layouts import Op
+
+SECTOR = 512
+SD_MAX_WS10_BLOCKS = 0xFFFF
+SD_MAX_WS16_BLOCKS = 0x7FFFFF
+SD_MAX_XFER_BLOCKS = 0xFFFFFFFF
+BLK_DEF_MAX_SECTORS = 2560          # Linux 6.1 block layer default max_sectors
+UINT_MAX = 0xFFFFFFFF
+SPINUP_TRIES = 3
+BLOCK_LIMITS_PAGE_LENGTH = 0x3C
+VPD_LEN = {0x00: 255, 0xB0: 64, 0xB2: 8}    # scsi_get_vpd_page buffer sizes sd uses
+
+
+class ProvisioningMode(StrEnum):
+    """sd's provisioning_mode names (lbp_mode[] in sd.c)."""
+
+    FULL = "full"
+    UNMAP = "unmap"
+    WS16 = "writesame_16"
+    WS10 = "writesame_10"
+    ZERO = "writesame_zero"
+    DISABLED = "disabled"
+
+
+class CommandOutcome(Protocol):
+    ok: bool
+    status: int | None
+    data_in: bytes
+
+    @property
+    def sense_code(self) -> S.Sense | None: ...
+
+
+Command = Callable[[bytes, bytes, int], Generator[Any, Any, CommandOutcome]]
+
+
+class SdError(Exception):
+    """The disk could not be brought up (a command the probe needs failed)."""
+
+
+@dataclass(frozen=True)
+class BlockLimits:
+    """The Block Limits VPD page fields sd reads (page length 3Ch)."""
+
+    max_xfer_blocks: int
+    max_unmap_lba_count: int
+    max_unmap_descriptors: int
+    unmap_granularity: int
+    unmap_alignment: int | None         # None when UGAVALID is 0
+    max_ws_blocks: int
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    """The Logical Block Provisioning VPD page bits sd reads."""
+
+    lbpu: bool
+    lbpws: bool
+    lbpws10: bool
+
+
+def provisioning_mode(lbpme: bool, limits: BlockLimits | None, lbp: Provisioning | None) -> ProvisioningMode:
+    """sd's choice: without LBPME the disk is fully provisioned; READ CAPACITY(16)'s LBPME alone selects
+    writesame_16; a Block Limits page (3Ch long) then decides with the B2h bits when that page was read, else by
+    whether an UNMAP limit is given (sd_read_block_limits, sd_discard_mode)."""
+    if not lbpme:
+        return ProvisioningMode.FULL
+    if limits is None:
+        return ProvisioningMode.WS16
+    max_unmap = limits.max_unmap_lba_count if limits.max_unmap_lba_count and limits.max_unmap_descriptors else 0
+    if lbp is None:
+        return ProvisioningMode.UNMAP if max_unmap else ProvisioningMode.WS16
+    if lbp.lbpu and max_unmap:
+        return ProvisioningMode.UNMAP
+    if lbp.lbpws:
+        return ProvisioningMode.WS16
+    if lbp.lbpws10:
+        return ProvisioningMode.WS10
+    return ProvisioningMode.DISABLED
+
+
+@dataclass(frozen=True)
+class DiscardLimits:
+    """sd_config_discard's queue limits: blocks per discard command, granularity and alignment in bytes."""
+
+    max_blocks: int
+    granularity: int
+    alignment: int
+
+
+def discard_limits(mode: ProvisioningMode, block_size: int, physical_block_size: int,
+                   limits: BlockLimits | None) -> DiscardLimits:
+    """sd_config_discard: max discard blocks per mode (0 = no discard), granularity = max(physical block,
+    OPTIMAL UNMAP GRANULARITY), alignment = UNMAP GRANULARITY ALIGNMENT (when UGAVALID)."""
+    lim = limits or BlockLimits(0, 0, 0, 0, None, 0)
+    max_unmap = lim.max_unmap_lba_count if lim.max_unmap_lba_count and lim.max_unmap_descriptors else 0
+    granularity = max(physical_block_size, lim.unmap_granularity * block_size)
+    alignment = (lim.unmap_alignment or 0) * block_size
+    cap = {ProvisioningMode.UNMAP: SD_MAX_WS16_BLOCKS, ProvisioningMode.WS16: SD_MAX_WS16_BLOCKS,
+           ProvisioningMode.WS10: SD_MAX_WS10_BLOCKS, ProvisioningMode.ZERO: SD_MAX_WS10_BLOCKS}.get(mode)
+    if cap is None:
+        return DiscardLimits(0, granularity, alignment)
+    limit = max_unmap if mode is ProvisioningMode.UNMAP else lim.max_ws_blocks
+    return DiscardLimits(min(limit, cap) if limit else cap, granularity, alignment)
+
+
+def split_discard_range(sector: int, count: int, max_sectors: int, granularity: int,
+                        alignment: int = 0) -> list[tuple[int, int]]:
+    """__blkdev_issue_discard + bio_split_discard in 512-byte sectors: a head up to the next granularity boundary
+    is a bio of its own (bio_discard_limit), the rest is split at max_sectors with split points on the
+    granularity (shifted by the alignment)."""
+    granularity = max(granularity, 1)
+    pieces = []
+    head = -sector % granularity
+    if head and count > head:
+        pieces.append((sector, head))
+        sector, count = sector + head, count - head
+    shift = alignment % granularity
+    pieces += [(s + shift, n) for s, n in split_discard(sector - shift, count, max_sectors, granularity)]
+    return pieces
+
+
+def unmap_command(lba: int, blocks: int) -> tuple[bytes, bytes]:
+    """sd_setup_unmap_cmnd: UNMAP with a 24-byte parameter list holding one descriptor."""
+    cdb = bytes([Op.UNMAP, 0, 0, 0, 0, 0, 0, 0, 24, 0])
+    return cdb, struct.pack(">HH4xQI4x", 6 + 16, 16, lba, blocks)
+
+
+def write_same_command(lba: int, blocks: int, block_size: int, *, sixteen: bool, unmap: bool) -> tuple[bytes, bytes]:
+    """sd_setup_write_same16_cmnd / _10_cmnd: one zeroed block of data-out, UNMAP bit 08h when asked."""
+    flags = 0x08 if unmap else 0
+    if sixteen:
+        cdb = struct.pack(">BBQIBB", Op.WRITE_SAME_16, flags, lba, blocks, 0, 0)
+    else:
+        cdb = struct.pack(">BBIBHB", Op.WRITE_SAME_10, flags, lba, 0, blocks, 0)
+    return cdb, bytes(block_size)
+
+
+@dataclass
+class SdDisk:
+    """What the probe learned."""
+
+    capacity: int                       # logical blocks
+    block_size: int
+    physical_block_size: int
+    lbpme: bool
+    lbprz: bool
+    scsi_level: int
+    vpd_pages: tuple[int, ...]
+    limits: BlockLimits | None
+    provisioning: Provisioning | None
+    mode: ProvisioningMode
+    discard: DiscardLimits
+    max_xfer_blocks: int
+
+
+class SdDriver:
+    """sd on one logical unit reached through `command`. `probe()` first; every method is a generator. A
+    `provisioning_override` plays the sysfs provisioning_mode attribute (e.g. writesame_zero)."""
+
+    def __init__(self, command: Command, *, max_hw_sectors: int = 0xFFFF,
+                 provisioning_override: ProvisioningMode | None = None) -> None:
+        self.command = command
+        self.max_hw_sectors = max_hw_sectors      # the host's max_sectors (virtio-scsi: config max_sectors)
+        self.override = provisioning_override
+        self.disk: SdDisk | None = None
+
+    def _must(self, outcome: CommandOutcome, what: str) -> bytes:
+        if not outcome.ok:
+            raise SdError(f"{what} failed: status {outcome.status}, sense {outcome.sense_code}")
+        return outcome.data_in
+
+    def probe(self) -> Generator[Any, Any, SdDisk]:
+        for _ in range(SPINUP_TRIES):
+            tur = yield from self.command(bytes(6), b"", 0)
+            if tur.ok:
+                break
+        self._must(tur, "TEST UNIT READY")
+        inquiry = self._must((yield from self.command(bytes([Op.INQUIRY, 0, 0, 0, 36, 0]), b"", 36)), "INQUIRY")
+        version = inquiry[2] & 0x07
+        scsi_level = version + 1 if version >= 2 else version      # scsi_scan: SCSI-2 and later are + 1
+        capacity, block_size, lbppbe, lbpme, lbprz = yield from self._read_capacity(scsi_level > 5)
+        pages: tuple[int, ...] = ()
+        limits = provisioning = None
+        if scsi_level >= 5:                                           # scsi_device_supports_vpd: SPC-2 and later
+            page0 = yield from self.command(bytes([Op.INQUIRY, 1, 0, 0, VPD_LEN[0], 0]), b"", VPD_LEN[0])
+            if page0.ok:
+                pages = tuple(page0.data_in[4:4 + page0.data_in[3]])
+            if lbpme and 0xB2 in pages:
+                provisioning = yield from self._vpd_b2()
+            if 0xB0 in pages:
+                limits = yield from self._vpd_b0()
+        mode = self.override or provisioning_mode(lbpme, limits, provisioning)
+        physical = block_size << lbppbe
+        max_xfer = limits.max_xfer_blocks if limits and limits.max_xfer_blocks else SD_MAX_XFER_BLOCKS
+        self.disk = SdDisk(capacity, block_size, physical, lbpme, lbprz, scsi_level, pages, limits, provisioning,
+                           mode, discard_limits(mode, block_size, physical, limits if lbpme else None), max_xfer)
+        return self.disk
+
+    def _read_capacity(self, rc16_first: bool) -> Generator[Any, Any, tuple[int, int, int, bool, bool]]:
+        """sd_read_capacity: (blocks, block size, LBPPBE, LBPME, LBPRZ)."""
+        if rc16_first:
+            out = yield from self._rc16()
+            if out is not None:
+                return out
+        rc10 = self._must((yield from self.command(bytes([Op.READ_CAPACITY_10]) + bytes(9), b"", 8)),
+                          "READ CAPACITY(10)")
+        last, block_size = struct.unpack(">II", rc10)
+        if last == 0xFFFFFFFF and not rc16_first:
+            out = yield from self._rc16()
+            if out is not None:
+                return out
+        return last + 1, block_size, 0, False, False
+
+    def _rc16(self) -> Generator[Any, Any, tuple[int, int, int, bool, bool] | None]:
+        cdb = struct.pack(">BBQIBB", Op.SERVICE_ACTION_IN_16, 0x10, 0, 32, 0, 0)
+        out = yield from self.command(cdb, b"", 32)
+        if not out.ok:
+            return None
+        last, block_size, _prot, exp, lbp = struct.unpack(">QIBBB", out.data_in[:15])
+        return last + 1, block_size, exp & 0x0F, bool(lbp & 0x80), bool(lbp & 0x40)
+
+    def _vpd(self, page: int) -> Generator[Any, Any, bytes | None]:
+        out = yield from self.command(bytes([Op.INQUIRY, 1, page, 0, VPD_LEN[page], 0]), b"", VPD_LEN[page])
+        return out.data_in if out.ok and len(out.data_in) >= 4 and out.data_in[1] == page else None
+
+    def _vpd_b2(self) -> Generator[Any, Any, Provisioning | None]:
+        data = yield from self._vpd(0xB2)
+        if data is None or len(data) < 6:
+            return None
+        return Provisioning(bool(data[5] & 0x80), bool(data[5] & 0x40), bool(data[5] & 0x20))
+
+    def _vpd_b0(self) -> Generator[Any, Any, BlockLimits | None]:
+        data = yield from self._vpd(0xB0)
+        if data is None or data[3] != BLOCK_LIMITS_PAGE_LENGTH or len(data) < 44:
+            return None
+        max_xfer, = struct.unpack_from(">I", data, 8)
+        lba_count, desc_count, granularity, alignment = struct.unpack_from(">IIII", data, 20)
+        max_ws = struct.unpack_from(">Q", data, 36)[0] & UINT_MAX            # sd keeps the low 32 bits
+        return BlockLimits(max_xfer, lba_count, desc_count, granularity,
+                           alignment & 0x7FFFFFFF if alignment & 0x80000000 else None, max_ws)
+
+    # -- I/O -----------------------------------------------------------------------------------------------------
+    def _rw_cdb(self, write: bool, lba: int, blocks: int) -> bytes:
+        """sd_setup_read_write_cmnd: (16) for big disks or long transfers, else (10) (use_10_for_rw)."""
+        if self.disk.capacity > UINT_MAX or blocks > 0xFFFF:
+            return struct.pack(">BBQIBB", Op.WRITE_16 if write else Op.READ_16, 0, lba, blocks, 0, 0)
+        return struct.pack(">BBIBHB", Op.WRITE_10 if write else Op.READ_10, 0, lba, 0, blocks, 0)
+
+    def _step(self) -> int:
+        """Blocks per read/write command: the queue's max_sectors (host limit, BLK_DEF_MAX_SECTORS, and the
+        device's MAXIMUM TRANSFER LENGTH)."""
+        bs = self.disk.block_size
+        sectors = min(self.max_hw_sectors, BLK_DEF_MAX_SECTORS, self.disk.max_xfer_blocks * (bs // SECTOR))
+        return max(1, sectors * SECTOR // bs)
+
+    def read(self, lba: int, blocks: int) -> Generator[Any, Any, tuple[bool, bytes]]:
+        """(all good, data); stops at the first failure."""
+        bs, step, data = self.disk.block_size, self._step(), []
+        for first in range(lba, lba + blocks, step):
+            n = min(step, lba + blocks - first)
+            out = yield from self.command(self._rw_cdb(False, first, n), b"", n * bs)
+            if not out.ok:
+                return False, b"".join(data)
+            data.append(out.data_in)
+        return True, b"".join(data)
+
+    def write(self, lba: int, data: bytes) -> Generator[Any, Any, bool]:
+        bs, step = self.disk.block_size, self._step()
+        if len(data) % bs:
+            raise ValueError(f"write of {len(data)} bytes is not whole {bs}-byte blocks")
+        for off in range(0, len(data), step * bs):
+            piece = data[off:off + step * bs]
+            out = yield from self.command(self._rw_cdb(True, lba + off // bs, len(piece) // bs), piece, 0)
+            if not out.ok:
+                return False
+        return True
+
+    def flush(self) -> Generator[Any, Any, bool]:
+        """sd_setup_flush_cmnd: SYNCHRONIZE CACHE(10) of the whole disk."""
+        out = yield from self.command(bytes([Op.SYNCHRONIZE_CACHE_10]) + bytes(9), b"", 0)
+        return out.ok
+
+    def discard_commands(self, ranges: Sequence[tuple[int, int]]) -> list[tuple[bytes, bytes]]:
+        """The (CDB, data-out) of every command that discarding (sector, count) ranges of 512-byte sectors sends;
+        none when the mode has no discard (blkdev_issue_discard fails with EOPNOTSUPP)."""
+        d = self.disk
+        if not d.discard.max_blocks:
+            return []
+        per_block = d.block_size // SECTOR
+        max_sectors = d.discard.max_blocks * per_block
+        out = []
+        for sector, count in ranges:
+            if sector % per_block or count % per_block:
+                raise ValueError(f"discard {sector}+{count} is not whole {d.block_size}-byte blocks")
+            for start, n in split_discard_range(sector, count, max_sectors, d.discard.granularity // SECTOR,
+                                                d.discard.alignment // SECTOR):
+                lba, blocks = start // per_block, n // per_block
+                if d.mode is ProvisioningMode.UNMAP:
+                    out.append(unmap_command(lba, blocks))
+                else:
+                    out.append(write_same_command(lba, blocks, d.block_size, sixteen=d.mode is ProvisioningMode.WS16,
+                                                  unmap=d.mode is not ProvisioningMode.ZERO))
+        return out
+
+    def discard(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, list[CommandOutcome]]:
+        """Send the discard commands in order; stops after the first failure."""
+        outcomes = []
+        for cdb, data_out in self.discard_commands(ranges):
+            out = yield from self.command(cdb, data_out, 0)
+            outcomes.append(out)
+            if not out.ok:
+                break
+        return outcomes
