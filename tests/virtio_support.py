@@ -78,6 +78,18 @@ def close_scsi(env) -> None:
     env.mem.close()
 
 
+def data_extents(map_json: list[dict]) -> list[tuple[int, int, bool]]:
+    """`qemu-img map --output=json` entries as (start, length, holds data), adjacent equal ones merged: what
+    GET LBA STATUS reports as mapped / deallocated runs."""
+    merged: list[tuple[int, int, bool]] = []
+    for e in map_json:
+        if merged and merged[-1][2] == e["data"] and merged[-1][0] + merged[-1][1] == e["start"]:
+            merged[-1] = (merged[-1][0], merged[-1][1] + e["length"], e["data"])
+        else:
+            merged.append((e["start"], e["length"], e["data"]))
+    return merged
+
+
 def run(env, gen):
     """Run one guest-driver generator to its end in the env's simulation; its return value."""
     return env.sim.run(env.sim.process(gen))
