@@ -181,8 +181,9 @@ class VirtioScsiDevice:
 
     def __init__(self, luns: Mapping[int, ScsiDisk], config: VirtioScsiConfig | None = None, *,
                  target: int = 0) -> None:
-        if not luns or any(not 0 <= lun < 16384 for lun in luns):
-            raise ValueError(f"LUNs {list(luns)} must be at least one of 0..16383")
+        if 0 not in luns or any(not 0 <= lun < 16384 for lun in luns):
+            # QEMU's target answers a missing LUN 0 itself (TEST UNIT READY GOOD, an inactive INQUIRY); not modelled
+            raise ValueError(f"LUNs {list(luns)} must include 0 and lie in 0..16383")
         if not 0 <= target <= 255:
             raise ValueError(f"target {target} is outside 0..255")
         self.config = config or VirtioScsiConfig()

@@ -483,8 +483,8 @@ def test_qemu_1_4_pc_queues_and_no_any_layout(tmp_path):
 
 
 def test_device_arguments_are_checked(env):
-    with pytest.raises(ValueError):
-        VirtioScsiDevice({}, VirtioScsiConfig())
+    with pytest.raises(ValueError, match="must include 0"):
+        VirtioScsiDevice({1: env.disk}, VirtioScsiConfig())
     with pytest.raises(ValueError):
         VirtioScsiConfig(framing="any")
     with pytest.raises(ValueError):
