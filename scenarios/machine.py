@@ -2,9 +2,11 @@
 guest driver a Linux guest would load for it.
 
 `emu replay` hands the driver raw commands; `emu demo` and the benchmarks use `Machine.disk`, the same
-sector-level operations (write, read, flush, discard) whatever the controller, so a table can compare IDE, AHCI
-and virtio on equal terms. The Drive comes from the caller (scenarios never open images themselves); its
-options and its backend's discard facts decide what the strict profiles advertise.
+sector-level operations (write, read, flush, discard) whatever the controller, so a table can compare IDE, AHCI,
+virtio-blk and virtio-scsi on equal terms. Behind virtio-scsi, `disk` is Linux's sd layer, which probes the
+logical unit (consuming its power-on unit attention) the first time it is used; raw replay commands meet the
+disk as a freshly booted guest's first command would. The Drive comes from the caller (scenarios never open
+images themselves); its options and its backend's discard facts decide what the strict profiles advertise.
 """
 
 from __future__ import annotations
@@ -17,17 +19,23 @@ from controllers.ahci import AhciHba
 from controllers.ata.device import AtaDevice
 from controllers.drivers.ahci import AhciDriver
 from controllers.drivers.ata_piix import PiixDriver
+from controllers.drivers.sd import SdDriver, SdError
 from controllers.drivers.virtio_blk import VirtioBlkDriver
+from controllers.drivers.virtio_scsi import VirtioScsiDriver
 from controllers.ide import IdeChannel
+from controllers.scsi.disk import ScsiDisk
 from controllers.virtio.blk import VirtioBlkDevice
 from controllers.virtio.pci import VirtioPciTransport
+from controllers.virtio.scsi import VirtioScsiDevice
 from emu.errors import UsageError
 from emu.memory import GuestMemory
 from emu.sim import InterruptLine, LatencyModel, Simulation
 from scenarios.profiles import get_profile, read_zeroes_after_trim
+from scenarios.profiles.scsi import scsi_disk_config
 from scenarios.profiles.virtio_blk import virtio_blk_config, virtio_pci_config
+from scenarios.profiles.virtio_scsi import virtio_scsi_config
 
-CONTROLLERS = ("ide", "ahci", "virtio-blk")
+CONTROLLERS = ("ide", "ahci", "virtio-blk", "virtio-scsi")
 GUEST_RAM = 256 << 20     # rings, command tables, PRDs and buffers of up to a 32 MiB transfer
 SECTOR = 512
 
@@ -72,6 +80,41 @@ class VirtioBlkDisk(GuestDisk):
         return len(outcomes), all(o.ok for o in outcomes)
 
 
+class SdGuestDisk(GuestDisk):
+    """Linux sd over virtio_scsi on LUN 0: probed on first use, then READ/WRITE(10/16), SYNCHRONIZE CACHE and
+    the discard commands of the provisioning mode sd chose (UNMAP, WRITE SAME(16/10) with UNMAP, or none)."""
+
+    def __init__(self, driver: VirtioScsiDriver) -> None:
+        super().__init__(driver)
+        self.sd = SdDriver(lambda cdb, data_out, data_in_len: driver.command(0, cdb, data_out, data_in_len),
+                           max_hw_sectors=driver.limits.max_sectors)
+
+    def _ready(self) -> Generator[Any, Any, None]:
+        if self.sd.disk is None:
+            try:
+                yield from self.sd.probe()
+            except SdError as exc:
+                raise UsageError(f"sd could not attach the virtio-scsi disk: {exc}") from None
+
+    def write(self, sector: int, data: bytes) -> Generator[Any, Any, bool]:
+        yield from self._ready()
+        return (yield from self.sd.write(sector, data))
+
+    def read(self, sector: int, count: int) -> Generator[Any, Any, bytes | None]:
+        yield from self._ready()
+        ok, data = yield from self.sd.read(sector, count)
+        return data if ok else None
+
+    def flush(self) -> Generator[Any, Any, bool]:
+        yield from self._ready()
+        return (yield from self.sd.flush())
+
+    def discard(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, tuple[int, bool]]:
+        yield from self._ready()
+        outcomes = yield from self.sd.discard(ranges)
+        return len(outcomes), all(o.ok for o in outcomes)
+
+
 @dataclass
 class Machine:
     """One guest: its simulation, RAM, the controller's guest driver (for raw commands) and `disk`."""
@@ -80,7 +123,7 @@ class Machine:
     profile: str
     sim: Simulation
     mem: GuestMemory
-    driver: PiixDriver | AhciDriver | VirtioBlkDriver
+    driver: PiixDriver | AhciDriver | VirtioBlkDriver | VirtioScsiDriver
     disk: GuestDisk
 
     def run(self, gen: Generator[Any, Any, Any]) -> Any:
@@ -102,6 +145,8 @@ def build(controller: str, drive, profile_name: str, *, timing: LatencyModel | N
     try:
         if controller == "virtio-blk":
             machine = _virtio_blk(controller, drive, profile_name, sim, mem, irq, timing)
+        elif controller == "virtio-scsi":
+            machine = _virtio_scsi(controller, drive, profile_name, sim, mem, irq, timing)
         elif controller in ("ide", "ahci"):
             machine = _ata(controller, drive, profile_name, sim, mem, irq, timing)
         else:
@@ -112,11 +157,21 @@ def build(controller: str, drive, profile_name: str, *, timing: LatencyModel | N
     return machine
 
 
+def _reads_zeroes_after_discard(drive, sector_size: int = SECTOR) -> bool:
+    """Whether every discarded `sector_size` block of `drive` reads zeros: what the strict profiles advertise."""
+    backend = drive.backend
+    return read_zeroes_after_trim(drive.options.discard, backend.limits.discard_alignment, backend.supports_discard,
+                                  sector_size=sector_size)
+
+
+def _read_only(drive) -> bool:
+    return drive.options.read_only or drive.backend.read_only
+
+
 def _ata(controller: str, drive, profile_name: str, sim: Simulation, mem: GuestMemory, irq: InterruptLine,
          timing: LatencyModel | None) -> Machine:
     profile = get_profile(profile_name)
-    backend = drive.backend
-    rzat = read_zeroes_after_trim(drive.options.discard, backend.limits.discard_alignment, backend.supports_discard)
+    rzat = _reads_zeroes_after_discard(drive)
     device = AtaDevice(drive, profile.ata_config(drive.capacity // SECTOR, controller, read_zeroes_after_trim=rzat))
     if controller == "ahci":
         hba = AhciHba(sim, mem, irq, [device], timing=timing, config=profile.ahci_config())
@@ -130,10 +185,22 @@ def _ata(controller: str, drive, profile_name: str, sim: Simulation, mem: GuestM
 
 def _virtio_blk(controller: str, drive, profile_name: str, sim: Simulation, mem: GuestMemory, irq: InterruptLine,
                 timing: LatencyModel | None) -> Machine:
-    read_only = drive.options.read_only or drive.backend.read_only
-    device = VirtioBlkDevice(drive, virtio_blk_config(profile_name, drive.capacity // SECTOR, read_only=read_only))
+    device = VirtioBlkDevice(drive, virtio_blk_config(profile_name, drive.capacity // SECTOR,
+                                                      read_only=_read_only(drive)))
     transport = VirtioPciTransport(sim, mem, irq, device, timing=timing, config=virtio_pci_config(profile_name))
     driver = VirtioBlkDriver(sim, mem, transport, irq)
     if not sim.run(until=sim.process(driver.probe())):
         raise UsageError("the virtio-blk device refused the driver's features")
     return Machine(controller, profile_name, sim, mem, driver, VirtioBlkDisk(driver))
+
+
+def _virtio_scsi(controller: str, drive, profile_name: str, sim: Simulation, mem: GuestMemory, irq: InterruptLine,
+                 timing: LatencyModel | None) -> Machine:
+    config = scsi_disk_config(profile_name, drive.capacity // SECTOR, SECTOR, _read_only(drive),
+                              read_zeroes_after_unmap=_reads_zeroes_after_discard(drive))
+    device = VirtioScsiDevice({0: ScsiDisk(drive, config)}, virtio_scsi_config(profile_name))
+    transport = VirtioPciTransport(sim, mem, irq, device, timing=timing, config=virtio_pci_config(profile_name))
+    driver = VirtioScsiDriver(sim, mem, transport, irq)
+    if not sim.run(until=sim.process(driver.probe())):
+        raise UsageError("the virtio-scsi device refused the driver's features")
+    return Machine(controller, profile_name, sim, mem, driver, SdGuestDisk(driver))

@@ -5,12 +5,13 @@
     {"fis": "27 80 25 00 ...", "data_in_len": 512}
     {"virtio_blk": {"type": "DISCARD", "segments": [{"sector": 0, "num_sectors": 8}]}, "expect": {"status": "OK"}}
     {"header": "0b00000000000000 0000000000000000", "data_out": "...", "expect": {"status": "UNSUPP"}}
+    {"cdb": "28 00 00000000 00 0001 00", "lun": 0, "data_in_len": 512, "expect": {"status": "GOOD"}}
 
 Which command keys a line may hold depends on the controller's family: "ata"/"fis" (and "dma") for ide and ahci,
-"virtio_blk"/"header" for virtio-blk. Numbers are JSON ints or "0x.." strings; status names may be used where a
-protocol names its statuses. `data_out` is hex (spaces allowed) or {"pattern": BYTE, "len": N}. Blank lines and
-lines starting with "#" are skipped. Every mistake is reported as one line naming the script, the line number and
-the key.
+"virtio_blk"/"header" for virtio-blk, "cdb" (and "lun") or a raw "request" header for virtio-scsi. Numbers are
+JSON ints or "0x.." strings; status names may be used where a protocol names its statuses. `data_out` is hex
+(spaces allowed) or {"pattern": BYTE, "len": N}. Blank lines and lines starting with "#" are skipped. Every
+mistake is reported as one line naming the script, the line number and the key.
 """
 
 from __future__ import annotations
@@ -34,24 +35,37 @@ from controllers.virtio.layouts import (
     VIRTIO_BLK_OUTHDR,
     VIRTIO_BLK_SEGMENT,
 )
+from controllers.scsi.layouts import CHECK_CONDITION, GOOD
+from controllers.scsi.sense import RESERVATION_CONFLICT, TASK_SET_FULL
+from controllers.virtio import layouts as V
 from emu.errors import UsageError
 
 ATA_KEYS = ("command", "features", "lba", "count", "device", "control")
 COMMON_KEYS = {"data_out", "data_in_len", "expect", "comment"}
 # command keys of each controller family: exactly one of the first pair, plus the extras
-FAMILY_COMMANDS = {"ata": ("ata", "fis"), "virtio-blk": ("virtio_blk", "header")}
-FAMILY_EXTRAS = {"ata": {"dma"}, "virtio-blk": set()}
-FAMILY_OF = {"ide": "ata", "ahci": "ata", "virtio-blk": "virtio-blk"}
+FAMILY_COMMANDS = {"ata": ("ata", "fis"), "virtio-blk": ("virtio_blk", "header"), "scsi": ("cdb", "request")}
+FAMILY_EXTRAS = {"ata": {"dma"}, "virtio-blk": set(), "scsi": {"lun"}}
+FAMILY_OF = {"ide": "ata", "ahci": "ata", "virtio-blk": "virtio-blk", "virtio-scsi": "scsi"}
 EXPECT_KEYS = {"ata": {"status", "error", "data_in", "lba", "count"},
-               "virtio-blk": {"status", "data_in", "used_len", "broken"}}
+               "virtio-blk": {"status", "data_in", "used_len", "broken"},
+               "scsi": {"response", "status", "sense", "data_in", "residual", "broken"}}
 MAX_TRANSFER = 32 << 20   # a replay line moves at most 32 MiB (an LBA48 command moves at most 32 MiB)
 
 BLK_TYPES = {"IN": BLK_T_IN, "OUT": BLK_T_OUT, "SCSI_CMD": BLK_T_SCSI_CMD, "FLUSH": BLK_T_FLUSH,
              "GET_ID": BLK_T_GET_ID, "GET_LIFETIME": BLK_T_GET_LIFETIME, "DISCARD": BLK_T_DISCARD,
              "WRITE_ZEROES": BLK_T_WRITE_ZEROES, "SECURE_ERASE": BLK_T_SECURE_ERASE}
 BLK_STATUS = {"OK": BLK_S_OK, "IOERR": BLK_S_IOERR, "UNSUPP": BLK_S_UNSUPP}
-BLK_STATUS_NAMES = {value: name for name, value in BLK_STATUS.items()}
 BLK_KEYS = ("type", "ioprio", "sector", "segments")
+# virtio-scsi response codes (virtio 1.2 5.6.6.1) and SAM-5 status codes, by name
+SCSI_RESPONSE = {name.removeprefix("SCSI_S_"): getattr(V, name) for name in (
+    "SCSI_S_OK", "SCSI_S_OVERRUN", "SCSI_S_ABORTED", "SCSI_S_BAD_TARGET", "SCSI_S_RESET", "SCSI_S_BUSY",
+    "SCSI_S_TRANSPORT_FAILURE", "SCSI_S_TARGET_FAILURE", "SCSI_S_NEXUS_FAILURE", "SCSI_S_FAILURE",
+    "SCSI_S_FUNCTION_SUCCEEDED", "SCSI_S_FUNCTION_REJECTED", "SCSI_S_INCORRECT_LUN")}
+SAM_STATUS = {"GOOD": GOOD, "CHECK_CONDITION": CHECK_CONDITION, "CONDITION_MET": 0x04, "BUSY": 0x08,
+              "RESERVATION_CONFLICT": RESERVATION_CONFLICT, "TASK_SET_FULL": TASK_SET_FULL, "ACA_ACTIVE": 0x30,
+              "TASK_ABORTED": 0x40}
+SENSE_KEYS = ("key", "asc", "ascq")
+MAX_LUN = 1 << 14                       # flat-space LUNs 0..16383 (QEMU max_lun)
 SEGMENT_KEYS = ("sector", "num_sectors", "flags")
 
 
@@ -66,16 +80,24 @@ class Step:
     line: int
     ata: dict[str, int] | None = None      # ATA command-block registers
     fis: bytes | None = None               # or a raw H2D FIS
-    header: bytes | None = None            # virtio-blk: the request header bytes (built or raw)
+    header: bytes | None = None            # virtio-blk / virtio-scsi: the request header bytes (built or raw)
+    cdb: bytes | None = None               # virtio-scsi: the CDB, sent to `lun` of target 0
+    lun: int = 0
     data_out: bytes | None = None
     data_in_len: int = 0
     dma: bool | None = None                # IDE only: force PIO (false) or DMA (true); default: by opcode
     expect: dict = field(default_factory=dict)
 
 
+def named(value: int | None, names: dict[str, int]) -> str | int | None:
+    """A status byte as a script shows it: its name in `names` when it has one."""
+    if value is None:
+        return None
+    return next((name for name, number in names.items() if number == value), value)
+
+
 def blk_status(value: int | None) -> str | int | None:
-    """A virtio-blk status byte as a script shows it: its name when it has one."""
-    return BLK_STATUS_NAMES.get(value, value) if value is not None else None
+    return named(value, BLK_STATUS)
 
 
 def _number(value, where: str, limit: int) -> int:
@@ -182,6 +204,26 @@ def _virtio_blk(step: Step, obj: dict, here: str) -> None:
         step.data_out = b"".join(payload)
 
 
+def _scsi(step: Step, obj: dict, here: str) -> None:
+    """A CDB (6 to 32 bytes) to LUN `lun` of target 0, or a raw request header."""
+    if "request" in obj:
+        if "lun" in obj:
+            raise ScriptError(f"{here}: lun: a raw request carries its own LUN field")
+        step.header = _hex(obj["request"], f"{here}: request")
+        return
+    step.cdb = _hex(obj["cdb"], f"{here}: cdb")
+    if not 1 <= len(step.cdb) <= V.SCSI_CDB_DEFAULT_SIZE:
+        raise ScriptError(f"{here}: cdb: {len(step.cdb)} bytes; a CDB is 1 to {V.SCSI_CDB_DEFAULT_SIZE} bytes")
+    step.lun = _number(obj.get("lun", 0), f"{here}: lun", MAX_LUN)
+
+
+def _sense(value, where: str) -> dict:
+    sense = _object(value, where, SENSE_KEYS, "fields")
+    if set(sense) != set(SENSE_KEYS):
+        raise ScriptError(f"{where}: give all of key, asc and ascq")
+    return {key: _number(number, f"{where}.{key}", 16 if key == "key" else 256) for key, number in sense.items()}
+
+
 def _expect(value, here: str, family: str) -> dict:
     expect = _object(value, f"{here}: expect", tuple(sorted(EXPECT_KEYS[family])), "keys")
     out: dict = {}
@@ -193,16 +235,22 @@ def _expect(value, here: str, family: str) -> dict:
             if not isinstance(want, bool):
                 raise ScriptError(f"{where}: expected true or false")
             out[key] = want
-        elif want is None and family == "virtio-blk" and key in ("status", "used_len"):
-            out[key] = None                     # the request never completed (the device broke)
+        elif want is None and family != "ata" and key in ("status", "used_len", "response", "sense"):
+            out[key] = None                     # the request never completed (the device broke), or no sense
         elif family == "virtio-blk" and key == "status":
             out[key] = blk_status(_named(want, where, BLK_STATUS, 256))
+        elif family == "scsi" and key == "status":
+            out[key] = named(_named(want, where, SAM_STATUS, 256), SAM_STATUS)
+        elif family == "scsi" and key == "response":
+            out[key] = named(_named(want, where, SCSI_RESPONSE, 256), SCSI_RESPONSE)
+        elif key == "sense":
+            out[key] = _sense(want, where)
         else:
             out[key] = _number(want, where, 1 << 48)
     return out
 
 
-_COMMAND_PARSERS = {"ata": _ata, "virtio-blk": _virtio_blk}
+_COMMAND_PARSERS = {"ata": _ata, "virtio-blk": _virtio_blk, "scsi": _scsi}
 
 
 def parse_line(text: str, where: str, line: int, family: str = "ata") -> Step | None:
@@ -248,8 +296,10 @@ def parse_script(text: str, where: str, family: str = "ata") -> list[Step]:
 def _show(key: str, value) -> str:
     if value is None:
         return "null"
-    if isinstance(value, (str, bool)) or key in ("data_in", "used_len"):
-        return json.dumps(value) if isinstance(value, bool) else str(value)
+    if isinstance(value, (bool, dict)):
+        return json.dumps(value)
+    if isinstance(value, str) or key in ("data_in", "used_len", "residual"):
+        return str(value)
     return f"{value:#x}"
 
 

@@ -95,7 +95,7 @@ def test_trim_on_the_old_machine_type_profile_is_aborted_and_frees_nothing(disk,
 
 @pytest.mark.parametrize("args,needle", [
     (["--controller", "virtio-blk"], "'ata' lines are for --controller ide or ahci"),
-    (["--controller", "virtio-scsi"], "not built yet"),
+    (["--controller", "virtio-scsi"], "'ata' lines are for --controller ide or ahci"),
     (["--controller", "ahci", "--profile", "qemu-9"], "known profiles are"),
     (["--controller", "scsi"], "invalid choice"),
 ])
@@ -165,3 +165,19 @@ def test_virtio_blk_profiles_differ_on_multi_segment_discard(disk, tmp_path, cap
     for profile, status in (("qemu-7.2", "UNSUPP"), ("strict", "OK")):
         code, outcomes, err = run(capsys, "--controller", "virtio-blk", "--profile", profile, "--image", disk, path)
         assert code == 0 and outcomes[0]["status"] == status, (profile, err)
+
+
+@pytest.mark.parametrize("discard", ["unmap", "ignore"])
+def test_virtio_scsi_unmap_through_replay_frees_host_space_only_with_unmap(discard, disk, tmp_path, capsys):
+    write = {"cdb": "2a00 00000000 00 0800 00", "data_out": {"pattern": 7, "len": 1 << 20},
+             "expect": {"status": "GOOD"}}
+    assert emu_main(["replay", "--controller", "virtio-scsi", "--image", disk, "--check",
+                     script(tmp_path, {"cdb": "000000000000"}, write)]) == 0
+    written = os.stat(disk).st_blocks
+    unmap = {"cdb": "4200 00000000 00 0018 00", "data_out": "0016 0010 00000000 0000000000000000 00000800 00000000"}
+    code, outcomes, err = run(capsys, "--controller", "virtio-scsi", "--image", disk, "-d", discard,
+                              script(tmp_path, {"cdb": "000000000000"}, unmap))
+    assert code == 0, err
+    assert outcomes[0]["sense"] == {"key": 6, "asc": 0x29, "ascq": 0}            # the power-on unit attention
+    assert outcomes[1]["status"] == "GOOD"
+    assert (os.stat(disk).st_blocks < written) == (discard == "unmap")

@@ -100,3 +100,35 @@ def test_bad_virtio_blk_lines_are_one_line_errors(line, needle):
 def test_an_ata_script_rejects_virtio_blk_lines():
     with pytest.raises(ScriptError, match="'virtio_blk' lines are for --controller virtio-blk"):
         parse_script('{"virtio_blk": {"type": "IN"}}', "a.jsonl")
+
+
+# -- virtio-scsi lines -----------------------------------------------------------------------------------------
+def test_virtio_scsi_lines_carry_a_cdb_and_lun_or_a_raw_request():
+    steps = parse_script('''
+{"cdb": "28 00 00000010 00 0001 00", "lun": 3, "data_in_len": 512, "expect": {"status": "good", "response": 0}}
+{"request": "0001", "expect": {"response": null, "broken": true}}
+{"cdb": "00", "expect": {"status": 2, "sense": {"key": 6, "asc": "0x29", "ascq": 0}, "residual": 4}}
+''', "s.jsonl", "scsi")
+    assert steps[0].cdb == bytes.fromhex("28000000001000000100") and steps[0].lun == 3
+    assert steps[0].expect == {"status": "GOOD", "response": "OK"}
+    assert steps[1].header == b"\x00\x01" and steps[1].expect == {"response": None, "broken": True}
+    assert steps[2].expect == {"status": "CHECK_CONDITION", "sense": {"key": 6, "asc": 0x29, "ascq": 0},
+                               "residual": 4}
+
+
+@pytest.mark.parametrize("line,needle", [
+    ('{"cdb": ""}', "a CDB is 1 to 32 bytes"),
+    ('{"cdb": "00", "lun": 16384}', "lun: 16384 is out of range"),
+    ('{"request": "00", "lun": 1}', "a raw request carries its own LUN field"),
+    ('{"cdb": "00", "request": "00"}', 'exactly one of "cdb" and "request"'),
+    ('{"cdb": "00", "expect": {"status": "FINE"}}', "unknown name 'FINE'"),
+    ('{"cdb": "00", "expect": {"response": "MAYBE"}}', "unknown name 'MAYBE'"),
+    ('{"cdb": "00", "expect": {"sense": {"key": 5}}}', "give all of key, asc and ascq"),
+    ('{"cdb": "00", "expect": {"sense": {"key": 16, "asc": 0, "ascq": 0}}}', "sense.key: 16 is out of range"),
+    ('{"cdb": "00", "expect": {"error": 0}}', "unknown key 'error'"),
+    ('{"virtio_blk": {"type": "IN"}}', "'virtio_blk' lines are for --controller virtio-blk"),
+])
+def test_bad_virtio_scsi_lines_are_one_line_errors(line, needle):
+    with pytest.raises(ScriptError) as info:
+        parse_script(line, "bad.jsonl", "scsi")
+    assert str(info.value).startswith("bad.jsonl:1: ") and needle in str(info.value)

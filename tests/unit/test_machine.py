@@ -39,9 +39,9 @@ def test_every_controller_writes_reads_flushes_and_discards(tmp_path, controller
         drive.close()
 
 
-@pytest.mark.parametrize("controller", ["ide", "ahci", "virtio-blk"])
+@pytest.mark.parametrize("controller", CONTROLLERS)
 def test_an_old_machine_type_gives_the_guest_no_discard(tmp_path, controller):
-    """qemu-1.4-pc: no TRIM in IDENTIFY, no DISCARD feature: the guest driver sends nothing."""
+    """qemu-1.4-pc: no TRIM in IDENTIFY, no DISCARD feature, no LBPME: the guest driver sends nothing."""
     drive, _ = drive_for(tmp_path)
     machine = build(controller, drive, "qemu-1.4-pc")
     try:
