@@ -19,7 +19,7 @@ from controllers.ahci import AhciHba
 from controllers.ata.device import AtaDevice
 from controllers.drivers.ahci import AhciDriver
 from controllers.drivers.ata_piix import PiixDriver
-from controllers.drivers.sd import SdDriver, SdError
+from controllers.drivers.sd import ProvisioningMode, SdDriver, SdError
 from controllers.drivers.virtio_blk import VirtioBlkDriver
 from controllers.drivers.virtio_scsi import VirtioScsiDriver
 from controllers.ide import IdeChannel
@@ -43,7 +43,10 @@ SECTOR = 512
 class GuestDisk:
     """What a guest's block layer asks of its disk driver, in 512-byte sectors. Each call is a generator for the
     machine's simulation; it returns whether every command the driver sent succeeded. `discard` returns the
-    number of commands sent (0: the driver sends none, e.g. the device does not advertise discard)."""
+    number of commands sent (0: the driver sends none, e.g. the device does not advertise discard).
+    `discard_command` names what a discard becomes on the wire."""
+
+    discard_command = "DSM TRIM"        # libata's translation of WRITE SAME(16) UNMAP (libata_trim.py)
 
     def __init__(self, driver) -> None:
         self.driver = driver
@@ -75,6 +78,8 @@ class AhciDisk(GuestDisk):
 
 
 class VirtioBlkDisk(GuestDisk):
+    discard_command = "DISCARD"
+
     def discard(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, tuple[int, bool]]:
         outcomes = yield from self.driver.discard(ranges)
         return len(outcomes), all(o.ok for o in outcomes)
@@ -88,6 +93,13 @@ class SdGuestDisk(GuestDisk):
         super().__init__(driver)
         self.sd = SdDriver(lambda cdb, data_out, data_in_len: driver.command(0, cdb, data_out, data_in_len),
                            max_hw_sectors=driver.limits.max_sectors)
+
+    @property
+    def discard_command(self) -> str:
+        """The command of the provisioning mode sd chose (known once it has probed the disk)."""
+        mode = self.sd.disk.mode if self.sd.disk is not None else None
+        return {ProvisioningMode.UNMAP: "UNMAP", ProvisioningMode.WS16: "WRITE SAME(16)",
+                ProvisioningMode.WS10: "WRITE SAME(10)"}.get(mode, "no command")
 
     def _ready(self) -> Generator[Any, Any, None]:
         if self.sd.disk is None:

@@ -1,11 +1,11 @@
 """`emu demo`: where does the space go when a guest deletes a file?
 
-A walk-through on real image files. First the core story: through each controller (IDE, AHCI, virtio-blk), a
-guest driver writes data to a fresh raw and qcow2 image, deletes it and discards it through the real command
-path (DSM TRIM, virtio DISCARD), under the drive's discard=ignore (QEMU's default) and discard=unmap; a table
-gives the host space after each step and, from the per-request trace, the layer that kept the space. Then the
-same for every image format at the block layer, and a snapshot that is instant while deleting it (a merge)
-costs what the newer layer holds.
+A walk-through on real image files. First the core story: through each controller (IDE, AHCI, virtio-blk,
+virtio-scsi), a guest driver writes data to a fresh raw and qcow2 image, deletes it and discards it through the
+real command path (DSM TRIM, virtio DISCARD, SCSI UNMAP), under the drive's discard=ignore (QEMU's default) and
+discard=unmap; a table gives the host space after each step and, from the per-request trace, the layer that kept
+the space. Then the same for every image format at the block layer, and a snapshot that is instant while deleting
+it (a merge) costs what the newer layer holds.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ CELLS = [("raw", "raw", "ignore", {}), ("raw", "raw", "unmap", {}), ("qcow2", "q
          ("vhdx", "vhdx", "unmap", {}), ("vmdk", "vmdk", "unmap", {})]
 
 
-# what a discard is called on the wire of each controller (the guest drivers' commands)
-DISCARD_COMMAND = {"ide": "DSM TRIM", "ahci": "DSM TRIM", "virtio-blk": "DISCARD"}
 # where a discard can end up that gives no space back: the first such event of a trace names the layer
 KEEPING = (Act.DROPPED, Act.IGNORED, Act.DEFERRED, Act.KEPT, Act.REJECTED)
 
@@ -66,25 +64,26 @@ def _controller_cell(directory: str, controller: str, fmt: str, discard: str, pr
         sent, ok = guest.run(disk_ops.discard([(0, data // 512)]))
         guest.run(disk_ops.flush())
         discards = [t for t in drive.recorder if t.op == "discard"]
+        command = disk_ops.discard_command
         return {"controller": controller, "format": fmt, "discard": discard, "written": written,
-                "discarded": _host_bytes(path), "sent": sent, "ok": ok, "why": _why_kept(controller, sent, ok,
-                                                                                         discards)}
+                "discarded": _host_bytes(path), "sent": sent, "command": command,
+                "why": _why_kept(command, sent, ok, discards)}
     finally:
         guest.close()
         drive.close()
 
 
-def _why_kept(controller: str, sent: int, ok: bool, traces: list) -> str:
+def _why_kept(command: str, sent: int, ok: bool, traces: list) -> str:
     """The layer that kept the space, from the first trace event that gave nothing back."""
     if not sent:
         return "guest: the device does not offer discard, so the driver sends none"
     if not ok:
-        return f"device: a {DISCARD_COMMAND[controller]} command failed"
+        return f"device: a {command} command failed"
     for trace in traces:
         for event in trace.events:
             if event.action in KEEPING:
-                return f"{event.layer}: {event.action} ({event.detail.split(';')[0]})" if event.detail \
-                    else f"{event.layer}: {event.action}"
+                reason = event.detail.split(";")[0].split(":")[0]
+                return f"{event.layer}: {event.action} ({reason})" if reason else f"{event.layer}: {event.action}"
     return "-"
 
 
@@ -92,16 +91,17 @@ def _controller_table(directory: str, profile: str, disk: int, data: int) -> Non
     print(f"Through the controllers (profile {profile}): the guest driver writes {human_size(data)}, then "
           "discards all of it")
     print(f"{'controller':<12}{'format':<8}{'discard=':<10}{'after write':>12}{'after discard':>15}"
-          f"{'commands':>10}  where the space stayed")
+          f"{'commands sent':>22}  where the space stayed")
     for controller in machines.CONTROLLERS:
         for fmt in ("raw", "qcow2"):
             for discard in ("ignore", "unmap"):
                 r = _controller_cell(directory, controller, fmt, discard, profile, disk, data)
                 kept = r["discarded"] > r["written"] // 2
+                sent = f"{r['sent']} {r['command']}" if r["sent"] else "none"
                 print(f"{controller:<12}{fmt:<8}{discard:<10}{human_size(r['written']):>12}"
-                      f"{human_size(r['discarded']):>15}{r['sent']:>10}  {r['why'] if kept else 'reclaimed'}")
-    print(f"commands: {', '.join(f'{c} sends {n}' for c, n in DISCARD_COMMAND.items())}, as Linux's drivers cut "
-          "the discard.")
+                      f"{human_size(r['discarded']):>15}{sent:>22}  {r['why'] if kept else 'reclaimed'}")
+    print("The drivers cut the discard as Linux does: libata sends DSM TRIM through its WRITE SAME translation,")
+    print("virtio_blk sends DISCARD, sd sends the command of the provisioning mode it chose from the VPD pages.")
     if data > DSM_MAX_RANGE_SECTORS * 512:
         print("IDE and AHCI leave a few KiB on raw: a DSM range holds at most 65535 sectors, so each range ends 512 "
               "bytes\nshort of a 4 KiB boundary, and the host keeps every 4 KiB block a punch covers only in part.")

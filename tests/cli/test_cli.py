@@ -275,7 +275,7 @@ def controller_rows(stdout: str) -> dict[tuple[str, str, str], str]:
     start = next(i for i, line in enumerate(lines) if line.startswith("controller"))
     rows = {}
     for line in lines[start + 1:]:
-        if not line.strip() or line.startswith("commands:"):
+        if not line.strip() or line.startswith("The drivers"):
             break
         controller, fmt, discard = line.split()[:3]
         rows[controller, fmt, discard] = line
@@ -287,7 +287,7 @@ def test_demo_controller_table_says_which_layer_kept_the_space(profile):
     proc = emu("demo", "--size", "4M", "--disk", "64M", "--profile", profile)
     assert proc.returncode == 0, proc.stderr
     rows = controller_rows(proc.stdout)
-    assert sorted({c for c, _, _ in rows}) == ["ahci", "ide", "virtio-blk"] and len(rows) == 12
+    assert sorted({c for c, _, _ in rows}) == ["ahci", "ide", "virtio-blk", "virtio-scsi"] and len(rows) == 16
     for (_, _, discard), line in rows.items():
         if discard == "ignore":
             want = "drive: dropped (discard=ignore" if profile == "qemu-7.2" else "guest: the device does not"
