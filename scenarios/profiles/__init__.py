@@ -1,10 +1,11 @@
 """Hypervisor and standard profiles: named sets of device-configuration values, each with its source.
 
 A controller is created from a profile's values, never from a version check in controller code. Each device
-family keeps its own table per profile name: `ata` (ATA device and AHCI HBA), `virtio_blk` (virtio-blk and its
-virtio-pci transport), `scsi` (the SCSI disk); `registry` holds the names they share and the listing of every
-fact. `discard` turns a drive's facts into "does a discarded sector read zeros", which the strict profiles need
-and which only the creator of the controller knows. Scenarios may import controllers, never images or emu.block.
+family keeps its own table per profile name: `ata` (ATA device and AHCI HBA), `virtio_blk` (virtio-blk and the
+virtio-pci transport), `scsi` (the SCSI disk), `virtio_scsi` (the virtio-scsi HBA); `registry` holds the names
+they share and the listing of every fact. `discard` turns a drive's facts into "does a discarded sector read
+zeros", which the strict profiles need and which only the creator of the controller knows. Scenarios may import
+controllers, never images or emu.block.
 """
 
 from __future__ import annotations

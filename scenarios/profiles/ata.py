@@ -17,7 +17,7 @@ from typing import Literal
 from controllers.ahci_config import AhciConfig
 from controllers.ata.config import AtaConfig
 from emu.errors import UsageError
-from scenarios.profiles.facts import FROM_DRIVE, Fact, UnknownProfile, check_facts, config_from_facts, profile_fields
+from scenarios.profiles.facts import FROM_DRIVE, Fact, check_facts, config_from_facts, lookup, profile_fields
 
 Controller = Literal["ide", "ahci"]
 CONTROLLERS: tuple[str, ...] = ("ide", "ahci")
@@ -277,7 +277,4 @@ DEFAULT_PROFILE = "qemu-7.2"
 
 def get_profile(name: str) -> Profile:
     """The profile called `name`; an unknown name is a usage error naming the known ones."""
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise UnknownProfile(f"unknown profile '{name}': known profiles are {', '.join(PROFILES)}") from None
+    return lookup(PROFILES, name)

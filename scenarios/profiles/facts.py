@@ -37,6 +37,14 @@ class Fact:
             raise ValueError(f"fact {self.value!r} has no source")
 
 
+def lookup(table: Mapping[str, T], name: str) -> T:
+    """`table[name]`; an unknown name is a usage error naming the known ones (one line, for the CLI)."""
+    try:
+        return table[name]
+    except KeyError:
+        raise UnknownProfile(f"unknown profile '{name}': known profiles are {', '.join(table)}") from None
+
+
 def profile_fields(config_type: type, *, given: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The fields of the dataclass `config_type` a profile must state: all but those the creator `given`."""
     return tuple(f.name for f in dataclasses.fields(config_type) if f.name not in given)

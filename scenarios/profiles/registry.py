@@ -1,6 +1,6 @@
 """One set of profile names over every device family's tables, and the listing `emu profiles` prints.
 
-Each family module (ata, virtio_blk, scsi) keeps its facts per profile name in the shape its configuration
+Each family module (ata, virtio_blk, scsi, virtio_scsi) keeps its facts per profile name in the shape its configuration
 needs; a profile name means the same hypervisor or standard in all of them. This module checks that every
 family knows every name and turns a name into sections of (label, Fact) for a reader.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from scenarios.profiles import ata, scsi, virtio_blk
+from scenarios.profiles import ata, scsi, virtio_blk, virtio_scsi
 from scenarios.profiles.ata import DEFAULT_PROFILE
 from scenarios.profiles.facts import FROM_DRIVE, Fact, UnknownProfile
 
@@ -43,9 +43,15 @@ def _scsi(name: str) -> Section:
     return Section("scsi", scsi.DESCRIPTIONS[name], tuple(scsi.PROFILES[name].items()))
 
 
-FAMILIES: dict[str, Callable[[str], Section]] = {"ata": _ata, "virtio-blk": _virtio_blk, "scsi": _scsi}
+def _virtio_scsi(name: str) -> Section:
+    profile = virtio_scsi.get_profile(name)
+    return Section("virtio-scsi", profile.description, tuple(profile.scsi.items()), profile.notes)
+
+
+FAMILIES: dict[str, Callable[[str], Section]] = {"ata": _ata, "virtio-blk": _virtio_blk, "scsi": _scsi,
+                                                 "virtio-scsi": _virtio_scsi}
 FAMILY_NAMES: dict[str, tuple[str, ...]] = {"ata": NAMES, "virtio-blk": tuple(virtio_blk.PROFILES),
-                                             "scsi": tuple(scsi.PROFILES)}
+                                             "scsi": tuple(scsi.PROFILES), "virtio-scsi": tuple(virtio_scsi.PROFILES)}
 
 
 def check_name(name: str) -> str:

@@ -11,7 +11,7 @@ page they rest on, and a value the standard leaves open says it is a choice.
 from __future__ import annotations
 
 from controllers.scsi.config import GiB, INT_MAX, ScsiDiskConfig
-from scenarios.profiles.facts import FROM_DRIVE, Fact, UnknownProfile, check_facts, config_from_facts
+from scenarios.profiles.facts import FROM_DRIVE, Fact, check_facts, config_from_facts, lookup
 
 # Fields the creator of the disk gives: the image's size, the logical block size, the drive's read-only flag.
 GIVEN = ("capacity_blocks", "block_size", "read_only")
@@ -238,11 +238,7 @@ def scsi_disk_config(profile_name: str, capacity_blocks: int, block_size: int = 
     with sector_size=block_size computes it); only FROM_DRIVE facts use it, and None (unknown) never promises
     zeros. The QEMU profiles ignore it: QEMU never reports LBPRZ.
     """
-    try:
-        facts = PROFILES[profile_name]
-    except KeyError:
-        raise UnknownProfile(f"unknown SCSI profile '{profile_name}': known profiles are "
-                             f"{', '.join(PROFILES)}") from None
+    facts = lookup(PROFILES, profile_name)
     resolved = {name: Fact(bool(read_zeroes_after_unmap), fact.source) if fact.value == FROM_DRIVE else fact
                 for name, fact in facts.items()}
     return config_from_facts(ScsiDiskConfig, resolved, capacity_blocks=capacity_blocks, block_size=block_size,

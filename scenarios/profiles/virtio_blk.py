@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from controllers.virtio.blk import VirtioBlkConfig
 from controllers.virtio.pci import VirtioPciConfig
-from scenarios.profiles.facts import Fact, UnknownProfile, check_facts, config_from_facts
+from scenarios.profiles.facts import Fact, check_facts, config_from_facts, lookup
 
 GIVEN = ("capacity_sectors", "read_only")      # known only when the disk is attached
 
@@ -182,10 +182,7 @@ PROFILES: dict[str, VirtioBlkProfile] = {p.name: p for p in (QEMU_7_2, QEMU_1_4_
 
 def get_profile(name: str) -> VirtioBlkProfile:
     """The virtio-blk profile called `name`; an unknown name is a usage error naming the known ones."""
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise UnknownProfile(f"unknown profile '{name}': known profiles are {', '.join(PROFILES)}") from None
+    return lookup(PROFILES, name)
 
 
 def virtio_blk_config(profile_name: str, capacity_sectors: int, *, read_only: bool = False) -> VirtioBlkConfig:

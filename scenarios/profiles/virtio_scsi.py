@@ -19,16 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from controllers.virtio.scsi import VirtioScsiConfig
-from scenarios.profiles.facts import Fact, UnknownProfile, check_facts, config_from_facts
-from scenarios.profiles.virtio_blk import virtio_pci_config
+from scenarios.profiles.facts import Fact, check_facts, config_from_facts, lookup
 
 Q72 = "QEMU 7.2.0 (b67b00e6b4)"
 VS72 = f"{Q72} hw/scsi/virtio-scsi.c"
 Q14 = "QEMU 1.4.0 (03e94e39ce)"
 VS = "virtio 1.2"
-
-__all__ = ["PROFILES", "VirtioScsiProfile", "get_profile", "virtio_pci_config", "virtio_scsi_config"]
-
 
 @dataclass(frozen=True)
 class VirtioScsiProfile:
@@ -141,10 +137,7 @@ PROFILES: dict[str, VirtioScsiProfile] = {p.name: p for p in (QEMU_7_2, QEMU_1_4
 
 def get_profile(name: str) -> VirtioScsiProfile:
     """The virtio-scsi profile called `name`; an unknown name is a usage error naming the known ones."""
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise UnknownProfile(f"unknown profile '{name}': known profiles are {', '.join(PROFILES)}") from None
+    return lookup(PROFILES, name)
 
 
 def virtio_scsi_config(profile_name: str) -> VirtioScsiConfig:

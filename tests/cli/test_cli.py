@@ -323,7 +323,7 @@ def test_sizes_are_rounded_up_to_sectors_as_qemu_img_rounds_them(qemu_img, tmp_p
 def test_profiles_lists_every_family_with_sources():
     out = emu("profiles", check=True).stdout
     assert out.splitlines()[0] == "qemu-7.2 (default)"
-    for family in ("[ata]", "[virtio-blk]", "[scsi]"):
+    for family in ("[ata]", "[virtio-blk]", "[scsi]", "[virtio-scsi]"):
         assert out.count(family) == 3
     assert "hw_compat_3_1" in emu("profiles", "qemu-1.4-pc", check=True).stdout
     proc = emu("profiles", "qemu-9")

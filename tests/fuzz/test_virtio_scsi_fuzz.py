@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from controllers.scsi.disk import Direction
 from controllers.virtio import layouts as L
-from scenarios.profiles.virtio_scsi import PROFILES, virtio_pci_config, virtio_scsi_config
+from scenarios.profiles.virtio_blk import virtio_pci_config
+from scenarios.profiles.virtio_scsi import PROFILES, virtio_scsi_config
 from tests.support import time_limit
 from tests.virtio_support import close_scsi, make_virtio_scsi, pattern, run
 

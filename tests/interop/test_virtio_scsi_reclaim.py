@@ -12,7 +12,8 @@ import struct
 import pytest
 
 from controllers.drivers.sd import ProvisioningMode, SdDriver
-from scenarios.profiles.virtio_scsi import virtio_pci_config, virtio_scsi_config
+from scenarios.profiles.virtio_blk import virtio_pci_config
+from scenarios.profiles.virtio_scsi import virtio_scsi_config
 from tests.conftest import run as run_cmd
 from tests.virtio_support import MiB, close_scsi, data_extents, make_virtio_scsi, run
 

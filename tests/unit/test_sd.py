@@ -23,7 +23,8 @@ from controllers.drivers.sd import (
     write_same_command,
 )
 from controllers.scsi import sense as S
-from scenarios.profiles.virtio_scsi import virtio_pci_config, virtio_scsi_config
+from scenarios.profiles.virtio_blk import virtio_pci_config
+from scenarios.profiles.virtio_scsi import virtio_scsi_config
 from tests.virtio_support import MiB, close_scsi, make_virtio_scsi, pattern, run
 
 M = ProvisioningMode

@@ -16,7 +16,8 @@ from controllers.scsi import sense as S
 from controllers.virtio import layouts as L
 from controllers.virtio.scsi import VirtioScsiConfig, VirtioScsiDevice, encode_lun
 from scenarios.profiles.facts import UnknownProfile
-from scenarios.profiles.virtio_scsi import PROFILES, virtio_pci_config, virtio_scsi_config
+from scenarios.profiles.virtio_blk import virtio_pci_config
+from scenarios.profiles.virtio_scsi import PROFILES, virtio_scsi_config
 from tests.virtio_support import DISK, close_scsi, make_virtio_scsi, pattern, run
 
 GOOD, CHECK = 0x00, 0x02
