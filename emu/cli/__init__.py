@@ -16,7 +16,7 @@ USAGE = """usage: emu <command> [args...]
 commands:
   img       create, inspect, check, compare, convert and benchmark images (like qemu-img)
   io        run guest I/O commands against an image through the block layer (like qemu-io)
-  replay    run a JSON Lines script of guest commands through an emulated controller (ide, ahci, virtio-blk)
+  replay    run a JSON Lines script of guest commands through an emulated controller (ide, ahci, virtio-*)
   profiles  list the device profiles (QEMU versions, the standards): every value and its source
   demo      a short walk-through: a guest writes, deletes and discards; where does the space go?
 
