@@ -21,6 +21,7 @@ from emu.errors import DmaError, GuestMemoryError, OutOfGuestMemory
 
 NULL_GUARD_BYTES = 4096   # the first page: never allocated, so address 0 never names a driver buffer
 _FILL_CHUNK = 1 << 20
+_ZEROS = memoryview(bytes(_FILL_CHUNK))   # fill(..., 0) copies from here: no buffer allocated per call
 
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
@@ -110,6 +111,12 @@ class GuestMemory:
             raise DmaError(addr, length, self.size, "view")
         return self._mv[addr:addr + length]
 
+    @staticmethod
+    def release(views: list[memoryview]) -> None:
+        """Give back views from `view()` (a device does this when the request that borrowed them is done)."""
+        for v in views:
+            v.release()
+
     def copy(self, dst: int, src: int, length: int) -> None:
         """Move bytes inside guest RAM (memmove: overlapping ranges are fine)."""
         self.check(src, length, "copy from")
@@ -122,11 +129,11 @@ class GuestMemory:
         if not 0 <= byte <= 255:
             raise ValueError(f"fill byte must be 0..255, not {byte}")
         self.check(addr, length, "fill")
-        chunk = bytes([byte]) * min(length, _FILL_CHUNK)
+        chunk = _ZEROS if byte == 0 else memoryview(bytes([byte]) * min(length, _FILL_CHUNK))
         end = addr + length
         while addr < end:
             n = min(len(chunk), end - addr)
-            self._mm[addr:addr + n] = chunk if n == len(chunk) else chunk[:n]
+            self._mm[addr:addr + n] = chunk[:n]
             addr += n
 
     # -- little-endian scalars and records -----------------------------------------------------------

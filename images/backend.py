@@ -25,6 +25,15 @@ def backing_path(image_path: str, name: str) -> str:
     return name if os.path.isabs(name) else os.path.join(os.path.dirname(image_path), name)
 
 
+def scatter(data: bytes | memoryview, buffers: list[memoryview]) -> None:
+    """Copy `data` into the buffers in order (each is filled before the next)."""
+    pos = 0
+    for buf in buffers:
+        n = len(buf)
+        buf[:] = data[pos:pos + n]
+        pos += n
+
+
 def zeros(length: int) -> bytes:
     """Zero bytes for a read of unallocated space; common sizes are shared (bytes are immutable)."""
     z = _ZEROS.get(length)
@@ -102,6 +111,9 @@ class ImageBackend:
     supports_backing = False      # unallocated areas read from `backing`
     supports_discard = False      # has a discard operation at all (else discards succeed, doing nothing)
     supports_write_zeroes = False  # has an efficient write-zeroes (else the Drive writes zero buffers)
+    # write() takes a memoryview and is done with it on return (the Drive may then lend it guest RAM);
+    # other formats get a bytes copy
+    takes_views = False
 
     def __init__(self, host: HostFile, virtual_size: int, *, read_only: bool) -> None:
         self.host = host
@@ -119,6 +131,10 @@ class ImageBackend:
     # -- the contract ------------------------------------------------------------------------------
     def read(self, offset: int, length: int) -> bytes:
         raise NotImplementedError
+
+    def read_into(self, offset: int, buffers: list[memoryview]) -> None:
+        """Read `sum(len(b) for b in buffers)` bytes at `offset` into the buffers, in order (scatter)."""
+        scatter(self.read(offset, sum(len(b) for b in buffers)), buffers)
 
     def write(self, offset: int, data: bytes, trace: Trace | None = None) -> None:
         raise NotImplementedError

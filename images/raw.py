@@ -25,9 +25,13 @@ class RawImage(ImageBackend):
     format_name = FORMAT
     supports_discard = True
     supports_write_zeroes = True
+    takes_views = True
 
     def read(self, offset: int, length: int) -> bytes:
         return self.host.pread(offset, length)
+
+    def read_into(self, offset: int, buffers: list[memoryview]) -> None:
+        self.host.preadv(offset, buffers)
 
     def write(self, offset: int, data: bytes, trace: Trace | None = None) -> None:
         self.check_writable()

@@ -229,7 +229,7 @@ class VirtioBlkDevice:
             raise VirtioError("virtio-blk request outhdr too short")
         type_, _ioprio, sector = BLK_OUTHDR_FAST.unpack(element.read_out(0, BLK_OUTHDR_SIZE))
         completions: list[Completion] = []
-        data_in = b""
+        data_in = 0
         try:
             data_in = self._execute(type_, sector, element, completions)
             status = BLK_S_OK
@@ -237,7 +237,7 @@ class VirtioBlkDevice:
             status = outcome.status
         in_len = element.in_len
         element.write_in(in_len - 1, bytes([status]))
-        written = in_len if self.config.used_len == "in_len" else len(data_in) + 1
+        written = in_len if self.config.used_len == "in_len" else data_in + 1
         return Handled(written, tuple(completions))
 
     # -- requests --------------------------------------------------------------------------------------------
@@ -255,22 +255,22 @@ class VirtioBlkDevice:
             return key | BLK_T_OUT
         return None
 
-    def _execute(self, type_: int, sector: int, element: Element, completions: list[Completion]) -> bytes:
-        """Run one request; returns the data written into the writable side (before the status)."""
+    def _execute(self, type_: int, sector: int, element: Element, completions: list[Completion]) -> int:
+        """Run one request; returns the number of bytes written into the writable side (before the status)."""
         command = self._command(type_)
         if command in (BLK_T_IN, BLK_T_OUT):
             return self._read_write(command == BLK_T_OUT, sector, element, completions)
         if command == BLK_T_FLUSH:
             self._submit(Request.flush(), completions)
-            return b""
+            return 0
         if command == BLK_T_GET_ID:
             serial = self.config.serial.encode()
             ident = (serial + b"\0")[:min(len(serial) + 1, element.in_len - 1, BLK_ID_BYTES)]
             element.write_in(0, ident)
-            return ident
+            return len(ident)
         if command in (BLK_T_DISCARD, BLK_T_WRITE_ZEROES):
             self._discard_write_zeroes(command == BLK_T_WRITE_ZEROES, element, completions)
-            return b""
+            return 0
         raise _Status(BLK_S_UNSUPP)
 
     def _range_ok(self, sector: int, nbytes: int, limit: int | None) -> bool:
@@ -281,22 +281,27 @@ class VirtioBlkDevice:
         return not ((limit is not None and sectors > limit) or sector & self._sector_mask
                     or nbytes % self.config.blk_size or sector > capacity or sectors > capacity - sector)
 
-    def _read_write(self, write: bool, sector: int, element: Element, completions: list[Completion]) -> bytes:
+    def _read_write(self, write: bool, sector: int, element: Element, completions: list[Completion]) -> int:
+        """The data moves between guest RAM and the image without a copy in between (views lent to the request);
+        a failed read may have changed the data buffers, which the guest may not look at after IOERR anyway."""
         nbytes = element.out_len - BLK_OUTHDR_SIZE if write else element.in_len - 1
         if not self._range_ok(sector, nbytes, self.config.max_rw_sectors):
             raise _Status(BLK_S_IOERR)
         if write and self.config.read_only:
             raise _Status(BLK_S_IOERR)
         if not nbytes:
-            return b""                                  # QEMU submits an empty request, which succeeds
+            return 0                                    # QEMU submits an empty request, which succeeds
         offset = sector * SECTOR_SIZE
-        if write:
-            self._submit(Request.write(offset, element.read_out(BLK_OUTHDR_SIZE, nbytes), fua=not self.wce),
-                         completions)
-            return b""
-        done = self._submit(Request.read(offset, nbytes), completions)
-        element.write_in(0, done.data)
-        return done.data
+        views = element.out_views(BLK_OUTHDR_SIZE, nbytes) if write else element.in_views(0, nbytes)
+        try:
+            if write:
+                data = views[0] if len(views) == 1 else b"".join(views)
+                self._submit(Request.write(offset, data, fua=not self.wce), completions)
+                return 0
+            self._submit(Request.read_into(offset, views), completions)
+            return nbytes
+        finally:
+            element.mem.release(views)
 
     def _discard_write_zeroes(self, zeroes: bool, element: Element, completions: list[Completion]) -> None:
         """virtio_blk_handle_discard_write_zeroes, for each segment in turn: all are checked before any runs."""

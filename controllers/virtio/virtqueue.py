@@ -71,16 +71,30 @@ class Element:
 
     def read_out(self, offset: int, length: int) -> bytes:
         """Gather `length` bytes of the readable side from `offset` (iov_to_buf); fewer when the side is shorter."""
+        return b"".join(self._pieces(self.out_sg, offset, length, self.mem.read))
+
+    def out_views(self, offset: int, length: int) -> list[memoryview]:
+        """Zero-copy views of `length` bytes of the readable side from `offset` (fewer when it is shorter), for
+        a request to write out; the caller releases them (GuestMemory.release) when the request is done."""
+        return self._pieces(self.out_sg, offset, length, self.mem.view)
+
+    def in_views(self, offset: int, length: int) -> list[memoryview]:
+        """Zero-copy views of the writable side, as `out_views`, for a read to land in."""
+        return self._pieces(self.in_sg, offset, length, self.mem.view)
+
+    @staticmethod
+    def _pieces(sg: list[tuple[int, int]], offset: int, length: int, take) -> list:
+        """`take(address, length)` of each piece of `sg` that overlaps [offset, offset + length)."""
         end = offset + length
         parts, pos = [], 0
-        for addr, n in self.out_sg:
+        for addr, n in sg:
             lo, hi = max(offset, pos), min(end, pos + n)
             if lo < hi:
-                parts.append(self.mem.read(addr + lo - pos, hi - lo))
+                parts.append(take(addr + lo - pos, hi - lo))
             pos += n
             if pos >= end:
                 break
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return parts
 
     def write_in(self, offset: int, data: bytes | bytearray | memoryview) -> int:
         """Scatter `data` into the writable side from `offset` (iov_from_buf); returns the bytes that fit."""

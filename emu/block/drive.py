@@ -16,7 +16,7 @@ from emu.block.options import DriveOptions
 from emu.block.request import Completion, Flags, Op, Request
 from emu.errors import BlockError, ImageError
 from emu.trace import Act, Trace
-from images.backend import ImageBackend, Status
+from images.backend import ImageBackend, Status, scatter
 
 MAX_BOUNCE_BUFFER = 32768 * 512  # QEMU MAX_BOUNCE_BUFFER: largest zero buffer of the fallback
 _ZEROS = bytes(1 << 20)
@@ -84,6 +84,10 @@ class Drive:
     def read(self, offset: int, length: int) -> Completion:
         return self.execute(Request.read(offset, length))
 
+    def read_into(self, offset: int, buffers: list[memoryview]) -> Completion:
+        """A read whose data lands in `buffers` (Completion.data is None)."""
+        return self.execute(Request.read_into(offset, buffers))
+
     def write(self, offset: int, data: bytes, *, fua: bool = False) -> Completion:
         return self.execute(Request.write(offset, data, fua=fua))
 
@@ -115,7 +119,11 @@ class Drive:
         trace = Trace(op, offset, length)
         try:
             if op is Op.READ and self._plain_reads and 0 <= offset and 0 <= length <= self.capacity - offset:
-                data = self.backend.read(offset, length)      # the hot path: nothing to adjust
+                if req.payload is None:                        # the hot path: nothing to adjust
+                    data = self.backend.read(offset, length)
+                else:
+                    self.backend.read_into(offset, req.payload)
+                    data = None
             else:
                 if op is not Op.FLUSH:
                     self._check_range(req)
@@ -152,18 +160,20 @@ class Drive:
             raise BlockError(errno.EPERM, "drive is read-only")
 
     # -- reads and writes --------------------------------------------------------------------------
-    def _read(self, req: Request, trace: Trace) -> bytes:
+    def _read(self, req: Request, trace: Trace) -> bytes | None:
         offset, length = req.offset, req.length
         align = self.options.request_alignment
-        if align == 1:
-            return self.backend.read(offset, length)
         start = offset - offset % align
         end = min(self.capacity, -(-(offset + length) // align) * align)
         if start == offset and end == offset + length:
-            return self.backend.read(offset, length)
-        trace.add("drive", Act.SPLIT, start, end - start, f"padded to request alignment {align}")
-        data = self.backend.read(start, end - start)
-        return data[offset - start:offset - start + length]
+            data = self.backend.read(offset, length)
+        else:
+            trace.add("drive", Act.SPLIT, start, end - start, f"padded to request alignment {align}")
+            data = self.backend.read(start, end - start)[offset - start:offset - start + length]
+        if req.payload is None:
+            return data
+        scatter(data, req.payload)
+        return None
 
     def _write(self, req: Request, trace: Trace) -> None:
         self._check_writable()
@@ -184,6 +194,8 @@ class Drive:
                       + (" with MAY_UNMAP" if may_unmap else ""))
             self._zero_chunks(offset, len(data), may_unmap, trace)
         else:
+            if type(data) is memoryview and not backend.takes_views:
+                data = data.tobytes()                   # a borrowed view of guest RAM must not outlive the request
             backend.write(offset, data, trace)
         if req.flags and req.flags & Flags.FUA:
             self._flush(req, trace)

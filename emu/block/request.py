@@ -24,17 +24,24 @@ class Flags(enum.IntFlag):
 
 
 class Request(NamedTuple):
-    """One block-layer request (a NamedTuple: immutable and cheap to build on the hot path)."""
+    """One block-layer request (a NamedTuple: immutable and cheap to build on the hot path).
+
+    `payload` is a write's data, or the buffers a read lands in (`read_into`: a device's views of guest RAM,
+    filled in order); a read without buffers returns its data in the Completion."""
 
     op: Op
     offset: int = 0
     length: int = 0
-    payload: bytes | bytearray | memoryview | None = None
+    payload: bytes | bytearray | memoryview | list[memoryview] | None = None
     flags: Flags = Flags.NONE
 
     @classmethod
     def read(cls, offset: int, length: int) -> Request:
         return cls(Op.READ, offset, length)
+
+    @classmethod
+    def read_into(cls, offset: int, buffers: list[memoryview]) -> Request:
+        return cls(Op.READ, offset, sum(len(b) for b in buffers), buffers)
 
     @classmethod
     def write(cls, offset: int, data: bytes | bytearray | memoryview, *, fua: bool = False) -> Request:

@@ -292,3 +292,45 @@ def test_the_recorder_collects_every_trace_in_order(tmp_path):
     assert [t.op for t in drive.recorder] == ["discard", "read", "flush"]
     assert drive.recorder[0].has(Act.DROPPED) and drive.recorder[1].has(Act.REJECTED)
     drive.close()
+
+
+# -- guest-RAM views lent to a request (zero-copy device paths) ----------------------------------------
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+@pytest.mark.parametrize("request_alignment", [1, 4096])
+def test_read_into_scatters_the_same_bytes_as_read(tmp_path, fmt, request_alignment):
+    drive, _ = make(tmp_path, fmt, request_alignment=request_alignment)
+    data = bytes(range(256)) * 64
+    assert drive.write(8192, data).ok
+    bufs = [bytearray(1000), bytearray(3096), bytearray(1)]
+    views = [memoryview(b) for b in bufs]
+    done = drive.read_into(8192 + 512, views)
+    assert done.ok and done.data is None and done.request.length == 4097
+    assert b"".join(bufs) == drive.read(8192 + 512, 4097).data
+
+
+def test_read_into_past_the_end_of_a_short_raw_file_gives_zeros(tmp_path):
+    drive, path = make(tmp_path, "raw")
+    os.truncate(path, 4096 + 100)                     # the host file ends inside the range; the disk does not
+    drive.backend.host.pwrite(4096, b"\x77" * 100)
+    bufs = [memoryview(bytearray(b"\xff" * 50)), memoryview(bytearray(b"\xff" * 4000))]
+    assert drive.read_into(4096, bufs).ok
+    assert bytes(bufs[0]) == b"\x77" * 50 and bytes(bufs[1]) == b"\x77" * 50 + bytes(3950)
+
+
+def test_read_into_out_of_range_fails_and_leaves_the_buffers(tmp_path):
+    drive, _ = make(tmp_path, "raw")
+    buf = bytearray(b"\xab" * 512)
+    done = drive.read_into(drive.capacity, [memoryview(buf)])
+    assert done.errno == errno.EIO and buf == b"\xab" * 512
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2", "vdi"])
+def test_a_written_view_is_not_kept_by_any_format(tmp_path, fmt):
+    """A device lends a view of guest RAM and releases it after the request: every format still has the data."""
+    drive, _ = make(tmp_path, fmt)
+    ram = bytearray(b"\x5a" * 65536)
+    view = memoryview(ram)
+    assert drive.write(65536, view).ok
+    view.release()
+    ram[:] = bytes(65536)
+    assert drive.read(65536, 65536).data == b"\x5a" * 65536
