@@ -112,6 +112,7 @@ from controllers.ata.layouts import (
     decode_lba,
 )
 from emu.errors import DmaError
+from emu.memory import scatter
 
 if TYPE_CHECKING:
     from emu.memory import GuestMemory
@@ -445,16 +446,16 @@ class AhciPort:
         except _Fault as fault:
             return AtaResult(STATUS_FAIL, ERROR_ABRT), 0, fault.irq
         mem = self.hba.mem
-        if transfer.protocol in (Protocol.PIO_OUT, Protocol.DMA_OUT, Protocol.FPDMA_OUT):
-            data = b"".join(mem.read(a, n) for a, n in regions)
-            result = device.execute(regs, data)
-        else:
-            result = device.execute(regs)
-            if result.ok and regions:
-                pos, data_in = 0, result.data_in
-                for a, n in regions:
-                    mem.write(a, data_in[pos:pos + n])
-                    pos += n
+        views = [mem.view(a, n) for a, n in regions]   # lent to the device for this command only
+        try:
+            if transfer.protocol in (Protocol.PIO_OUT, Protocol.DMA_OUT, Protocol.FPDMA_OUT):
+                result = device.execute(regs, views[0] if len(views) == 1 else b"".join(views))
+            else:
+                result = device.execute(regs, into=views or None)
+                if result.ok and result.data_in:         # a page the device built (IDENTIFY, SMART)
+                    scatter(result.data_in, views)
+        finally:
+            mem.release(views)
         return result, (transfer.nbytes if result.ok else 0), 0
 
     def _cost(self, result: AtaResult) -> float:

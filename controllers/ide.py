@@ -606,17 +606,17 @@ class IdeChannel:
                 return
             for addr, length in regions:
                 self.mem.check(addr, length, "bus-master DMA")
-            data = b"".join(self.mem.read(addr, length) for addr, length in regions) if out else None
         except DmaError:
             self._dma_fail(i)
             return
-        result = device.execute(dma.regs, data)
-        if not out and result.ok:
-            view = memoryview(result.data_in)
-            pos = 0
-            for addr, length in regions:
-                self.mem.write(addr, view[pos:pos + length])
-                pos += length
+        views = [self.mem.view(addr, length) for addr, length in regions]   # lent for this command only
+        try:
+            if out:
+                result = device.execute(dma.regs, views[0] if len(views) == 1 else b"".join(views))
+            else:
+                result = device.execute(dma.regs, into=views)
+        finally:
+            self.mem.release(views)
         self._later(self._cost(result), lambda: self._dma_done(i, result, nbytes // SECTOR_SIZE,
                                                                  described > nbytes), dma=True)
 

@@ -29,6 +29,15 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
 
+def scatter(data: bytes | memoryview, buffers: list[memoryview]) -> None:
+    """Copy `data` into the buffers in order (each is filled before the next): a read's data into guest RAM."""
+    pos = 0
+    for buf in buffers:
+        n = len(buf)
+        buf[:] = data[pos:pos + n]
+        pos += n
+
+
 class GuestMemory:
     """Byte-addressable guest RAM backed by an anonymous shared mmap, with a first-fit allocator.
 

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from emu.errors import BlockError, UnsupportedFeature, UsageError
+from emu.memory import scatter
 from emu.trace import Trace
 from images.hostfile import HostFile
 
@@ -23,15 +24,6 @@ def backing_path(image_path: str, name: str) -> str:
     """Where a backing file named in an image lives: relative names are relative to the image's
     directory (qemu's path_combine, so "b.qcow2" next to "c.qcow2" stays "b.qcow2")."""
     return name if os.path.isabs(name) else os.path.join(os.path.dirname(image_path), name)
-
-
-def scatter(data: bytes | memoryview, buffers: list[memoryview]) -> None:
-    """Copy `data` into the buffers in order (each is filled before the next)."""
-    pos = 0
-    for buf in buffers:
-        n = len(buf)
-        buf[:] = data[pos:pos + n]
-        pos += n
 
 
 def zeros(length: int) -> bytes:

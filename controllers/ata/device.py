@@ -213,9 +213,13 @@ class AtaDevice:
         return _NONE
 
     # -- execution ---------------------------------------------------------------------------------------
-    def execute(self, regs: AtaRegisters, data_out: bytes | bytearray | memoryview | None = None) -> AtaResult:
+    def execute(self, regs: AtaRegisters, data_out: bytes | bytearray | memoryview | None = None,
+                into: list[memoryview] | None = None) -> AtaResult:
         """Run one command. `data_out` is the data phase of a write (exactly `plan(regs).nbytes` bytes, else
-        ValueError: a transport bug). Guest errors never raise; they answer 0x41 with the error register."""
+        ValueError: a transport bug); it may be a view of guest RAM, used only until this returns. `into`, when
+        given, holds the transport's views of guest RAM where the sectors of a read land (no copy in between;
+        `data_in` then stays empty; pages such as IDENTIFY still come back in `data_in`). Guest errors never
+        raise; they answer 0x41 with the error register."""
         transfer = self.plan(regs)
         n = 0 if data_out is None else len(data_out)
         if transfer.protocol in (Protocol.PIO_OUT, Protocol.DMA_OUT, Protocol.FPDMA_OUT):
@@ -233,13 +237,13 @@ class AtaDevice:
                 return _abort()
             lba = decode_lba({"lba": regs.lba, "device": regs.device}, lba48=rw[2], heads=self.chs[1],
                              sectors=self.chs[2])
-            return self._rw(rw[0], lba, transfer.nbytes // SECTOR_SIZE, data_out, fua=False)
+            return self._rw(rw[0], lba, transfer.nbytes // SECTOR_SIZE, data_out, into, fua=False)
         ncq = _NCQ.get(cmd)
         if ncq is not None:
             if transfer.protocol is Protocol.NONE:      # no NCQ here (PIIX): not in its ide_cmd_table
                 return AtaResult(STATUS_FAIL, ERROR_ABRT, unknown=True)
             f = self._ncq(regs)
-            return self._rw(ncq[0], f["lba"], f["sector_count"], data_out, fua=f["fua"])
+            return self._rw(ncq[0], f["lba"], f["sector_count"], data_out, into, fua=f["fua"])
         if cmd == C.DATA_SET_MANAGEMENT:
             return self._dsm(regs, data_out)
         if cmd in _NO_DATA:
@@ -262,17 +266,20 @@ class AtaDevice:
         total = self.config.capacity_sectors
         return 0 <= lba <= total and count <= total - lba
 
-    def _rw(self, direction: str, lba: int, count: int, data_out, *, fua: bool) -> AtaResult:
+    def _rw(self, direction: str, lba: int, count: int, data_out, into, *, fua: bool) -> AtaResult:
         if not self._range_ok(lba, count):
             # QEMU ide_rw_error / ide_dma_error / ahci ncq_err answer ABRT; ACS says IDNF (config choice)
             return _abort(ERROR_IDNF if self.config.out_of_range_error == "idnf" else ERROR_ABRT)
         if direction == "in":
-            done = self.drive.read(lba * SECTOR_SIZE, count * SECTOR_SIZE)
+            if into is None:
+                done = self.drive.read(lba * SECTOR_SIZE, count * SECTOR_SIZE)
+            else:
+                done = self.drive.read_into(lba * SECTOR_SIZE, into)
             if not done.ok:
                 return _abort(completions=[done])   # ide_handle_rw_error, rerror=report -> ABRT
-            return AtaResult(STATUS_OK, 0, data_in=bytes(done.data), completions=[done])
+            return AtaResult(STATUS_OK, 0, data_in=b"" if into is not None else bytes(done.data), completions=[done])
         # With the write cache off QEMU's block backend makes every write FUA (blk_co_pwritev_part).
-        done = self.drive.write(lba * SECTOR_SIZE, bytes(data_out), fua=fua or not self.write_cache)
+        done = self.drive.write(lba * SECTOR_SIZE, data_out, fua=fua or not self.write_cache)
         if not done.ok:
             # ide_handle_rw_error with werror=enospc/report -> ide_dma_error / ide_rw_error: ABRT. (QEMU would
             # stop the VM on ENOSPC under the default werror=enospc; the VM-stop policy is not modelled.)

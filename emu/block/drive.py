@@ -16,7 +16,8 @@ from emu.block.options import DriveOptions
 from emu.block.request import Completion, Flags, Op, Request
 from emu.errors import BlockError, ImageError
 from emu.trace import Act, Trace
-from images.backend import ImageBackend, Status, scatter
+from emu.memory import scatter
+from images.backend import ImageBackend, Status
 
 MAX_BOUNCE_BUFFER = 32768 * 512  # QEMU MAX_BOUNCE_BUFFER: largest zero buffer of the fallback
 _ZEROS = bytes(1 << 20)
