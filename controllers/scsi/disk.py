@@ -261,8 +261,10 @@ class ScsiDisk:
     def execute(self, cdb: bytes | bytearray | memoryview, data_out: bytes | bytearray | memoryview = b"",
                 data_in_len: int | None = None) -> ScsiResult:
         """Run one command. `data_out` must be exactly the planned data-out (else ValueError: a transport bug);
-        `data_in_len` is the initiator's data-in buffer (default: the planned length). Guest errors never
-        raise: they answer CHECK CONDITION with sense data (fixed format, or descriptor with D_SENSE)."""
+        `data_in_len` is the initiator's data-in buffer (default: the planned length). `data_out` may be a view of
+        guest RAM, used only until this returns: a WRITE hands it to the Drive as it is, every other command
+        takes a copy. Guest errors never raise: they answer CHECK CONDITION with sense data (fixed format, or
+        descriptor with D_SENSE)."""
         cdb = bytes(cdb)
         transfer = self.plan(cdb)
         if transfer.direction is Direction.OUT:
@@ -313,7 +315,7 @@ class ScsiDisk:
         if handler is None or (op == Op.SYNCHRONIZE_CACHE_16 and not self.config.synchronize_cache_16) or (
                 op == Op.MAINTENANCE_IN and not self.config.report_supported_opcodes):
             raise _Check(S.INVALID_OPCODE)          # scsi_disk_emulate_command default: INVALID_OPCODE
-        return handler(cdb, data_out, transfer.length)
+        return handler(cdb, bytes(data_out), transfer.length)
 
     def _answer(self, data: bytes, alloc: int) -> bytes:
         """Data-in of an emulated command: QEMU returns exactly the allocation length, zero padded
@@ -524,7 +526,7 @@ class ScsiDisk:
                 raise _failed(done, [done], transferred=False)
             return done.data, [done]
         # With the write cache off QEMU's block backend makes every write FUA (blk_co_pwritev_part).
-        done = self.drive.write(lba * bs, bytes(data_out), fua=fua or not self.write_cache)
+        done = self.drive.write(lba * bs, data_out, fua=fua or not self.write_cache)
         if not done.ok:
             raise _failed(done, [done])
         return b"", [done]

@@ -297,17 +297,23 @@ class VirtioScsiDevice:
         if plan.direction is not Direction.NONE and (plan.direction is not mode
                                                      or plan.length > frame.out_len + frame.in_len):
             return self._respond(element, frame, SCSI_S_OVERRUN)
-        data_out = element.read_out(frame.out_at, plan.length) if plan.direction is Direction.OUT else b""
-        exists = self._lun_of(disk) == number
-        if not cdb:             # scsi_req_new: a 0-byte CDB is reqops_invalid_opcode, before any unit attention
-            result = self._check(disk, S.INVALID_OPCODE, exists or self.config.addressing == "qemu",
-                                 frame.in_len + len(data_out))
-        elif not exists:
-            result = self._missing_lun(disk, cdb, plan.length, frame.in_len + len(data_out))
-        else:
-            result = disk.execute(cdb, data_out, frame.in_len)
+        # the data-out stays in guest RAM: views lent to this command only
+        views = element.out_views(frame.out_at, plan.length) if plan.direction is Direction.OUT else []
+        try:
+            data_out = views[0] if len(views) == 1 else b"".join(views)
+            sent = len(data_out)
+            exists = self._lun_of(disk) == number
+            if not cdb:         # scsi_req_new: a 0-byte CDB is reqops_invalid_opcode, before any unit attention
+                result = self._check(disk, S.INVALID_OPCODE, exists or self.config.addressing == "qemu",
+                                     frame.in_len + sent)
+            elif not exists:
+                result = self._missing_lun(disk, cdb, plan.length, frame.in_len + sent)
+            else:
+                result = disk.execute(cdb, data_out, frame.in_len)
+        finally:
+            element.mem.release(views)
         element.write_in(frame.in_at, result.data_in)
-        residual = result.residual + frame.out_len - len(data_out)
+        residual = result.residual + frame.out_len - sent
         if self.config.residual == "qemu" and (result.status != GOOD or plan.direction is Direction.NONE):
             residual = 0
         return self._respond(element, frame, SCSI_S_OK, result, residual)
