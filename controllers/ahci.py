@@ -134,6 +134,10 @@ _MULTIPLE = frozenset({0xC4, 0xC5, 0x29, 0x39})
 _READ_NATIVE_MAX = frozenset({0x27, 0xF8})
 _CHECK_POWER = frozenset({0xE5, 0x98})
 _U32 = 0xFFFFFFFF
+# port registers backed by an attribute of AhciPort (PxSSTS is computed)
+_PORT_REGISTERS = {PX_CLB: "clb", PX_CLBU: "clbu", PX_FB: "fb", PX_FBU: "fbu", PX_IS: "is_", PX_IE: "ie",
+                   PX_CMD: "cmd", PX_TFD: "tfd", PX_SIG: "sig", PX_SCTL: "sctl", PX_SERR: "serr", PX_SACT: "sact",
+                   PX_CI: "ci"}
 
 
 @dataclass
@@ -192,12 +196,11 @@ class AhciPort:
 
     # -- registers ---------------------------------------------------------------------------------
     def read(self, reg: int) -> int:
-        """ahci_port_read."""
-        values = {PX_CLB: self.clb, PX_CLBU: self.clbu, PX_FB: self.fb, PX_FBU: self.fbu, PX_IS: self.is_,
-                  PX_IE: self.ie, PX_CMD: self.cmd, PX_TFD: self.tfd, PX_SIG: self.sig,
-                  PX_SSTS: SSTS_QEMU_ATTACHED if self.present else 0, PX_SCTL: self.sctl,
-                  PX_SERR: self.serr, PX_SACT: self.sact, PX_CI: self.ci}
-        return values.get(reg, 0)
+        """ahci_port_read (a driver polls PxIS/PxTFD/PxCI several times per command: one lookup, no dict built)."""
+        if reg == PX_SSTS:
+            return SSTS_QEMU_ATTACHED if self.present else 0
+        name = _PORT_REGISTERS.get(reg)
+        return 0 if name is None else getattr(self, name)
 
     def write(self, reg: int, val: int) -> None:
         """ahci_port_write."""
@@ -636,6 +639,9 @@ class AhciPort:
         return 1 << tag if ok else 0
 
 
+_HBA_REGISTERS = {HBA_CAP: "cap", HBA_GHC: "ghc", HBA_IS: "is_", HBA_PI: "pi", HBA_VS: "vs"}
+
+
 class AhciHba:
     """QEMU's ich9-ahci: six ports, 32 slots, NCQ, 64-bit, Gen1, AHCI 1.0, ABAR of 4 KiB.
 
@@ -679,8 +685,8 @@ class AhciHba:
     def _read32(self, addr: int) -> int:
         """ahci_mem_read_32."""
         if addr < AHCI_PORT_BASE:
-            return {HBA_CAP: self.cap, HBA_GHC: self.ghc, HBA_IS: self.is_, HBA_PI: self.pi,
-                    HBA_VS: self.vs}.get(addr, 0)
+            name = _HBA_REGISTERS.get(addr)
+            return 0 if name is None else getattr(self, name)
         index, reg = divmod(addr - AHCI_PORT_BASE, AHCI_PORT_SIZE)
         if index < len(self.ports):
             return self.ports[index].read(reg)
