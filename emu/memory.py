@@ -205,13 +205,22 @@ class GuestMemory:
         if align <= 0 or align & (align - 1):
             raise ValueError(f"alignment must be a power of two, not {align}")
         starts, ends = self._free_starts, self._free_ends
-        for i, (start, end) in enumerate(zip(starts, ends)):
+        for i, start in enumerate(starts):
             addr = (start + align - 1) & -align
-            if addr + size > end:
+            stop, end = addr + size, ends[i]
+            if stop > end:
                 continue
-            pieces = [(s, e) for s, e in ((start, addr), (addr + size, end)) if e > s]
-            starts[i:i + 1] = [s for s, _ in pieces]
-            ends[i:i + 1] = [e for _, e in pieces]
+            # the block keeps what lies before `addr` and after `stop` (drivers allocate per request: no lists built)
+            if addr == start:
+                if stop == end:
+                    del starts[i], ends[i]
+                else:
+                    starts[i] = stop
+            else:
+                ends[i] = addr
+                if stop < end:
+                    starts.insert(i + 1, stop)
+                    ends.insert(i + 1, end)
             self._allocated[addr] = size
             return addr
         raise OutOfGuestMemory(size, align, self.size, self.free_bytes)
