@@ -2,8 +2,8 @@
 
 For each controller (PIIX IDE with bus-master DMA, AHCI with NCQ, virtio-blk, virtio-scsi with sd), 4 KiB and
 64 KiB requests, sequential writes then reads, at queue depth 1: a Linux-style guest driver encodes every request
-into guest memory (PRDs, command tables and FISes, or virtqueue descriptors), the emulated controller decodes those bytes,
-the device runs the command through the Drive onto a raw image, and the driver waits for the completion in
+into guest memory (PRDs, command tables and FISes, or virtqueue descriptors), the emulated controller decodes
+those bytes, the device runs the command through the Drive onto a raw image, and the driver waits for the completion in
 simulated time. The anchor is a plain os.pwrite (os.pread) loop over the same offsets on another raw file in the
 same directory, timed in the same invocation; the ratio is emu's request rate over the anchor's (1.0 = as fast
 as the bare system calls; the goal for 64 KiB is 0.5 or more). Each measurement runs `--repeat` times,
