@@ -27,7 +27,9 @@ class Request(NamedTuple):
     """One block-layer request (a NamedTuple: immutable and cheap to build on the hot path).
 
     `payload` is a write's data, or the buffers a read lands in (`read_into`: a device's views of guest RAM,
-    filled in order); a read without buffers returns its data in the Completion."""
+    filled in order); a read without buffers returns its data in the Completion. A device releases the views it
+    lent once its command completes, so a Completion kept for later (timing, records) must use the request's
+    op, offset and length, never its payload."""
 
     op: Op
     offset: int = 0
