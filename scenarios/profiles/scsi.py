@@ -108,7 +108,9 @@ _QEMU_72 = {
                            f"{SD72} scsi_disk_emulate_command: FORMAT UNIT, RESERVE/RELEASE (6) and (10) (refusing "
                            "bits 0 / 0-1 of byte 1), START STOP (scsi_disk_emulate_start_stop: nothing for a fixed "
                            "disk), ALLOW MEDIUM REMOVAL and SEEK(10) (LBA > max_lba -> LBA OUT OF RANGE) all "
-                           "complete GOOD"),
+                           "complete GOOD. Departure: a FORMAT UNIT with parameter data reaches "
+                           "scsi_disk_emulate_write_data's default case, abort(), and kills QEMU 7.2 (fixed in 8.2 "
+                           "by be2b619a17); emu answers GOOD"),
 }
 
 # -- qemu-1.4-pc -------------------------------------------------------------------------------------------
