@@ -327,11 +327,9 @@ class AhciDriver:
                 seen |= self._ack()
                 if self._done(ci, sact, seen):
                     break
-                remaining = deadline - self.sim.now
-                if remaining <= 0:
+                if not (yield from self.irq.wait_until(deadline)):
                     timed_out = True
                     break
-                yield self.sim.env.any_of([self.irq.wait(), self.sim.timeout(remaining)])
             outcomes = [self._outcome(c, seen, timed_out) for c in cmds]
         finally:
             for c in cmds:

@@ -354,11 +354,9 @@ class VirtioPciDriver:
             if self.status & STATUS_NEEDS_RESET:
                 broken = True
                 break
-            remaining = deadline - self.sim.now
-            if remaining <= 0:
+            if not (yield from self.irq.wait_until(deadline)):
                 timed_out = True
                 break
-            yield self.sim.env.any_of([self.irq.wait(), self.sim.timeout(remaining)])
         outcomes = []
         for h in heads:
             if h in done:

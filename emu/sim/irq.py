@@ -7,7 +7,8 @@ process yields `wait()`; it resumes at the simulated instant the line is (or bec
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
 
 import simpy
 
@@ -69,6 +70,15 @@ class InterruptLine:
         else:
             self._waiters.append(event)
         return event
+
+    def wait_until(self, deadline: float) -> Generator[simpy.Event, Any, bool]:
+        """A driver's wait with a command timer: sleep until the line is raised or simulated time `deadline`.
+        False, without sleeping, once the deadline has passed (the command timed out)."""
+        remaining = deadline - self.sim.now
+        if remaining <= 0:
+            return False
+        yield self.sim.env.any_of([self.wait(), self.sim.timeout(remaining)])
+        return True
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []

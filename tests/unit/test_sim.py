@@ -215,6 +215,28 @@ def test_a_wait_that_timed_out_is_harmless_when_the_line_rises_later():
     assert log == [(1, ["timeout"])] and irq.raises == 1
 
 
+
+def test_wait_until_wakes_on_the_line_or_the_deadline_and_refuses_a_passed_deadline():
+    sim = Simulation()
+    irq = InterruptLine(sim, "irq")
+    log = []
+
+    def driver():
+        log.append(((yield from irq.wait_until(5)), sim.now))      # raised at 2
+        irq.lower()
+        log.append(((yield from irq.wait_until(4)), sim.now))      # nothing comes: wakes at the deadline
+        log.append(((yield from irq.wait_until(4)), sim.now))      # the deadline has passed
+
+    def device():
+        yield sim.timeout(2)
+        irq.raise_()
+
+    sim.process(driver())
+    sim.process(device())
+    sim.run()
+    assert log == [(True, 2), (True, 4), (False, 4)]
+
+
 # -- latency model ----------------------------------------------------------------------------------------
 def test_cost_is_fixed_plus_per_byte():
     model = LatencyModel(fixed={"read": 50e-6}, per_byte={"read": 1 / 2e9})
