@@ -25,7 +25,26 @@ from typing import Any, Protocol
 
 from controllers.drivers.virtio_blk import split_discard
 from controllers.scsi import sense as S
-from controllers.scsi.layouts import Op
+from controllers.scsi.layouts import (
+    BLOCK_LIMITS,
+    BLOCK_LIMITS_LEN,
+    INQUIRY,
+    INQUIRY_STANDARD,
+    INQUIRY_STANDARD_LEN,
+    LOGICAL_BLOCK_PROVISIONING,
+    READ_CAPACITY_10_DATA,
+    READ_CAPACITY_16,
+    READ_CAPACITY_16_DATA,
+    SAI_READ_CAPACITY_16,
+    UNMAP_CDB,
+    UNMAP_DESCRIPTOR,
+    UNMAP_HEADER,
+    VPD_HEADER,
+    WRITE_SAME_10,
+    WRITE_SAME_16,
+    Op,
+    parse,
+)
 
 SECTOR = 512
 SD_MAX_WS10_BLOCKS = 0xFFFF
@@ -34,7 +53,6 @@ SD_MAX_XFER_BLOCKS = 0xFFFFFFFF
 BLK_DEF_MAX_SECTORS = 2560          # Linux 6.1 block layer default max_sectors
 UINT_MAX = 0xFFFFFFFF
 SPINUP_TRIES = 3
-BLOCK_LIMITS_PAGE_LENGTH = 0x3C
 VPD_LEN = {0x00: 255, 0xB0: 64, 0xB2: 8}    # scsi_get_vpd_page buffer sizes sd uses
 
 
@@ -147,20 +165,31 @@ def split_discard_range(sector: int, count: int, max_sectors: int, granularity: 
     return pieces
 
 
+# The READ/WRITE(10) and (16) CDBs sd sends with no flags, as struct codecs for the per-request path (equal to
+# layouts.RW_10 / RW_16 built with protect, dpo, fua and group 0: tests/unit/test_sd.py).
+RW_10_FAST = struct.Struct(">BBIBHB")      # opcode, flags, LBA, group, transfer length, control
+RW_16_FAST = struct.Struct(">BBQIBB")      # opcode, flags, LBA, transfer length, group, control
+
+
+def _inquiry_cdb(evpd: bool, page: int, allocation_length: int) -> bytes:
+    return INQUIRY.build(dict(opcode=Op.INQUIRY, cmddt=False, evpd=evpd, page_code=page,
+                              allocation_length=allocation_length, control=0))
+
+
 def unmap_command(lba: int, blocks: int) -> tuple[bytes, bytes]:
     """sd_setup_unmap_cmnd: UNMAP with a 24-byte parameter list holding one descriptor."""
-    cdb = bytes([Op.UNMAP, 0, 0, 0, 0, 0, 0, 0, 24, 0])
-    return cdb, struct.pack(">HH4xQI4x", 6 + 16, 16, lba, blocks)
+    cdb = UNMAP_CDB.build(dict(opcode=Op.UNMAP, anchor=False, group=0, parameter_list_length=24, control=0))
+    params = UNMAP_HEADER.build(dict(unmap_data_length=6 + 16, block_descriptor_data_length=16))
+    return cdb, params + UNMAP_DESCRIPTOR.build(dict(lba=lba, count=blocks))
 
 
 def write_same_command(lba: int, blocks: int, block_size: int, *, sixteen: bool, unmap: bool) -> tuple[bytes, bytes]:
-    """sd_setup_write_same16_cmnd / _10_cmnd: one zeroed block of data-out, UNMAP bit 08h when asked."""
-    flags = 0x08 if unmap else 0
+    """sd_setup_write_same16_cmnd / _10_cmnd: one zeroed block of data-out, the UNMAP bit when asked."""
+    fields = dict(protect=0, anchor=False, unmap=unmap, pbdata=False, lbdata=False, ndob=False, lba=lba,
+                  number_of_blocks=blocks, group=0, control=0)
     if sixteen:
-        cdb = struct.pack(">BBQIBB", Op.WRITE_SAME_16, flags, lba, blocks, 0, 0)
-    else:
-        cdb = struct.pack(">BBIBHB", Op.WRITE_SAME_10, flags, lba, 0, blocks, 0)
-    return cdb, bytes(block_size)
+        return WRITE_SAME_16.build(dict(fields, opcode=Op.WRITE_SAME_16)), bytes(block_size)
+    return WRITE_SAME_10.build(dict(fields, opcode=Op.WRITE_SAME_10)), bytes(block_size)
 
 
 @dataclass
@@ -203,16 +232,17 @@ class SdDriver:
             if tur.ok:
                 break
         self._must(tur, "TEST UNIT READY")
-        inquiry = self._must((yield from self.command(bytes([Op.INQUIRY, 0, 0, 0, 36, 0]), b"", 36)), "INQUIRY")
-        version = inquiry[2] & 0x07
+        inquiry = self._must((yield from self.command(_inquiry_cdb(False, 0, INQUIRY_STANDARD_LEN), b"",
+                                                      INQUIRY_STANDARD_LEN)), "INQUIRY")
+        version = parse(INQUIRY_STANDARD, inquiry.ljust(INQUIRY_STANDARD_LEN, b"\0"))["version"] & 0x07
         scsi_level = version + 1 if version >= 2 else version      # scsi_scan: SCSI-2 and later are + 1
         capacity, block_size, lbppbe, lbpme, lbprz = yield from self._read_capacity(scsi_level > 5)
         pages: tuple[int, ...] = ()
         limits = provisioning = None
         if scsi_level >= 5:                                           # scsi_device_supports_vpd: SPC-2 and later
-            page0 = yield from self.command(bytes([Op.INQUIRY, 1, 0, 0, VPD_LEN[0], 0]), b"", VPD_LEN[0])
-            if page0.ok:
-                pages = tuple(page0.data_in[4:4 + page0.data_in[3]])
+            page0 = yield from self._vpd(0x00)
+            if page0 is not None:
+                pages = tuple(page0[4:4 + parse(VPD_HEADER, page0[:4])["page_length"]])
             if lbpme and 0xB2 in pages:
                 provisioning = yield from self._vpd_b2()
             if 0xB0 in pages:
@@ -232,7 +262,8 @@ class SdDriver:
                 return out
         rc10 = self._must((yield from self.command(bytes([Op.READ_CAPACITY_10]) + bytes(9), b"", 8)),
                           "READ CAPACITY(10)")
-        last, block_size = struct.unpack(">II", rc10)
+        rc = parse(READ_CAPACITY_10_DATA, rc10.ljust(8, b"\0"))
+        last, block_size = rc["last_lba"], rc["block_length"]
         if last == 0xFFFFFFFF and not rc16_first:
             out = yield from self._rc16()
             if out is not None:
@@ -240,39 +271,43 @@ class SdDriver:
         return last + 1, block_size, 0, False, False
 
     def _rc16(self) -> Generator[Any, Any, tuple[int, int, int, bool, bool] | None]:
-        cdb = struct.pack(">BBQIBB", Op.SERVICE_ACTION_IN_16, 0x10, 0, 32, 0, 0)
+        cdb = READ_CAPACITY_16.build(dict(opcode=Op.SERVICE_ACTION_IN_16, service_action=SAI_READ_CAPACITY_16,
+                                          lba=0, allocation_length=32, pmi=False, control=0))
         out = yield from self.command(cdb, b"", 32)
         if not out.ok:
             return None
-        last, block_size, _prot, exp, lbp = struct.unpack(">QIBBB", out.data_in[:15])
-        return last + 1, block_size, exp & 0x0F, bool(lbp & 0x80), bool(lbp & 0x40)
+        rc = parse(READ_CAPACITY_16_DATA, out.data_in[:32].ljust(32, b"\0"))
+        return rc["last_lba"] + 1, rc["block_length"], rc["lbppbe"], rc["lbpme"], rc["lbprz"]
 
     def _vpd(self, page: int) -> Generator[Any, Any, bytes | None]:
-        out = yield from self.command(bytes([Op.INQUIRY, 1, page, 0, VPD_LEN[page], 0]), b"", VPD_LEN[page])
-        return out.data_in if out.ok and len(out.data_in) >= 4 and out.data_in[1] == page else None
+        out = yield from self.command(_inquiry_cdb(True, page, VPD_LEN[page]), b"", VPD_LEN[page])
+        if not out.ok or len(out.data_in) < 4 or parse(VPD_HEADER, out.data_in[:4])["page_code"] != page:
+            return None
+        return out.data_in
 
     def _vpd_b2(self) -> Generator[Any, Any, Provisioning | None]:
         data = yield from self._vpd(0xB2)
         if data is None or len(data) < 6:
             return None
-        return Provisioning(bool(data[5] & 0x80), bool(data[5] & 0x40), bool(data[5] & 0x20))
+        lbp = parse(LOGICAL_BLOCK_PROVISIONING, data[4:8].ljust(4, b"\0"))
+        return Provisioning(lbp["lbpu"], lbp["lbpws"], lbp["lbpws10"])
 
     def _vpd_b0(self) -> Generator[Any, Any, BlockLimits | None]:
         data = yield from self._vpd(0xB0)
-        if data is None or data[3] != BLOCK_LIMITS_PAGE_LENGTH or len(data) < 44:
+        if data is None or parse(VPD_HEADER, data[:4])["page_length"] != BLOCK_LIMITS_LEN - 4 or len(data) < 44:
             return None
-        max_xfer, = struct.unpack_from(">I", data, 8)
-        lba_count, desc_count, granularity, alignment = struct.unpack_from(">IIII", data, 20)
-        max_ws = struct.unpack_from(">Q", data, 36)[0] & UINT_MAX            # sd keeps the low 32 bits
-        return BlockLimits(max_xfer, lba_count, desc_count, granularity,
-                           alignment & 0x7FFFFFFF if alignment & 0x80000000 else None, max_ws)
+        b0 = parse(BLOCK_LIMITS, data[4:BLOCK_LIMITS_LEN].ljust(BLOCK_LIMITS_LEN - 4, b"\0"))
+        return BlockLimits(b0["maximum_transfer_length"], b0["maximum_unmap_lba_count"],
+                           b0["maximum_unmap_block_descriptor_count"], b0["optimal_unmap_granularity"],
+                           b0["unmap_granularity_alignment"] if b0["ugavalid"] else None,
+                           b0["maximum_write_same_length"] & UINT_MAX)        # sd keeps the low 32 bits
 
     # -- I/O -----------------------------------------------------------------------------------------------------
     def _rw_cdb(self, write: bool, lba: int, blocks: int) -> bytes:
         """sd_setup_read_write_cmnd: (16) for big disks or long transfers, else (10) (use_10_for_rw)."""
         if self.disk.capacity > UINT_MAX or blocks > 0xFFFF:
-            return struct.pack(">BBQIBB", Op.WRITE_16 if write else Op.READ_16, 0, lba, blocks, 0, 0)
-        return struct.pack(">BBIBHB", Op.WRITE_10 if write else Op.READ_10, 0, lba, 0, blocks, 0)
+            return RW_16_FAST.pack(Op.WRITE_16 if write else Op.READ_16, 0, lba, blocks, 0, 0)
+        return RW_10_FAST.pack(Op.WRITE_10 if write else Op.READ_10, 0, lba, 0, blocks, 0)
 
     def _step(self) -> int:
         """Blocks per read/write command: the queue's max_sectors (host limit, BLK_DEF_MAX_SECTORS, and the

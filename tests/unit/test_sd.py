@@ -8,8 +8,12 @@ import functools
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controllers.drivers.sd import (
+    RW_10_FAST,
+    RW_16_FAST,
     BlockLimits,
     DiscardLimits,
     Provisioning,
@@ -22,6 +26,7 @@ from controllers.drivers.sd import (
     unmap_command,
     write_same_command,
 )
+from controllers.scsi import layouts as L
 from controllers.scsi import sense as S
 from scenarios.profiles.virtio_blk import virtio_pci_config
 from scenarios.profiles.virtio_scsi import virtio_scsi_config
@@ -193,3 +198,19 @@ def test_probe_fails_when_the_lu_is_unusable(tmp_path):
         run(env, sd.probe())
     assert env.disk.sense == S.LUN_NOT_SUPPORTED                  # QEMU: the answering LU keeps the sense
     close_scsi(env)
+
+
+@given(write=st.booleans(), lba=st.integers(0, 2**32 - 1), blocks=st.integers(0, 0xFFFF))
+def test_read_write_10_fast_codec_equals_the_layout(write, lba, blocks):
+    op = L.Op.WRITE_10 if write else L.Op.READ_10
+    fields = dict(opcode=op, protect=0, dpo=False, fua=False, rarc=False, lba=lba, group=0, transfer_length=blocks,
+                  control=0)
+    assert RW_10_FAST.pack(op, 0, lba, 0, blocks, 0) == L.RW_10.build(fields)
+
+
+@given(write=st.booleans(), lba=st.integers(0, 2**64 - 1), blocks=st.integers(0, 2**32 - 1))
+def test_read_write_16_fast_codec_equals_the_layout(write, lba, blocks):
+    op = L.Op.WRITE_16 if write else L.Op.READ_16
+    fields = dict(opcode=op, protect=0, dpo=False, fua=False, rarc=False, lba=lba, group=0, transfer_length=blocks,
+                  control=0)
+    assert RW_16_FAST.pack(op, 0, lba, blocks, 0, 0) == L.RW_16.build(fields)
