@@ -57,17 +57,20 @@ from controllers.scsi.layouts import (
     LOGICAL_BLOCK_PROVISIONING,
     MI_REPORT_SUPPORTED_OPCODES,
     MODE_PAGE_ALL,
-    MODE_PARAMETER_HEADER_6,
+    MODE_PAGE_CACHING,
+    MODE_PAGE_CONTROL,
+    MODE_PAGE_HEADER,
     MODE_PARAMETER_HEADER_10,
-    MODE_SELECT_6,
+    MODE_PARAMETER_HEADER_6,
     MODE_SELECT_10,
-    MODE_SENSE_6,
+    MODE_SELECT_6,
     MODE_SENSE_10,
+    MODE_SENSE_6,
+    MODE_SUBPAGE_HEADER,
     ONE_COMMAND_HEADER,
     PC_CHANGEABLE,
     PC_DEFAULT,
     PC_SAVED,
-    R_W_ERROR_RECOVERY_PAGE,
     READ_CAPACITY_10,
     READ_CAPACITY_10_DATA,
     READ_CAPACITY_16,
@@ -77,6 +80,7 @@ from controllers.scsi.layouts import (
     REPORT_SUPPORTED_OPCODES,
     REQUEST_SENSE,
     RIGID_DISK_GEOMETRY_PAGE,
+    R_W_ERROR_RECOVERY_PAGE,
     SAI_GET_LBA_STATUS,
     SAI_READ_CAPACITY_16,
     SHORT_LBA_BLOCK_DESCRIPTOR,
@@ -790,33 +794,30 @@ class ScsiDisk:
         if bd_len not in (0, BLOCK_DESCRIPTOR_LEN):
             raise _Check(S.INVALID_PARAM, transferred=True)
         if bd_len:
-            block_length = int.from_bytes(rest[5:8], "big")
+            block_length = parse(GENERAL_BLOCK_DESCRIPTOR, rest[:BLOCK_DESCRIPTOR_LEN])["block_length"]
             if block_length not in (0, self.bs):
                 raise _Check(S.INVALID_PARAM, transferred=True)   # block size changes are not modelled
         pages = self._select_pages(rest[bd_len:])
         for page, body in pages:
-            if page == 0x08:
-                self.write_cache = bool(body[0] & 0x04)
-            elif page == 0x0A:
-                self.d_sense = bool(body[0] & 0x04)
+            if page == MODE_PAGE_CACHING:
+                self.write_cache = self._page_fields(CACHING_PAGE, page, body)["wce"]
+            elif page == MODE_PAGE_CONTROL:
+                self.d_sense = self._page_fields(CONTROL_PAGE, page, body)["d_sense"]
         if not self.write_cache:
             return self._flush()
         return b""
 
     def _select_pages(self, data: bytes) -> list[tuple[int, bytes]]:
-        """(page, bytes after the page header) of every page in a MODE SELECT list, checked as QEMU's first
+        """(page, the bytes after its header) of every page in a MODE SELECT list, checked as QEMU's first
         pass of mode_select_pages / scsi_disk_check_mode_select does."""
         out = []
         while data:
-            page = data[0] & 0x3F
-            if data[0] & 0x40:                      # SPF: sub-page format header
-                if len(data) < 4:
-                    raise _Check(S.INVALID_PARAM_LEN, transferred=True)
-                subpage, length, data = data[1], int.from_bytes(data[2:4], "big"), data[4:]
-            else:
-                if len(data) < 2:
-                    raise _Check(S.INVALID_PARAM_LEN, transferred=True)
-                subpage, length, data = 0, data[1], data[2:]
+            spf = bool(data[0] & 0x40)              # the SPF bit decides which header follows
+            size = MODE_SUBPAGE_HEADER.sizeof() if spf else MODE_PAGE_HEADER.sizeof()
+            if len(data) < size:
+                raise _Check(S.INVALID_PARAM_LEN, transferred=True)
+            h, data = parse(MODE_SUBPAGE_HEADER if spf else MODE_PAGE_HEADER, data[:size]), data[size:]
+            page, subpage, length = h["page_code"], h.get("subpage_code", 0), h["page_length"]
             if subpage:
                 raise _Check(S.INVALID_PARAM, transferred=True)
             if length > len(data):
@@ -830,6 +831,12 @@ class ScsiDisk:
                 raise _Check(S.INVALID_PARAM, transferred=True)
             out.append((page, body))
         return out
+
+    @staticmethod
+    def _page_fields(layout, page: int, body: bytes) -> dict:
+        """The fields of a selected page's body, read through its page_0 format layout."""
+        header = MODE_PAGE_HEADER.build(dict(ps=False, spf=False, page_code=page, page_length=len(body)))
+        return parse(layout, header + body)
 
     # -- REPORT LUNS, REPORT SUPPORTED OPERATION CODES -----------------------------------------------------
     def _report_luns(self, cdb: bytes, data_out: bytes, alloc: int) -> bytes:

@@ -487,6 +487,13 @@ MODE_PAGE_HEADER = BitStruct(
     "page_length" / BitsInteger(8),
 )
 
+# The sub_page format page header (SPF = 1).
+MODE_SUBPAGE_HEADER = BitStruct(
+    "ps" / Flag, "spf" / Flag, "page_code" / BitsInteger(6),
+    "subpage_code" / BitsInteger(8),
+    "page_length" / BitsInteger(16),
+)
+
 # Read-Write Error Recovery mode page 01h (SBC-4), 12 bytes.
 R_W_ERROR_RECOVERY_PAGE = BitStruct(
     "ps" / Flag, "spf" / Flag, "page_code" / BitsInteger(6),
