@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from controllers.scsi import sense as S
 from controllers.scsi.disk import Direction, ScsiDisk, ScsiResult
-from controllers.scsi.layouts import CHECK_CONDITION, GOOD, Op, cdb_length
+from controllers.scsi.layouts import GOOD
+from controllers.scsi.target import CAPACITY_CHANGED, ScsiTarget
 from controllers.virtio.layouts import (
     F_ANY_LAYOUT,
     F_EVENT_IDX,
@@ -91,8 +92,6 @@ if TYPE_CHECKING:
 
 BAD_HEADERS = "wrong size for virtio-scsi headers"       # QEMU virtio_scsi_bad_req
 BAD_CONFIG = "bad data written to virtio-scsi configuration space"   # QEMU virtio_scsi_set_config
-CAPACITY_CHANGED = S.Sense(S.UNIT_ATTENTION, 0x2A, 0x09)           # CAPACITY DATA HAS CHANGED
-TYPE_NO_LUN = 0x7F          # INQUIRY byte 0 for a LUN the target does not have: qualifier 011b, type 1Fh (SPC-4)
 
 Framing = Literal["qemu", "spec"]
 UsedLength = Literal["qemu", "written"]
@@ -181,19 +180,11 @@ class VirtioScsiDevice:
 
     def __init__(self, luns: Mapping[int, ScsiDisk], config: VirtioScsiConfig | None = None, *,
                  target: int = 0) -> None:
-        if 0 not in luns or any(not 0 <= lun < 16384 for lun in luns):
-            # QEMU's target answers a missing LUN 0 itself (TEST UNIT READY GOOD, an inactive INQUIRY); not modelled
-            raise ValueError(f"LUNs {list(luns)} must include 0 and lie in 0..16383")
         if not 0 <= target <= 255:
             raise ValueError(f"target {target} is outside 0..255")
         self.config = config or VirtioScsiConfig()
-        self.luns = dict(luns)
+        self.scsi = ScsiTarget(luns, qemu=self.config.addressing == "qemu")
         self.target = target
-        # QEMU's bus lists children newest first: REPORT LUNS names them in that order, and the first one found
-        # on the target answers for a LUN it does not have.
-        self._newest_first = list(reversed(self.luns))
-        for disk in self.luns.values():
-            disk.luns = tuple(self._newest_first)
         self.queue_sizes = (self.config.queue_size,) * (2 + self.config.num_queues)
         self.transport: VirtioPciTransport | None = None
         self._set_defaults()
@@ -240,8 +231,7 @@ class VirtioScsiDevice:
         """virtio_scsi_reset: default sizes, no dropped events, kept buffers gone; bus_cold_reset resets every
         LU (scsi_disk_reset purges with SENSE_CODE(RESET): unit attention 29h/00h)."""
         self._set_defaults()
-        for disk in self.luns.values():
-            self._reset_lu(disk)
+        self.scsi.reset()
 
     def handle(self, queue: int, element: Element) -> Handled | None:
         if queue == 0:
@@ -266,18 +256,14 @@ class VirtioScsiDevice:
             return frame.out_len + frame.in_len + resp_size
         return resp_size + data_in
 
-    def _find(self, lun: bytes) -> tuple[ScsiDisk | None, int]:
-        """virtio_scsi_device_get: (the LU that answers, the LUN asked for). The LU is None when the field names
-        no target; it is another LU of the target when the LUN is missing there."""
+    def _lun_number(self, lun: bytes) -> int | None:
+        """virtio_scsi_device_get: the LUN the 8-byte field names on this target, or None when it names no target
+        (the target then answers for a LUN it does not have)."""
         if lun[0] != 1 or lun[1] != self.target or not (lun[2] == 0 or 0x40 <= lun[2] < 0x80):
-            return None, -1
+            return None
         if self.config.addressing == "spec" and any(lun[4:8]):
-            return None, -1
-        number = (lun[2] << 8 | lun[3]) & 0x3FFF
-        return self.luns.get(number) or self.luns[self._newest_first[0]], number
-
-    def _lun_of(self, disk: ScsiDisk) -> int:
-        return next(n for n, d in self.luns.items() if d is disk)
+            return None
+        return (lun[2] << 8 | lun[3]) & 0x3FFF
 
     # -- request queues ---------------------------------------------------------------------------------------------
     def _command(self, element: Element) -> Handled:
@@ -289,10 +275,10 @@ class VirtioScsiDevice:
         header = element.read_out(0, SCSI_CMD_REQ_SIZE + self.cdb_size)
         lun = SCSI_CMD_REQ_FAST.unpack_from(header)[0]
         cdb = header[SCSI_CMD_REQ_SIZE:]
-        disk, number = self._find(lun)
-        if disk is None:
+        number = self._lun_number(lun)
+        if number is None:
             return self._respond(element, frame, SCSI_S_BAD_TARGET)
-        plan = disk.plan(cdb)
+        plan = self.scsi.plan(number, cdb)
         mode = Direction.OUT if frame.out_len else Direction.IN if frame.in_len else Direction.NONE
         if plan.direction is not Direction.NONE and (plan.direction is not mode
                                                      or plan.length > frame.out_len + frame.in_len):
@@ -302,14 +288,7 @@ class VirtioScsiDevice:
         try:
             data_out = views[0] if len(views) == 1 else b"".join(views)
             sent = len(data_out)
-            exists = self._lun_of(disk) == number
-            if not cdb:         # scsi_req_new: a 0-byte CDB is reqops_invalid_opcode, before any unit attention
-                result = self._check(disk, S.INVALID_OPCODE, exists or self.config.addressing == "qemu",
-                                     frame.in_len + sent)
-            elif not exists:
-                result = self._missing_lun(disk, cdb, plan.length, frame.in_len + sent)
-            else:
-                result = disk.execute(cdb, data_out, frame.in_len)
+            result = self.scsi.execute(number, cdb, data_out, frame.in_len)
         finally:
             element.mem.release(views)
         element.write_in(frame.in_at, result.data_in)
@@ -330,44 +309,6 @@ class VirtioScsiDevice:
             sense = sense.ljust(self.sense_size, b"\0")
         element.write_in(0, header + sense)
         return Handled(self._used(frame, SCSI_CMD_RESP_SIZE + self.sense_size, len(data_in)), completions)
-
-    def _missing_lun(self, disk: ScsiDisk, cdb: bytes, planned: int, buffer: int) -> ScsiResult:
-        """A LUN the target does not have, answered for the target (scsi_target_send_command; SPC-4 for a logical
-        unit that is not supported): INQUIRY says "no LU here", REQUEST SENSE returns LOGICAL UNIT NOT SUPPORTED,
-        anything else is CHECK CONDITION with it. Under QEMU's addressing `disk` (the LU that answers for the
-        target) lends its unit attention and takes the sense. `buffer`: the data bytes of the request."""
-        qemu = self.config.addressing == "qemu"
-        op = cdb[0]
-        if cdb_length(op) is None or len(cdb) < cdb_length(op):
-            return self._check(disk, S.INVALID_OPCODE, qemu, buffer)
-        if qemu and disk.unit_attention is not None and op not in (Op.INQUIRY, Op.REPORT_LUNS) and not (
-                op == Op.REQUEST_SENSE and disk.sense_is_ua):
-            ua, disk.unit_attention = disk.unit_attention, None      # reqops_unit_attention
-            disk.sense, disk.sense_is_ua = ua, True
-            return ScsiResult(CHECK_CONDITION, S.fixed(ua), residual=buffer)
-        if op == Op.INQUIRY:
-            if cdb[1] & 0x02 or cdb[2]:             # CMDDT, or a page other than 00h
-                return self._check(disk, S.INVALID_FIELD, qemu, buffer)
-            if cdb[1] & 0x01:
-                # VPD page 00h listing itself; QEMU writes the page code where the peripheral byte belongs
-                data = bytes([0x00, 0x00, 0x01, 0x00]) if qemu else bytes([TYPE_NO_LUN, 0x00, 0x00, 0x01, 0x00])
-            else:
-                data = bytes([TYPE_NO_LUN]) + bytes(35)
-            data = data[:planned]
-        elif op == Op.REQUEST_SENSE:
-            data = S.build(S.LUN_NOT_SUPPORTED, descriptor_format=bool(cdb[1] & 0x01))[:planned]
-            if qemu and disk.sense_is_ua:
-                disk.sense, disk.sense_is_ua = None, False
-        else:
-            return self._check(disk, S.LUN_NOT_SUPPORTED, qemu, buffer)
-        return ScsiResult(GOOD, b"", data, buffer - len(data))
-
-    @staticmethod
-    def _check(disk: ScsiDisk, sense: S.Sense, record: bool, buffer: int) -> ScsiResult:
-        """CHECK CONDITION with fixed sense; `record`: the LU keeps it as its pending sense (scsi_req_complete)."""
-        if record:
-            disk.sense, disk.sense_is_ua = sense, False
-        return ScsiResult(CHECK_CONDITION, S.fixed(sense), residual=buffer)
 
     # -- control queue ---------------------------------------------------------------------------------------------
     def _control(self, element: Element) -> Handled:
@@ -395,27 +336,19 @@ class VirtioScsiDevice:
         (FUNCTION COMPLETE); resets leave a unit attention on the LUs they reset."""
         if subtype == SCSI_T_TMF_I_T_NEXUS_RESET:
             if lun[1] == self.target:
-                for disk in self.luns.values():
-                    self._reset_lu(disk)
+                self.scsi.reset()
             return SCSI_S_OK
         if subtype not in (SCSI_T_TMF_ABORT_TASK, SCSI_T_TMF_QUERY_TASK, SCSI_T_TMF_LOGICAL_UNIT_RESET,
                            SCSI_T_TMF_ABORT_TASK_SET, SCSI_T_TMF_CLEAR_TASK_SET, SCSI_T_TMF_QUERY_TASK_SET):
             return SCSI_S_FUNCTION_REJECTED             # CLEAR ACA and anything unknown
-        disk, number = self._find(lun)
-        if disk is None:
+        number = self._lun_number(lun)
+        if number is None:
             return SCSI_S_BAD_TARGET
-        if self._lun_of(disk) != number:
+        if not self.scsi.has(number):
             return SCSI_S_INCORRECT_LUN
         if subtype == SCSI_T_TMF_LOGICAL_UNIT_RESET:
-            self._reset_lu(disk)
+            self.scsi.reset(number)
         return SCSI_S_OK
-
-    @staticmethod
-    def _reset_lu(disk: ScsiDisk) -> None:
-        """scsi_disk_reset -> scsi_device_purge_requests(SENSE_CODE(RESET)): 29h/00h outranks any other unit
-        attention (scsi_ua_precedence)."""
-        if disk.config.power_on_unit_attention:
-            disk.unit_attention = S.POWER_ON_RESET
 
     # -- event queue --------------------------------------------------------------------------------------------------
     def _event_buffer(self, element: Element) -> Handled | None:
@@ -427,11 +360,9 @@ class VirtioScsiDevice:
         return None
 
     def notify_param_change(self, lun: int, sense: S.Sense = CAPACITY_CHANGED) -> None:
-        """scsi_device_report_change: the LU gets the unit attention (unless a reset one is pending), and with
-        CHANGE negotiated a PARAM_CHANGE event (reason = ASC | ASCQ << 8) goes out (virtio_scsi_change)."""
-        disk = self.luns[lun]
-        if disk.unit_attention is None or _ua_precedence(sense) < _ua_precedence(disk.unit_attention):
-            disk.unit_attention = sense
+        """scsi_device_report_change on the target (the LU gets the unit attention unless a reset one is pending),
+        and with CHANGE negotiated a PARAM_CHANGE event (reason = ASC | ASCQ << 8) goes out (virtio_scsi_change)."""
+        self.scsi.report_change(lun, sense)
         if self.negotiated & bit(SCSI_F_CHANGE):
             self._push_event(SCSI_T_PARAM_CHANGE, encode_lun(self.target, lun), sense.asc | sense.ascq << 8)
 
@@ -459,16 +390,3 @@ class VirtioScsiDevice:
             raise VirtioError(BAD_HEADERS)
         element.write_in(0, SCSI_EVENT_FAST.pack(event, lun, reason))
         return Handled(self._used(frame, SCSI_EVENT_SIZE, 0))
-
-
-def _ua_precedence(sense: S.Sense) -> int:
-    """QEMU scsi_ua_precedence: lower wins; the reset conditions (29h/00h-07h but 05h/06h) come first."""
-    if sense.asc == 0x29 and sense.ascq == 0x04:
-        return 1
-    if sense.asc == 0x3F and sense.ascq == 0x01:
-        return 2
-    if sense.asc == 0x29 and sense.ascq <= 0x07 and sense.ascq not in (0x05, 0x06):
-        return sense.ascq
-    if sense.asc == 0x2F and sense.ascq == 0x01:
-        return 8
-    return sense.asc << 8 | sense.ascq
