@@ -32,10 +32,13 @@ from controllers.scsi.layouts import (
     INQUIRY_STANDARD,
     INQUIRY_STANDARD_LEN,
     LOGICAL_BLOCK_PROVISIONING,
+    READ_CAPACITY_10,
     READ_CAPACITY_10_DATA,
     READ_CAPACITY_16,
     READ_CAPACITY_16_DATA,
     SAI_READ_CAPACITY_16,
+    SYNCHRONIZE_CACHE_10,
+    TEST_UNIT_READY,
     UNMAP_CDB,
     UNMAP_DESCRIPTOR,
     UNMAP_HEADER,
@@ -94,6 +97,11 @@ class BlockLimits:
     unmap_alignment: int | None         # None when UGAVALID is 0
     max_ws_blocks: int
 
+    @property
+    def max_unmap_blocks(self) -> int:
+        """sd_read_block_limits: the UNMAP LBA limit counts only when a descriptor count is given too (else 0)."""
+        return self.max_unmap_lba_count if self.max_unmap_lba_count and self.max_unmap_descriptors else 0
+
 
 @dataclass(frozen=True)
 class Provisioning:
@@ -112,7 +120,7 @@ def provisioning_mode(lbpme: bool, limits: BlockLimits | None, lbp: Provisioning
         return ProvisioningMode.FULL
     if limits is None:
         return ProvisioningMode.WS16
-    max_unmap = limits.max_unmap_lba_count if limits.max_unmap_lba_count and limits.max_unmap_descriptors else 0
+    max_unmap = limits.max_unmap_blocks
     if lbp is None:
         return ProvisioningMode.UNMAP if max_unmap else ProvisioningMode.WS16
     if lbp.lbpu and max_unmap:
@@ -138,7 +146,7 @@ def discard_limits(mode: ProvisioningMode, block_size: int, physical_block_size:
     """sd_config_discard: max discard blocks per mode (0 = no discard), granularity = max(physical block,
     OPTIMAL UNMAP GRANULARITY), alignment = UNMAP GRANULARITY ALIGNMENT (when UGAVALID)."""
     lim = limits or BlockLimits(0, 0, 0, 0, None, 0)
-    max_unmap = lim.max_unmap_lba_count if lim.max_unmap_lba_count and lim.max_unmap_descriptors else 0
+    max_unmap = lim.max_unmap_blocks
     granularity = max(physical_block_size, lim.unmap_granularity * block_size)
     alignment = (lim.unmap_alignment or 0) * block_size
     cap = {ProvisioningMode.UNMAP: SD_MAX_WS16_BLOCKS, ProvisioningMode.WS16: SD_MAX_WS16_BLOCKS,
@@ -169,6 +177,14 @@ def split_discard_range(sector: int, count: int, max_sectors: int, granularity: 
 # layouts.RW_10 / RW_16 built with protect, dpo, fua and group 0: tests/unit/test_sd.py).
 RW_10_FAST = struct.Struct(">BBIBHB")      # opcode, flags, LBA, group, transfer length, control
 RW_16_FAST = struct.Struct(">BBQIBB")      # opcode, flags, LBA, transfer length, group, control
+
+
+# The fixed CDBs of the probe and of a flush (sd_spinup_disk, sd_read_capacity_10, sd_setup_flush_cmnd).
+TUR_CDB = TEST_UNIT_READY.build(dict(opcode=Op.TEST_UNIT_READY, control=0))
+READ_CAPACITY_10_CDB = READ_CAPACITY_10.build(dict(opcode=Op.READ_CAPACITY_10, lba=0, pmi=False, control=0))
+SYNCHRONIZE_CACHE_10_CDB = SYNCHRONIZE_CACHE_10.build(dict(opcode=Op.SYNCHRONIZE_CACHE_10, sync_nv=False,
+                                                            immed=False, lba=0, group=0, number_of_blocks=0,
+                                                            control=0))
 
 
 def _inquiry_cdb(evpd: bool, page: int, allocation_length: int) -> bytes:
@@ -228,7 +244,7 @@ class SdDriver:
 
     def probe(self) -> Generator[Any, Any, SdDisk]:
         for _ in range(SPINUP_TRIES):
-            tur = yield from self.command(bytes(6), b"", 0)
+            tur = yield from self.command(TUR_CDB, b"", 0)
             if tur.ok:
                 break
         self._must(tur, "TEST UNIT READY")
@@ -260,7 +276,7 @@ class SdDriver:
             out = yield from self._rc16()
             if out is not None:
                 return out
-        rc10 = self._must((yield from self.command(bytes([Op.READ_CAPACITY_10]) + bytes(9), b"", 8)),
+        rc10 = self._must((yield from self.command(READ_CAPACITY_10_CDB, b"", 8)),
                           "READ CAPACITY(10)")
         rc = parse(READ_CAPACITY_10_DATA, rc10.ljust(8, b"\0"))
         last, block_size = rc["last_lba"], rc["block_length"]
@@ -340,7 +356,7 @@ class SdDriver:
 
     def flush(self) -> Generator[Any, Any, bool]:
         """sd_setup_flush_cmnd: SYNCHRONIZE CACHE(10) of the whole disk."""
-        out = yield from self.command(bytes([Op.SYNCHRONIZE_CACHE_10]) + bytes(9), b"", 0)
+        out = yield from self.command(SYNCHRONIZE_CACHE_10_CDB, b"", 0)
         return out.ok
 
     def discard_commands(self, ranges: Sequence[tuple[int, int]]) -> list[tuple[bytes, bytes]]:

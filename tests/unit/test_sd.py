@@ -12,8 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controllers.drivers.sd import (
+    READ_CAPACITY_10_CDB,
     RW_10_FAST,
     RW_16_FAST,
+    SYNCHRONIZE_CACHE_10_CDB,
+    TUR_CDB,
     BlockLimits,
     DiscardLimits,
     Provisioning,
@@ -90,6 +93,8 @@ def test_command_bytes():
     assert data == bytes(512)
     cdb, _ = write_same_command(5, 9, 4096, sixteen=False, unmap=False)
     assert cdb == bytes.fromhex("41000000000500000900")
+    fixed = (TUR_CDB, READ_CAPACITY_10_CDB, SYNCHRONIZE_CACHE_10_CDB)
+    assert fixed == (bytes(6), b"\x25" + bytes(9), b"\x35" + bytes(9))
 
 
 # -- probe through virtio-scsi, per profile -------------------------------------------------------------------
