@@ -50,6 +50,7 @@ from controllers.virtio.layouts import (
     BLK_T_GET_ID,
     BLK_T_IN,
     BLK_T_OUT,
+    BLK_T_SCSI_CMD,
     BLK_T_WRITE_ZEROES,
     BLK_WRITE_ZEROES_FLAG_UNMAP,
     F_EVENT_IDX,
@@ -115,7 +116,8 @@ class VirtioBlkConfig:
     commands_need_feature: bool = False
     # IN/OUT requests above this many sectors answer IOERR (QEMU BDRV_REQUEST_MAX_SECTORS); None: no limit.
     max_rw_sectors: int | None = BDRV_REQUEST_MAX_SECTORS
-    # "qemu": the OUT and legacy BARRIER bits of `type` are flags (type & ~(OUT | BARRIER) picks the command);
+    # "qemu": the OUT and legacy BARRIER bits of `type` are flags (type & ~(OUT | BARRIER) picks the command), and
+    # the legacy SCSI_CMD answers as QEMU's without VIRTIO_BLK_F_SCSI (IOERR or UNSUPP, by the buffer count);
     # "exact": only the spec's type values are known, anything else is UNSUPP.
     type_decoding: TypeDecoding = "qemu"
     # Used-ring length: "in_len" = the whole writable side whatever was written (QEMU virtio_blk_req_complete
@@ -249,7 +251,7 @@ class VirtioBlkDevice:
         key = type_ & ~(BLK_T_OUT | BLK_T_BARRIER)
         if key == BLK_T_IN:
             return BLK_T_OUT if type_ & BLK_T_OUT else BLK_T_IN
-        if key in (BLK_T_FLUSH, BLK_T_GET_ID):
+        if key in (BLK_T_FLUSH, BLK_T_GET_ID, BLK_T_SCSI_CMD):
             return key
         if key in (BLK_T_DISCARD & ~BLK_T_OUT, BLK_T_WRITE_ZEROES & ~BLK_T_OUT) and type_ & BLK_T_OUT:
             return key | BLK_T_OUT
@@ -271,7 +273,20 @@ class VirtioBlkDevice:
         if command in (BLK_T_DISCARD, BLK_T_WRITE_ZEROES):
             self._discard_write_zeroes(command == BLK_T_WRITE_ZEROES, element, completions)
             return 0
+        if command == BLK_T_SCSI_CMD:
+            self._legacy_scsi(element)
         raise _Status(BLK_S_UNSUPP)
+
+    @staticmethod
+    def _legacy_scsi(element: Element) -> None:
+        """virtio_blk_handle_scsi_req without VIRTIO_BLK_F_SCSI (never offered): fewer than two readable or three
+        writable buffers is IOERR; otherwise `errors` of the virtio_scsi_inhdr (the second-to-last writable buffer)
+        becomes 255 "so that the ioctl fails in the guest", and the caller answers UNSUPP. QEMU stores all four bytes
+        whatever that buffer's length; here only the bytes inside it are written."""
+        if len(element.out_sg) < 2 or len(element.in_sg) < 3:
+            raise _Status(BLK_S_IOERR)
+        addr, length = element.in_sg[-2]
+        element.mem.write(addr, (255).to_bytes(4, "little")[:length])
 
     def _range_ok(self, sector: int, nbytes: int, limit: int | None) -> bool:
         """virtio_blk_sect_range_ok: size limit, sector alignment to the logical block, size a whole number of

@@ -113,7 +113,7 @@ CASES = {
     "read of nothing": (rw(L.BLK_T_IN, 5), OK),
     "read of nothing just past the end": (rw(L.BLK_T_IN, SECTORS + 1), IOERR),
     "unknown type 6": (rw(6, 0), UNSUPP),
-    "legacy SCSI command": (rw(L.BLK_T_SCSI_CMD, 0), UNSUPP),
+    "legacy SCSI command without its buffers": (rw(L.BLK_T_SCSI_CMD, 0), IOERR),   # out_num < 2 || in_num < 3
     "GET_LIFETIME": (rw(L.BLK_T_GET_LIFETIME, 0, in_len=16), UNSUPP),
     "write with the legacy BARRIER bit": (rw(L.BLK_T_OUT | L.BLK_T_BARRIER, 0, out_len=512), OK),
     "FLUSH with the OUT bit": (rw(L.BLK_T_FLUSH | L.BLK_T_OUT, 0), OK),
@@ -143,6 +143,15 @@ def test_qemu_status_table(env, name):
     if status != OK:
         assert image_digest(env) == before
     assert not env.transport.broken
+
+
+def test_legacy_scsi_command_fails_the_ioctl_and_answers_unsupp(env):
+    # QEMU 7.2 virtio_blk_handle_scsi_req without VIRTIO_BLK_F_SCSI: CDB buffer, then sense, virtio_scsi_inhdr and
+    # status; `errors` (the inhdr's first word) becomes 255 and the status UNSUPP
+    before = image_digest(env)
+    out = run(env, env.drv.raw(header(L.BLK_T_SCSI_CMD | L.BLK_T_OUT, 0), [bytes(10)], [96, 16]))
+    assert out.completed and out.status == UNSUPP and out.used_len == 96 + 16 + 1
+    assert out.data_in[96:] == (255).to_bytes(4, "little") + bytes(12) and image_digest(env) == before
 
 
 @pytest.mark.parametrize("hdr, data_out, in_lens, status_len, reason", [
