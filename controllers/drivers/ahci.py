@@ -30,6 +30,8 @@ from controllers.ata.layouts import (
     DEVICE_LBA,
     DSM_ENTRIES_PER_BLOCK,
     DSM_TRIM,
+    FIS_TYPE_REG_D2H,
+    FIS_TYPE_REG_H2D,
     GHC_AE,
     GHC_IE,
     HBA_GHC,
@@ -68,6 +70,7 @@ from controllers.ata.layouts import (
     STATUS_BSY,
     STATUS_DRQ,
     STATUS_ERR,
+    ATA_D2H_FIS,
     AtaCommand,
     port_register,
 )
@@ -84,7 +87,7 @@ PRD_MAX_BYTES = AHCI_PRDT_DBC_MASK + 1      # 4 MiB per PRDT entry
 DEF_PORT_IRQ = (PXIS_TFES | PXIS_HBFS | 1 << 28 | 1 << 27 | PXIS_OFS | 1 << 23 | 1 << 22 | 1 << 6 | 1 << 4
                 | PXIS_SDBS | 1 << 2 | PXIS_PSS | PXIS_DHRS)
 COMMAND_TIMEOUT = 30.0                      # libata ATA_TMOUT_INTERNAL-ish: simulated seconds before EH
-_READ28, _READ48, _WRITE28, _WRITE48 = C.READ_DMA, C.READ_DMA_EXT, C.WRITE_DMA, C.WRITE_DMA_EXT
+_REPORTS_LBA = (C.READ_NATIVE_MAX_ADDRESS, C.READ_NATIVE_MAX_ADDRESS_EXT)   # answer with an LBA in the D2H FIS
 
 
 class AhciDriverError(Exception):
@@ -258,7 +261,8 @@ class AhciDriver:
         for tag, command in enumerate(commands):
             kind, lba, arg = command
             if kind == "read":
-                regs, data_out, data_in = _rw_registers(lba, arg, write=False, ncq=True, tag=tag), None, arg * 512
+                regs = _rw_registers(lba, arg, write=False, ncq=True, tag=tag)
+                data_out, data_in = None, arg * SECTOR_SIZE
             elif kind == "write":
                 regs = _rw_registers(lba, len(arg) // SECTOR_SIZE, write=True, ncq=True, tag=tag)
                 data_out, data_in = arg, 0
@@ -277,7 +281,7 @@ class AhciDriver:
                 raise ValueError("raw() needs registers or a FIS")
             fis = _fis_of(regs)
         fis = bytes(fis[:64])
-        ncq = len(fis) > 2 and fis[0] == 0x27 and fis[2] in NCQ_COMMANDS
+        ncq = len(fis) > 2 and fis[0] == FIS_TYPE_REG_H2D and fis[2] in NCQ_COMMANDS
         slot = (fis[12] >> 3) & 0x1F if ncq and len(fis) > 12 else 0
         outcomes = yield from self._issue([_Cmd(slot, fis, ncq, data_out, data_in_len, prdt)])
         return outcomes[0]
@@ -373,12 +377,13 @@ class AhciDriver:
         data_in = b""
         if not failed and cmd.data_out is None and cmd.buffer is not None:
             data_in = mem.read(cmd.buffer, cmd.data_in_len)
-        reports_lba = len(cmd.fis) > 2 and cmd.fis[0] == 0x27 and cmd.fis[2] in (0x27, 0xF8)
+        reports_lba = len(cmd.fis) > 2 and cmd.fis[0] == FIS_TYPE_REG_H2D and cmd.fis[2] in _REPORTS_LBA
         lba = None
-        if not cmd.ncq and (failed or reports_lba) and d2h[0] == 0x34:
-            lba = int.from_bytes(d2h[4:7], "little") | int.from_bytes(d2h[8:11], "little") << 24
-            if reports_lba and cmd.fis[2] == 0xF8:
-                lba = (lba & 0xFFFFFF) | (d2h[7] & 0x0F) << 24
+        if not cmd.ncq and (failed or reports_lba) and d2h[0] == FIS_TYPE_REG_D2H:
+            fields = ATA_D2H_FIS.parse(d2h)
+            lba = fields["lba"]
+            if reports_lba and cmd.fis[2] == C.READ_NATIVE_MAX_ADDRESS:      # LBA28: bits 27:24 in the device
+                lba = (lba & 0xFFFFFF) | (fields["device"] & 0x0F) << 24
         return AhciOutcome(status=status, error=error,
                            data_in=data_in, lba=lba, port_is=seen, tfd=tfd, serr=serr, ci=ci, sact=sact,
                            d2h_fis=d2h, pio_fis=pio, sdb_fis=sdb, prdbc=prdbc, timed_out=timed_out,
@@ -417,11 +422,11 @@ def _rw_registers(lba: int, count: int, *, write: bool, ncq: bool, pio: bool = F
         if pio:
             command = C.WRITE_SECTORS if write else C.READ_SECTORS
         else:
-            command = _WRITE28 if write else _READ28
+            command = C.WRITE_DMA if write else C.READ_DMA
         return AtaRegisters(command, lba=lba & 0xFFFFFF, count=count & 0xFF,
                             device=DEVICE_LBA | (lba >> 24 & 0xF))
     if pio:
         command = C.WRITE_SECTORS_EXT if write else C.READ_SECTORS_EXT
     else:
-        command = _WRITE48 if write else _READ48
+        command = C.WRITE_DMA_EXT if write else C.READ_DMA_EXT
     return AtaRegisters(command, lba=lba, count=count & 0xFFFF, device=DEVICE_LBA)
