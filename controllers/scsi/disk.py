@@ -59,6 +59,8 @@ from controllers.scsi.layouts import (
     MODE_PAGE_ALL,
     MODE_PAGE_CACHING,
     MODE_PAGE_CONTROL,
+    MODE_PAGE_HD_GEOMETRY,
+    MODE_PAGE_R_W_ERROR,
     MODE_PAGE_HEADER,
     MODE_PARAMETER_HEADER_10,
     MODE_PARAMETER_HEADER_6,
@@ -93,7 +95,13 @@ from controllers.scsi.layouts import (
     VERIFY_10,
     VERIFY_12,
     VERIFY_16,
+    VPD_BLOCK_CHARACTERISTICS,
+    VPD_BLOCK_LIMITS,
+    VPD_DEVICE_ID,
     VPD_HEADER,
+    VPD_LOGICAL_BLOCK_PROVISIONING,
+    VPD_SUPPORTED_PAGES,
+    VPD_UNIT_SERIAL,
     WRITE_SAME_10,
     WRITE_SAME_16,
     Op,
@@ -380,19 +388,21 @@ class ScsiDisk:
 
     def _vpd_pages(self) -> list[int]:
         c = self.config
-        pages = [0x00] + ([0x80] if c.serial is not None else []) + [0x83, 0xB0]
-        return pages + ([0xB1] if c.block_characteristics_vpd else []) + [0xB2]
+        pages = [VPD_SUPPORTED_PAGES] + ([VPD_UNIT_SERIAL] if c.serial is not None else [])
+        pages += [VPD_DEVICE_ID, VPD_BLOCK_LIMITS]
+        pages += [VPD_BLOCK_CHARACTERISTICS] if c.block_characteristics_vpd else []
+        return pages + [VPD_LOGICAL_BLOCK_PROVISIONING]
 
     def _vpd(self, page: int) -> bytes:
         """A VPD page (QEMU scsi_disk_emulate_vpd_page); a page the disk does not have is INVALID FIELD."""
         if page not in self._vpd_pages():
             raise _Check(S.INVALID_FIELD)
         c = self.config
-        if page == 0x00:
+        if page == VPD_SUPPORTED_PAGES:
             body = bytes(self._vpd_pages())
-        elif page == 0x80:
+        elif page == VPD_UNIT_SERIAL:
             body = c.serial.encode()
-        elif page == 0x83:
+        elif page == VPD_DEVICE_ID:
             body = b""
             if c.device_id:
                 ident = c.device_id.encode()
@@ -403,7 +413,7 @@ class ScsiDisk:
                 body += DESIGNATION_DESCRIPTOR.build(dict(
                     protocol_identifier=0, code_set=CODE_SET_BINARY, piv=False, association=0,
                     designator_type=DESIGNATOR_NAA, designator_length=8)) + c.wwn.to_bytes(8, "big")
-        elif page == 0xB0:
+        elif page == VPD_BLOCK_LIMITS:
             max_io = c.max_transfer_blocks
             body = BLOCK_LIMITS.build(dict(
                 wsnz=c.wsnz, maximum_compare_and_write_length=0, optimal_transfer_length_granularity=0,
@@ -414,7 +424,7 @@ class ScsiDisk:
                 ugavalid=c.unmap_granularity_alignment is not None,
                 unmap_granularity_alignment=c.unmap_granularity_alignment or 0,
                 maximum_write_same_length=c.max_write_same_blocks))
-        elif page == 0xB1:
+        elif page == VPD_BLOCK_CHARACTERISTICS:
             body = BLOCK_CHARACTERISTICS.build(dict(medium_rotation_rate=c.rotation_rate, product_type=0, wabereq=0,
                                                     wacereq=0, nominal_form_factor=0, vbuls=False))
         else:
@@ -703,7 +713,7 @@ class ScsiDisk:
         changeable = pc == PC_CHANGEABLE
         default = pc == PC_DEFAULT and self.config.mode_default_values == "power-on"
         head = dict(ps=False, spf=False, page_code=page)
-        if page == 0x08:
+        if page == MODE_PAGE_CACHING:
             wce = True if changeable else (self.config.write_cache if default else self.write_cache)
             return CACHING_PAGE.build(dict(
                 head, page_length=0x12, ic=False, abpf=False, cap=False, disc=False, size=False, wce=wce, mf=False,
@@ -711,27 +721,27 @@ class ScsiDisk:
                 disable_prefetch_transfer_length=0, minimum_prefetch=0, maximum_prefetch=0,
                 maximum_prefetch_ceiling=0, fsw=False, lbcss=False, dra=False, nv_dis=False,
                 number_of_cache_segments=0, cache_segment_size=0))
-        if page == 0x0A:
+        if page == MODE_PAGE_CONTROL:
             d_sense = True if changeable else (False if default else self.d_sense)
             return CONTROL_PAGE.build(dict(
                 head, page_length=0x0A, tst=0, tmf_only=False, dpicz=False, d_sense=d_sense, gltsd=False,
                 rlec=False, queue_algorithm_modifier=0, nuar=False, qerr=0, vs=False, rac=False, ua_intlck_ctrl=0,
                 swp=False, ato=False, tas=False, atmpe=False, rwwp=False, busy_timeout_period=0,
                 extended_self_test_completion_time=0))
-        if page == 0x01:
+        if page == MODE_PAGE_R_W_ERROR:
             return R_W_ERROR_RECOVERY_PAGE.build(dict(
                 head, page_length=0x0A, awre=not changeable, arre=False, tb=False, rc=False, eer=False, per=False,
                 dte=False, dcr=False, read_retry_count=0, lbpere=False, mwr=0, write_retry_count=0,
                 recovery_time_limit=0))
         cyls, heads, secs = (0, 0, 0) if changeable else self.chs
         rpm = 0 if changeable else 5400
-        if page == 0x04:
+        if page == MODE_PAGE_HD_GEOMETRY:
             return RIGID_DISK_GEOMETRY_PAGE.build(dict(
                 head, page_length=0x16, cylinders=cyls, heads=heads, write_precomp_cylinder=cyls,
                 reduced_write_current_cylinder=cyls, step_rate=0 if changeable else 200,
                 landing_zone_cylinder=0 if changeable else 0xFFFFFF, rpl=0, rotational_offset=0,
                 rotation_rate=rpm))
-        one = 0 if changeable else 1
+        one = 0 if changeable else 1                # MODE_PAGE_FLEXIBLE_DISK_GEOMETRY
         return FLEXIBLE_DISK_PAGE.build(dict(
             head, page_length=0x1E, transfer_rate=0 if changeable else 5000, heads=heads, sectors_per_track=secs,
             bytes_per_sector=0 if changeable else self.bs & 0xFF00, cylinders=cyls & 0xFFFF,
