@@ -115,7 +115,10 @@ def main(argv: list[str]) -> int:
         machine = build(a.controller, drive, a.profile)
         run_step = RUNNERS[FAMILY_OF[a.controller]]
         for step in steps:
-            outcome = run_step(machine, step)
+            try:
+                outcome = run_step(machine, step)
+            except ValueError as exc:       # the guest-driver model cannot send it (e.g. more PRDs than a table)
+                raise ScriptError(f"{a.script}:{step.line}: {exc}") from None
             print(json.dumps(_shown(outcome)), flush=True)
             if a.check:
                 wrong = mismatch(step.expect, outcome)

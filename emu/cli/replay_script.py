@@ -46,7 +46,7 @@ COMMON_KEYS = {"data_out", "data_in_len", "expect", "comment"}
 FAMILY_COMMANDS = {"ata": ("ata", "fis"), "virtio-blk": ("virtio_blk", "header"), "scsi": ("cdb", "request")}
 FAMILY_EXTRAS = {"ata": {"dma"}, "virtio-blk": set(), "scsi": {"lun"}}
 FAMILY_OF = {"ide": "ata", "ahci": "ata", "virtio-blk": "virtio-blk", "virtio-scsi": "scsi"}
-EXPECT_KEYS = {"ata": {"status", "error", "data_in", "lba", "count"},
+EXPECT_KEYS = {"ata": {"status", "error", "data_in", "lba"},
                "virtio-blk": {"status", "data_in", "used_len", "broken"},
                "scsi": {"response", "status", "sense", "data_in", "residual", "broken"}}
 MAX_TRANSFER = 32 << 20   # a replay line moves at most 32 MiB (an LBA48 command moves at most 32 MiB)
@@ -283,6 +283,8 @@ def parse_line(text: str, where: str, line: int, family: str = "ata") -> Step | 
         step.data_out = _data(obj["data_out"], f"{here}: data_out")
     if "data_in_len" in obj:
         step.data_in_len = _number(obj["data_in_len"], f"{here}: data_in_len", MAX_TRANSFER + 1)
+    if family == "ata" and "data_out" in obj and step.data_in_len:
+        raise ScriptError(f"{here}: an ATA command moves data one way: data_out or data_in_len, not both")
     if "expect" in obj:
         step.expect = _expect(obj["expect"], here, family)
     return step

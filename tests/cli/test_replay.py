@@ -130,6 +130,14 @@ def test_ide_lines_may_choose_pio_or_dma_and_ahci_lines_may_not(disk, tmp_path, 
     assert f"{path}:3: dma: chooses PIO or DMA on IDE only" in capsys.readouterr().err
 
 
+def test_a_transfer_the_piix_driver_cannot_lay_out_is_a_one_line_error(disk, tmp_path, capsys):
+    path = script(tmp_path, {"ata": {"command": "0x25", "lba": 0, "count": 1, "device": "0x40"},
+                             "data_in_len": 32 << 20})
+    code = emu_main(["replay", "--controller", "ide", "--image", disk, path])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{path}:3: " in err and "PRD" in err and err.count("\n") == 1
+
+
 REPLAY_DIR = os.path.join(os.path.dirname(__file__), "..", "replay")
 
 

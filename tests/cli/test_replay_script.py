@@ -37,6 +37,8 @@ def test_a_script_parses_registers_data_and_expectations():
     ('{"ata": {"command": 1}, "data_in_len": true}', "data_in_len: expected an integer"),
     ('{"ata": {"command": 1}, "expect": {"sense": 1}}', "unknown key 'sense'"),
     ('{"ata": {"command": 1}, "dma": "yes"}', "dma: expected true or false"),
+    ('{"ata": {"command": 1}, "data_out": "00", "data_in_len": 512}', "data_out or data_in_len, not both"),
+    ('{"ata": {"command": 1}, "expect": {"count": 1}}', "unknown key 'count'"),
     ('{"ata": {"command": 1}, "wat": 1}', "unknown key 'wat'"),
     ('[1, 2]', "a line is a JSON object"),
     ('{"ata": ', "not JSON"),
