@@ -71,8 +71,9 @@ class ChainOutcome:
     """What one chain ended with, as the guest sees it.
 
     completed: a used element for the chain arrived. used_len: its `len`. data_in: the writable buffers' bytes as
-    the device left them (in chain order, concatenated). broken: the device reported NEEDS_RESET. isr: every ISR
-    bit read while waiting. notified: at least one queue interrupt arrived.
+    the device left them (in chain order, concatenated). broken: the device reported NEEDS_RESET before the chain
+    completed. timed_out: the command timer ran out first. isr: every ISR bit read while waiting. time: when the
+    element was collected (or the wait ended).
     """
 
     completed: bool
