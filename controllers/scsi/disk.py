@@ -1,9 +1,9 @@
 """A SCSI block device (SBC direct-access logical unit) over a Drive, independent of the transport.
 
-A transport (virtio-scsi, later) asks `plan(cdb)` for the data phase the CDB implies, as QEMU's scsi_req_xfer
-computes it before the command runs (so it can answer OVERRUN or a direction mismatch itself), moves the bytes,
-and calls `execute(cdb, data_out, data_in_len)` for the status, the sense data and the read data. LUN
-addressing stays in the transport; REPORT LUNS lists `luns`, which the transport may set.
+A transport (virtio-scsi, through controllers/scsi/target.py) asks `plan(cdb)` for the data phase the CDB implies,
+as QEMU's scsi_req_xfer computes it before the command runs (so it can answer OVERRUN or a direction mismatch
+itself), moves the bytes, and calls `execute(cdb, data_out, data_in_len)` for the status, the sense data and the
+read data. LUN addressing and missing LUNs are the target's; REPORT LUNS lists `luns`, which the target sets.
 
 Behaviour follows QEMU 7.2 hw/scsi/scsi-disk.c (scsi_disk_emulate_command, scsi_disk_dma_command,
 scsi_disk_emulate_unmap / _write_same / _mode_select / _vpd_page) and hw/scsi/scsi-bus.c (unit attention,

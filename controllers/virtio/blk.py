@@ -135,10 +135,7 @@ class VirtioBlkConfig:
             raise ValueError(f"queue_size {self.queue_size} is outside 2..{VIRTQUEUE_MAX_SIZE}")
         if self.blk_size < SECTOR_SIZE or self.blk_size & (self.blk_size - 1):
             raise ValueError(f"blk_size {self.blk_size} is not a power of two of at least 512")
-        for name in ("max_discard_sectors", "max_write_zeroes_sectors"):
-            if not 1 <= getattr(self, name) <= 0xFFFFFFFF:
-                raise ValueError(f"{name} {getattr(self, name)} is outside 1..2**32-1")
-        for name in ("max_discard_seg", "max_write_zeroes_seg"):
+        for name in ("max_discard_sectors", "max_write_zeroes_sectors", "max_discard_seg", "max_write_zeroes_seg"):
             if not 1 <= getattr(self, name) <= 0xFFFFFFFF:
                 raise ValueError(f"{name} {getattr(self, name)} is outside 1..2**32-1")
         if self.type_decoding not in ("qemu", "exact"):
@@ -354,10 +351,9 @@ class VirtioBlkDevice:
                 request = Request.discard(offset, length)
             self._submit(request, completions)
 
-    def _submit(self, request: Request, completions: list[Completion]) -> Completion:
+    def _submit(self, request: Request, completions: list[Completion]) -> None:
         """One block-layer request; a failure (werror=report) is IOERR."""
         done = self.drive.execute(request)
         completions.append(done)
         if not done.ok:
             raise _Status(BLK_S_IOERR)
-        return done

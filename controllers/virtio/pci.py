@@ -5,8 +5,8 @@ structure at 0x0000, the ISR byte at 0x1000, the device configuration at 0x2000 
 0x3000 with notify_off_multiplier 4, queue n's doorbell at 0x3000 + 4 n. The PCI capability list that points at
 these regions is not modelled: a guest-driver model knows the offsets, as Linux learns them from the capabilities.
 
-The device behind the transport is anything with the small `VirtioDevice` interface (virtio-blk now, virtio-scsi
-later): its id, the features it offers, its queue sizes, its configuration bytes, and `handle(queue, element)`.
+The device behind the transport is anything with the small `VirtioDevice` interface (virtio-blk, virtio-scsi): its
+id, the features it offers, its queue sizes, its configuration bytes, and `handle(queue, element)`.
 The transport owns feature negotiation, the status machine, the queues, notifications and the interrupt.
 
 Interrupts are INTx (no MSI-X vectors: QEMU without vectors stores VIRTIO_MSI_NO_VECTOR on every vector write):

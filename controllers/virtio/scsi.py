@@ -84,7 +84,7 @@ from controllers.virtio.layouts import (
     VIRTQUEUE_MAX_SIZE,
     bit,
 )
-from controllers.virtio.pci import Handled
+from controllers.virtio.pci import VIRTIO_QUEUE_MAX, Handled
 from controllers.virtio.virtqueue import Element, VirtioError
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class VirtioScsiConfig:
     addressing: Addressing = "qemu"
 
     def __post_init__(self) -> None:
-        if not 1 <= self.num_queues <= 1024 - 2:
+        if not 1 <= self.num_queues <= VIRTIO_QUEUE_MAX - 2:
             raise ValueError(f"num_queues {self.num_queues} is outside 1..1022 (VIRTIO_QUEUE_MAX - 2)")
         if not 2 < self.queue_size <= VIRTQUEUE_MAX_SIZE:
             raise ValueError(f"queue_size {self.queue_size} is outside 3..{VIRTQUEUE_MAX_SIZE}")
