@@ -412,13 +412,14 @@ def _fis_of(regs: AtaRegisters) -> bytes:
 
 def _rw_registers(lba: int, count: int, *, write: bool, ncq: bool, pio: bool = False, tag: int = 0,
                   lba48: bool = False) -> AtaRegisters:
-    """ata_build_rw_tf: NCQ (FEATURES = count, COUNT = tag << 3), else LBA28 when it fits, else LBA48."""
+    """ata_build_rw_tf: NCQ (FEATURES = count, COUNT = tag << 3), else LBA28 when lba_28_ok (the command ends below
+    0FFFFFFFh, at most 256 sectors), else LBA48."""
     if not 1 <= count <= 0x10000:
         raise ValueError(f"sector count {count} is outside 1..65536")
     if ncq:
         command = C.WRITE_FPDMA_QUEUED if write else C.READ_FPDMA_QUEUED
         return AtaRegisters(command, features=count & 0xFFFF, lba=lba, count=tag << 3, device=DEVICE_LBA)
-    if not lba48 and lba + count <= LBA28_LIMIT and count <= 256:
+    if not lba48 and lba + count < LBA28_LIMIT - 1 and count <= 256:      # lba_28_ok (Linux 6.1 include/linux/ata.h)
         if pio:
             command = C.WRITE_SECTORS if write else C.READ_SECTORS
         else:

@@ -396,9 +396,9 @@ class PiixDriver:
         return [(lba + k, min(step, count - k)) for k in range(0, count, step)]
 
     def _rw_regs(self, lba: int, n: int, *, write: bool, dma: bool) -> AtaRegisters:
-        """ata_build_rw_tf + ata_rwcmd_protocol: LBA28 when the range fits it, else LBA48; DMA, or PIO with
-        READ/WRITE MULTIPLE when IDENTIFY word 59 gave a multiple count."""
-        lba48 = not (lba + n < LBA28_LIMIT and n <= ATA_MAX_SECTORS)
+        """ata_build_rw_tf + ata_rwcmd_protocol: LBA28 when lba_28_ok (the command ends below 0FFFFFFFh, at most
+        256 sectors), else LBA48; DMA, or PIO with READ/WRITE MULTIPLE when IDENTIFY word 59 gave a multiple count."""
+        lba48 = not (lba + n < LBA28_LIMIT - 1 and n <= ATA_MAX_SECTORS)     # lba_28_ok (Linux 6.1)
         if lba48 and not self.lba48:
             raise ValueError(f"sectors {lba}+{n} need LBA48, which the disk does not advertise")
         if dma:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from controllers.ahci import AhciHba
 from controllers.ata import AtaConfig, AtaDevice, AtaRegisters, parse_identify
 from controllers.ata import layouts as L
-from controllers.drivers.ahci import AhciDriver
+from controllers.drivers.ahci import AhciDriver, _rw_registers
 from emu.block import Drive, DriveOptions
 from emu.memory import GuestMemory
 from emu.sim import InterruptLine, LatencyModel, Simulation
@@ -151,6 +151,14 @@ def test_read_native_max(tmp_path, size, command):
     assert out.ok and out.port_is == L.PXIS_DHRS
     expected = size // 512 - 1
     assert out.lba == (expected if command == 0x27 else expected & (L.LBA28_LIMIT - 1))
+
+
+@pytest.mark.parametrize("lba,count,ext", [((1 << 28) - 3, 1, False), ((1 << 28) - 2, 1, True),
+                                           ((1 << 28) - 258, 256, False), ((1 << 28) - 257, 256, True)])
+def test_the_driver_uses_lba28_only_for_commands_ending_below_0fffffff(lba, count, ext):
+    """Linux's lba_28_ok: block + n_block < (1 << 28) - 1, so a command touching sector 0FFFFFFEh goes LBA48."""
+    regs = _rw_registers(lba, count, write=True, ncq=False)
+    assert regs.command == (L.AtaCommand.WRITE_DMA_EXT if ext else L.AtaCommand.WRITE_DMA)
 
 
 # -- /ahci/io/{pio,dma}/{lba28,lba48}/{simple,double,long,short}/{zero,low,high} ----------------------------

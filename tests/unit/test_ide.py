@@ -272,6 +272,16 @@ def test_lba48_above_2_28_on_a_sparse_200_gib_raw(tmp_path, dma):
     assert os.stat(rig.path).st_blocks * 512 < 1 * MiB
 
 
+@pytest.mark.parametrize("lba,count,ext", [((1 << 28) - 3, 1, False), ((1 << 28) - 2, 1, True),
+                                           ((1 << 28) - 258, 256, False), ((1 << 28) - 257, 256, True)])
+def test_lba28_only_for_commands_ending_below_0fffffff(tmp_path, lba, count, ext):
+    """Linux's lba_28_ok: block + n_block < (1 << 28) - 1, so a command touching sector 0FFFFFFEh goes LBA48."""
+    rig = make(tmp_path, "raw", size=200 * GiB)
+    rig.run(rig.driver.identify())
+    regs = rig.driver._rw_regs(lba, count, write=False, dma=True)
+    assert regs.command == (L.AtaCommand.READ_DMA_EXT if ext else L.AtaCommand.READ_DMA)
+
+
 def test_lba48_out_of_range_reports_the_lba(tmp_path):
     rig = make(tmp_path)
     regs = AtaRegisters(0x25, lba=SECTORS - 1, count=2, device=L.DEVICE_LBA)
