@@ -236,7 +236,8 @@ class ScsiDisk:
         the transfer length in blocks for reads and writes, the allocation length for data-in commands, the
         parameter list length for UNMAP / MODE SELECT, one block for WRITE SAME (none with NDOB). A CDB that
         cannot be decoded plans none."""
-        if not cdb or cdb_length(cdb[0]) is None or len(cdb) < cdb_length(cdb[0]):
+        size = cdb_length(cdb[0]) if cdb else None
+        if size is None or len(cdb) < size:
             return _NONE
         op, bs = cdb[0], self.bs
         if op in _READS or op in _WRITES or op in _WRITE_VERIFY:
@@ -266,19 +267,21 @@ class ScsiDisk:
         # Everything else, known or not, transfers its group's generic length in (QEMU scsi_cdb_xfer): byte 4
         # (6-byte), bytes 7-8 (10-byte), 6-9 (12-byte) or 10-13 (16-byte).
         n = {6: cdb[4], 10: int.from_bytes(cdb[7:9], "big"), 12: int.from_bytes(cdb[6:10], "big"),
-             16: int.from_bytes(cdb[10:14], "big")}[cdb_length(op)]
+             16: int.from_bytes(cdb[10:14], "big")}[size]
         return Transfer(Direction.IN, n) if n else _NONE
 
     # -- execution -------------------------------------------------------------------------------------
     def execute(self, cdb: bytes | bytearray | memoryview, data_out: bytes | bytearray | memoryview = b"",
-                data_in_len: int | None = None) -> ScsiResult:
+                data_in_len: int | None = None, *, transfer: Transfer | None = None) -> ScsiResult:
         """Run one command. `data_out` must be exactly the planned data-out (else ValueError: a transport bug);
-        `data_in_len` is the initiator's data-in buffer (default: the planned length). `data_out` may be a view of
+        `data_in_len` is the initiator's data-in buffer (default: the planned length); `transfer` is `plan(cdb)`
+        when the transport already asked for it (so a command is planned once). `data_out` may be a view of
         guest RAM, used only until this returns: a WRITE hands it to the Drive as it is, every other command
         takes a copy. Guest errors never raise: they answer CHECK CONDITION with sense data (fixed format, or
         descriptor with D_SENSE)."""
         cdb = bytes(cdb)
-        transfer = self.plan(cdb)
+        if transfer is None:
+            transfer = self.plan(cdb)
         if transfer.direction is Direction.OUT:
             if len(data_out) != transfer.length:
                 raise ValueError(f"CDB {cdb[:1].hex()} plans {transfer.length} bytes of data out, got {len(data_out)}")

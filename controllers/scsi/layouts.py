@@ -766,7 +766,10 @@ CDB_LAYOUTS = {
 def cdb_length(opcode: int) -> int | None:
     """The CDB length of an operation code's group (SPC-4; QEMU scsi_cdb_length): groups 0, 1/2, 4, 5
     are 6, 10, 16 and 12 bytes; groups 3 (variable length), 6 and 7 (vendor) are not decoded (None)."""
-    return {0: 6, 1: 10, 2: 10, 4: 16, 5: 12}.get(opcode >> 5)
+    return _CDB_LENGTHS.get(opcode >> 5)
+
+
+_CDB_LENGTHS = {0: 6, 1: 10, 2: 10, 4: 16, 5: 12}
 
 
 def cdb_usage(layout, opcode: int, service_action: int | None = None) -> bytes:

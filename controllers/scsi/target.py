@@ -48,15 +48,19 @@ class ScsiTarget:
         """The data phase of `cdb` (ScsiDisk.plan of the LU that answers for `lun`)."""
         return self._answering(lun).plan(cdb)
 
-    def execute(self, lun: int, cdb: bytes, data_out: bytes | memoryview, data_in_len: int) -> ScsiResult:
-        """Run `cdb` for `lun`: on its LU, or answered for the target when the LUN is missing."""
+    def execute(self, lun: int, cdb: bytes, data_out: bytes | memoryview, data_in_len: int, *,
+                transfer: Transfer | None = None) -> ScsiResult:
+        """Run `cdb` for `lun`: on its LU, or answered for the target when the LUN is missing. `transfer`: what
+        `plan(lun, cdb)` gave, when the transport asked first."""
         disk = self._answering(lun)
+        if transfer is None:
+            transfer = disk.plan(cdb)
         buffer = data_in_len + len(data_out)
         if not cdb:             # scsi_req_new: a 0-byte CDB is reqops_invalid_opcode, before any unit attention
             return self._check(disk, S.INVALID_OPCODE, self.has(lun) or self.qemu, buffer)
         if not self.has(lun):
-            return self._missing_lun(disk, cdb, disk.plan(cdb).length, buffer)
-        return disk.execute(cdb, data_out, data_in_len)
+            return self._missing_lun(disk, cdb, transfer.length, buffer)
+        return disk.execute(cdb, data_out, data_in_len, transfer=transfer)
 
     def _missing_lun(self, disk: ScsiDisk, cdb: bytes, planned: int, buffer: int) -> ScsiResult:
         """scsi_target_send_command: INQUIRY says "no LU here", REQUEST SENSE returns LOGICAL UNIT NOT SUPPORTED,

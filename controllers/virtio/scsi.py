@@ -288,7 +288,7 @@ class VirtioScsiDevice:
         try:
             data_out = views[0] if len(views) == 1 else b"".join(views)
             sent = len(data_out)
-            result = self.scsi.execute(number, cdb, data_out, frame.in_len)
+            result = self.scsi.execute(number, cdb, data_out, frame.in_len, transfer=plan)
         finally:
             element.mem.release(views)
         element.write_in(frame.in_at, result.data_in)
