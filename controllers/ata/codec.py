@@ -1,5 +1,6 @@
 """Fast codecs for the per-command AHCI records: the Register H2D FIS, the command header, the PRDT, and the
-device-to-host FISes the HBA writes on every completion (Register D2H, PIO Setup, Set Device Bits).
+device-to-host FISes the HBA writes on every completion (Register D2H, PIO Setup, Set Device Bits), and the IDE
+bus-master PRD (IDE_BM_PRD_FAST, equal to IDE_BM_PRD).
 
 Each one gives the same fields as its construct definition in `layouts.py` (ATA_H2D_FIS, AHCI_CMD_HEADER,
 AHCI_PRDT_ENTRY, ATA_D2H_FIS, ATA_PIO_SETUP_FIS, ATA_SDB_FIS), checked byte for byte by
@@ -35,6 +36,8 @@ _D2H = struct.Struct("<BBBBIIH6x")
 _PIO_SETUP = struct.Struct("<BBBBIIHxBH2x")
 # type, flags, status, error, SActive
 _SDB = struct.Struct("<BBBBI")
+# IDE bus-master PRD: address, byte count (0 = 64 KiB), flags (bit 15 = EOT)
+IDE_BM_PRD_FAST = struct.Struct("<IHH")
 
 ATA_H2D_FIS_FAST = _H2D
 AHCI_CMD_HEADER_FAST = _CMD_HEADER

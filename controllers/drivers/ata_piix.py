@@ -14,12 +14,11 @@ simulation's queue: run the simulation until the driver's process, not to exhaus
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from controllers.ata.codec import unpack_h2d_fis
+from controllers.ata.codec import IDE_BM_PRD_FAST, unpack_h2d_fis
 from controllers.ata.device import AtaRegisters
 from controllers.ata.identify import parse_identify
 from controllers.ata.layouts import (
@@ -60,7 +59,6 @@ BLK_DEF_MAX_SECTORS = 2560          # the block layer's default max_sectors_kb =
 PRD_BOUNDARY = 0x10000              # a PRD must not cross 64 KiB (ata_bmdma_fill_sg)
 PRD_MAX_ENTRIES = 512               # one 4 KiB PRD table (LIBATA_MAX_PRD is 256 sg entries, each split once)
 QEMU_MULT_SECTORS = 16              # READ/WRITE MULTIPLE block before IDENTIFY told us (QEMU MAX_MULT_SECTORS)
-_PRD = struct.Struct("<IHH")
 
 # libata's ATA_TFLAG_LBA48 commands: the HOB bytes are meaningful and read back on an error
 _LBA48 = frozenset({C.READ_SECTORS_EXT, C.READ_DMA_EXT, C.READ_NATIVE_MAX_ADDRESS_EXT, C.READ_MULTIPLE_EXT,
@@ -271,14 +269,14 @@ class PiixDriver:
         table = None
         try:
             prd_entries = _prd_entries(buf, size)
-            table = self.mem.alloc(len(prd_entries) * _PRD.size, align=8)
+            table = self.mem.alloc(len(prd_entries) * IDE_BM_PRD_FAST.size, align=8)
             if write:
                 self.mem.write(buf, bytes(data_out).ljust(size, b"\0"))
             else:
                 self.mem.fill(buf, size, 0)
             for k, (offset, length) in enumerate(prd_entries):
                 last = k == len(prd_entries) - 1
-                self.mem.pack(_PRD, table + k * _PRD.size, buf + offset, length & 0xFFFF,
+                self.mem.pack(IDE_BM_PRD_FAST, table + k * IDE_BM_PRD_FAST.size, buf + offset, length & 0xFFFF,
                               (BM_PRD_EOT >> 16) if last else 0)
             # ata_bmdma_setup: PRD table address, direction with START clear, then the command
             self.channel.bm_write(BM_PRDT, table, 4)

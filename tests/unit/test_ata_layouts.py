@@ -187,6 +187,13 @@ def test_bus_master_prd_eot_is_bit_15_of_the_last_word():
     assert L.IDE_BM_PRD.parse(struct.pack("<II", 8, 0x7FFF0000 | 0x200)).eot is False
 
 
+@given(st.integers(0, 2**32 - 1), st.integers(0, 0xFFFF), st.booleans())
+def test_bus_master_prd_fast_codec_equals_the_layout(address, byte_count, eot):
+    raw = L.IDE_BM_PRD.build(dict(address=address, byte_count=byte_count, eot=eot))
+    assert C.IDE_BM_PRD_FAST.pack(address, byte_count, (L.BM_PRD_EOT >> 16) if eot else 0) == raw
+    assert C.IDE_BM_PRD_FAST.unpack(raw) == (address, byte_count, 0x8000 if eot else 0)
+
+
 def test_bus_master_prd_byte_count_zero_means_64_kib():
     assert L.bm_prd_length(0) == 65536
     assert L.bm_prd_length(512) == 512
