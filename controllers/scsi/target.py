@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from controllers.scsi import sense as S
 from controllers.scsi.disk import ScsiDisk, ScsiResult, Transfer
-from controllers.scsi.layouts import CHECK_CONDITION, GOOD, Op, cdb_length
+from controllers.scsi.layouts import CHECK_CONDITION, GOOD, INQUIRY, REQUEST_SENSE, VPD_HEADER, Op, cdb_length, parse
 
 MAX_LUN = 16384                      # flat space LUNs 0..16383
 TYPE_NO_LUN = 0x7F                   # INQUIRY byte 0 for a LUN the target does not have: qualifier 011b, type 1Fh
@@ -75,16 +75,21 @@ class ScsiTarget:
             disk.sense, disk.sense_is_ua = ua, True
             return ScsiResult(CHECK_CONDITION, S.fixed(ua), residual=buffer)
         if op == Op.INQUIRY:
-            if cdb[1] & 0x02 or cdb[2]:             # CMDDT, or a page other than 00h
+            f = parse(INQUIRY, cdb[:INQUIRY.sizeof()])
+            if f["cmddt"] or f["page_code"]:        # CMDDT, or a page other than 00h
                 return self._check(disk, S.INVALID_FIELD, qemu, buffer)
-            if cdb[1] & 0x01:
+            if f["evpd"]:
                 # VPD page 00h listing itself; QEMU writes the page code where the peripheral byte belongs
-                data = bytes([0x00, 0x00, 0x01, 0x00]) if qemu else bytes([TYPE_NO_LUN, 0x00, 0x00, 0x01, 0x00])
+                # (scsi_target_emulate_inquiry), so its page is one byte shorter
+                data = VPD_HEADER.build(dict(peripheral_qualifier=TYPE_NO_LUN >> 5,
+                                             peripheral_device_type=TYPE_NO_LUN & 0x1F, page_code=0, page_length=1))
+                data = (data[1:] if qemu else data) + bytes([0x00])
             else:
                 data = bytes([TYPE_NO_LUN]) + bytes(35)
             data = data[:planned]
         elif op == Op.REQUEST_SENSE:
-            data = S.build(S.LUN_NOT_SUPPORTED, descriptor_format=bool(cdb[1] & 0x01))[:planned]
+            desc = parse(REQUEST_SENSE, cdb[:REQUEST_SENSE.sizeof()])["desc"]
+            data = S.build(S.LUN_NOT_SUPPORTED, descriptor_format=desc)[:planned]
             if qemu and disk.sense_is_ua:
                 disk.sense, disk.sense_is_ua = None, False
         else:

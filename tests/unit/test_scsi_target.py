@@ -50,6 +50,13 @@ def test_a_missing_lun_is_answered_for_the_target(luns, qemu):
     assert inquiry.status == 0 and inquiry.data_in[0] == TYPE_NO_LUN and inquiry.residual == 0
     sense = target.execute(5, REQUEST_SENSE, b"", 18)
     assert sense.status == 0 and S.decode(sense.data_in) == S.LUN_NOT_SUPPORTED
+    desc = target.execute(5, bytes([0x03, 0x01, 0, 0, 18, 0]), b"", 18)
+    assert desc.data_in == S.descriptor(S.LUN_NOT_SUPPORTED)
+    vpd = target.execute(5, bytes([0x12, 0x01, 0, 0, 255, 0]), b"", 255)
+    # QEMU's page 00h lacks the peripheral byte (scsi_target_emulate_inquiry); SPC-4's starts with it
+    assert vpd.data_in == (bytes([0, 0, 1, 0]) if qemu else bytes([TYPE_NO_LUN, 0, 0, 1, 0]))
+    for bad in (bytes([0x12, 0x02, 0, 0, 36, 0]), bytes([0x12, 0x01, 0x80, 0, 36, 0])):   # CMDDT; page 80h
+        assert target.execute(5, bad, b"", 36).sense_code == S.INVALID_FIELD
     assert target.execute(5, b"", b"", 0).sense_code == S.INVALID_OPCODE
 
 
