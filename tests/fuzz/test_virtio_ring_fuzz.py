@@ -30,7 +30,7 @@ mutated = st.builds(lambda i, d: [d if n == i else v for n, v in enumerate(valid
 descriptors = random_tables | mutated
 headers = st.sampled_from([header(L.BLK_T_FLUSH), header(L.BLK_T_IN), header(L.BLK_T_OUT), header(L.BLK_T_GET_ID),
                            header(L.BLK_T_DISCARD) + segment(0, 1), header(L.BLK_T_IN, SECTORS)])
-types = st.sampled_from([0, 1, 4, 5, 8, 10, 11, 13, 14, 0x80000001]) | st.integers(0, 2**32 - 1)
+types = st.sampled_from([0, 1, 2, 3, 4, 5, 8, 10, 11, 13, 14, 0x80000001]) | st.integers(0, 2**32 - 1)
 sectors = st.sampled_from([0, 1, SECTORS - 1, SECTORS, 2**63]) | st.integers(0, 2**64 - 1)
 segments = st.lists(st.tuples(sectors, st.sampled_from([0, 1, 8, SECTORS, 4194304]) | st.integers(0, 2**32 - 1),
                               st.sampled_from([0, 1, 2, 3]) | st.integers(0, 2**32 - 1)), max_size=3)
