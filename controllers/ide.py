@@ -20,11 +20,11 @@ Commands to an absent device (master or slave) are ignored; QEMU ignores them fo
 from __future__ import annotations
 
 import dataclasses
-import struct
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from controllers.ata.codec import IDE_BM_PRD_FAST
 from controllers.ata.device import PAGE_COMMANDS, AtaDevice, AtaRegisters, AtaResult, Protocol, Transfer
 from controllers.ata.layouts import (
     BM_CMD_MASK,
@@ -75,7 +75,6 @@ _LBA28_CMDS = frozenset({C.READ_SECTORS, C.READ_SECTORS_NORETRY, C.READ_MULTIPLE
                          C.WRITE_DMA_NORETRY, C.READ_VERIFY_SECTORS, C.READ_VERIFY_SECTORS_NORETRY,
                          C.READ_NATIVE_MAX_ADDRESS})
 _MULTIPLE = frozenset({C.READ_MULTIPLE, C.READ_MULTIPLE_EXT, C.WRITE_MULTIPLE, C.WRITE_MULTIPLE_EXT})
-_PRD = struct.Struct("<IHH")        # address, byte count, flags (bit 15 = EOT): layouts.IDE_BM_PRD
 _PRD_EOT = 0x8000
 
 
@@ -576,7 +575,7 @@ class IdeChannel:
         regions: list[tuple[int, int]] = []
         taken = described = 0
         for k in range(BM_PRDT_LIMIT // BM_PRD_SIZE):
-            addr, count, flags = self.mem.unpack(_PRD, self.bm_addr + k * BM_PRD_SIZE)
+            addr, count, flags = self.mem.unpack(IDE_BM_PRD_FAST, self.bm_addr + k * BM_PRD_SIZE)
             length = bm_prd_length(count)
             use = min(length, need - taken)
             if use:
