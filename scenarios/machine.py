@@ -46,7 +46,7 @@ class GuestDisk:
     number of commands sent (0: the driver sends none, e.g. the device does not advertise discard).
     `discard_command` names what a discard becomes on the wire."""
 
-    discard_command = "DSM TRIM"        # libata's translation of WRITE SAME(16) UNMAP (libata_trim.py)
+    discard_command = "DSM TRIM"        # libata's translation of WRITE SAME(16) UNMAP (libata.py)
 
     def __init__(self, driver) -> None:
         self.driver = driver

@@ -36,7 +36,6 @@ from controllers.ata.layouts import (
     GHC_IE,
     HBA_GHC,
     HBA_IS,
-    LBA28_LIMIT,
     NCQ_COMMANDS,
     PX_CI,
     PX_CLB,
@@ -74,6 +73,7 @@ from controllers.ata.layouts import (
     AtaCommand,
     port_register,
 )
+from controllers.drivers.libata import lba_28_ok
 
 if TYPE_CHECKING:
     from controllers.ahci import AhciHba
@@ -419,7 +419,7 @@ def _rw_registers(lba: int, count: int, *, write: bool, ncq: bool, pio: bool = F
     if ncq:
         command = C.WRITE_FPDMA_QUEUED if write else C.READ_FPDMA_QUEUED
         return AtaRegisters(command, features=count & 0xFFFF, lba=lba, count=tag << 3, device=DEVICE_LBA)
-    if not lba48 and lba + count < LBA28_LIMIT - 1 and count <= 256:      # lba_28_ok (Linux 6.1 include/linux/ata.h)
+    if not lba48 and lba_28_ok(lba, count):
         if pio:
             command = C.WRITE_SECTORS if write else C.READ_SECTORS
         else:

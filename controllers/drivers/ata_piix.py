@@ -35,14 +35,13 @@ from controllers.ata.layouts import (
     DEVICE_OBSOLETE,
     H2D_FIS_SIZE,
     IDENTIFY_SIZE,
-    LBA28_LIMIT,
     SECTOR_SIZE,
     STATUS_BSY,
     STATUS_DRQ,
     STATUS_ERR,
     AtaCommand,
 )
-from controllers.drivers.libata_trim import Translated, split_discard, write_same_to_dsm
+from controllers.drivers.libata import ATA_MAX_SECTORS, Translated, lba_28_ok, split_discard, write_same_to_dsm
 from controllers.ide import REG_CONTROL
 
 if TYPE_CHECKING:
@@ -54,7 +53,6 @@ if TYPE_CHECKING:
 C = AtaCommand
 
 ATA_DEVCTL_OBS = 0x08               # libata's ap->ctl: the obsolete bit 3, nIEN clear (interrupts on)
-ATA_MAX_SECTORS = 256               # LBA28 commands (libata ATA_MAX_SECTORS)
 BLK_DEF_MAX_SECTORS = 2560          # the block layer's default max_sectors_kb = 1280 for an LBA48 disk
 PRD_BOUNDARY = 0x10000              # a PRD must not cross 64 KiB (ata_bmdma_fill_sg)
 PRD_MAX_ENTRIES = 512               # one 4 KiB PRD table (LIBATA_MAX_PRD is 256 sg entries, each split once)
@@ -396,7 +394,7 @@ class PiixDriver:
     def _rw_regs(self, lba: int, n: int, *, write: bool, dma: bool) -> AtaRegisters:
         """ata_build_rw_tf + ata_rwcmd_protocol: LBA28 when lba_28_ok (the command ends below 0FFFFFFFh, at most
         256 sectors), else LBA48; DMA, or PIO with READ/WRITE MULTIPLE when IDENTIFY word 59 gave a multiple count."""
-        lba48 = not (lba + n < LBA28_LIMIT - 1 and n <= ATA_MAX_SECTORS)     # lba_28_ok (Linux 6.1)
+        lba48 = not lba_28_ok(lba, n)
         if lba48 and not self.lba48:
             raise ValueError(f"sectors {lba}+{n} need LBA48, which the disk does not advertise")
         if dma:

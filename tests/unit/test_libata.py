@@ -1,4 +1,5 @@
-"""Linux's path to ATA TRIM: discard -> WRITE SAME(16) UNMAP pieces -> libata's DSM translation -> the device."""
+"""libata's rules: when a command may use 28-bit addressing, and Linux's path to ATA TRIM (discard -> WRITE SAME(16)
+UNMAP pieces -> libata's DSM translation -> the device)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from controllers.ata.config import AtaConfig
 from controllers.ata.device import AtaDevice
 from controllers.ata.dsm import decode_entries, decode_ranges
-from controllers.drivers.libata_trim import (ASC_INVALID_FIELD_IN_CDB, ASC_INVALID_OPCODE, MAX_WRITE_SAME_BLOCKS,
+from controllers.drivers.libata import (lba_28_ok, ASC_INVALID_FIELD_IN_CDB, ASC_INVALID_OPCODE, MAX_WRITE_SAME_BLOCKS,
                                              Refused, Translated, split_discard, trim_entries,
                                              write_same_to_dsm)
 from emu.block import Drive, DriveOptions
@@ -72,3 +73,10 @@ def test_a_guest_discard_through_libata_and_the_device_reclaims_host_space(tmp_p
     assert os.stat(path).st_blocks * 512 <= before - 15 * MiB
     assert drive.read(0, 16 * MiB).data == bytes(16 * MiB)
     drive.close()
+
+
+@pytest.mark.parametrize("block, n, ok", [(0, 1, True), (0, 256, True), (0, 257, False),
+                                          ((1 << 28) - 2, 0, True), ((1 << 28) - 2, 1, False),
+                                          ((1 << 28) - 258, 256, True), ((1 << 28) - 257, 256, False)])
+def test_lba_28_ok_is_linux_s_rule(block, n, ok):
+    assert lba_28_ok(block, n) is ok

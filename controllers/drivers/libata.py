@@ -1,4 +1,7 @@
-"""How a Linux guest reaches ATA TRIM: through its SCSI layer, as libata's SCSI-ATA translation does it.
+"""Rules of Linux's libata that both ATA guest drivers (ata_piix, ahci) follow.
+
+When a read or write may use 28-bit addressing (`lba_28_ok`), and how a Linux guest reaches ATA TRIM: through
+its SCSI layer, as libata's SCSI-ATA translation does it.
 
 sd sees a libata disk that reports logical block provisioning with WRITE SAME(16) (provisioning mode
 writesame_16). The block layer cuts a discard into WRITE SAME(16) commands with the UNMAP bit of at most
@@ -14,11 +17,18 @@ from dataclasses import dataclass
 
 from controllers.ata.device import AtaRegisters
 from controllers.ata.dsm import encode_entries, pieces
-from controllers.ata.layouts import DSM_MAX_RANGE_SECTORS, DSM_TRIM, SECTOR_SIZE, AtaCommand
+from controllers.ata.layouts import DSM_MAX_RANGE_SECTORS, DSM_TRIM, LBA28_LIMIT, SECTOR_SIZE, AtaCommand
 
 ATA_MAX_TRIM_RNUM = 64                         # range entries in the one 512-byte block libata sends
 MAX_WRITE_SAME_BLOCKS = DSM_MAX_RANGE_SECTORS * ATA_MAX_TRIM_RNUM   # VPD B0 maximum write same length
 DEVICE_LBA = 0x40
+ATA_MAX_SECTORS = 256                          # the most sectors an LBA28 command moves (libata ATA_MAX_SECTORS)
+
+
+def lba_28_ok(block: int, n_block: int) -> bool:
+    """include/linux/ata.h lba_28_ok (Linux 6.1): the command ends below sector 0FFFFFFFh and moves at most 256
+    sectors; otherwise libata uses the 48-bit (EXT) command."""
+    return block + n_block < LBA28_LIMIT - 1 and n_block <= ATA_MAX_SECTORS
 
 # SCSI sense libata sets when it refuses the translation (ata_scsi_set_invalid_field / ata_scsi_set_sense)
 ILLEGAL_REQUEST = 0x05
