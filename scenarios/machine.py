@@ -62,8 +62,12 @@ class GuestDisk:
         return (yield from self.driver.flush()).ok
 
     def discard(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, tuple[int, bool]]:
-        outcomes = yield from self.driver.trim(ranges)
+        outcomes = yield from self._send_discards(ranges)
         return len(outcomes), all(o.ok for o in outcomes)
+
+    def _send_discards(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, list]:
+        """The driver's discard path; one outcome per command it sent."""
+        return (yield from self.driver.trim(ranges))
 
 
 class AhciDisk(GuestDisk):
@@ -80,9 +84,8 @@ class AhciDisk(GuestDisk):
 class VirtioBlkDisk(GuestDisk):
     discard_command = "DISCARD"
 
-    def discard(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, tuple[int, bool]]:
-        outcomes = yield from self.driver.discard(ranges)
-        return len(outcomes), all(o.ok for o in outcomes)
+    def _send_discards(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, list]:
+        return (yield from self.driver.discard(ranges))
 
 
 class SdGuestDisk(GuestDisk):
@@ -121,10 +124,9 @@ class SdGuestDisk(GuestDisk):
         yield from self._ready()
         return (yield from self.sd.flush())
 
-    def discard(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, tuple[int, bool]]:
+    def _send_discards(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, list]:
         yield from self._ready()
-        outcomes = yield from self.sd.discard(ranges)
-        return len(outcomes), all(o.ok for o in outcomes)
+        return (yield from self.sd.discard(ranges))
 
 
 @dataclass
