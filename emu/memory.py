@@ -183,16 +183,25 @@ class GuestMemory:
         return _U64.unpack_from(self._mm, addr)[0]
 
     def write_u8(self, addr: int, value: int) -> None:
-        self.pack(_U8, addr, value)
+        self._put(_U8, addr, value)
 
     def write_u16(self, addr: int, value: int) -> None:
-        self.pack(_U16, addr, value)
+        self._put(_U16, addr, value)
 
     def write_u32(self, addr: int, value: int) -> None:
-        self.pack(_U32, addr, value)
+        self._put(_U32, addr, value)
 
     def write_u64(self, addr: int, value: int) -> None:
-        self.pack(_U64, addr, value)
+        self._put(_U64, addr, value)
+
+    def _put(self, layout: struct.Struct, addr: int, value: int) -> None:
+        """`pack` of one scalar, without the argument tuple (rings are updated field by field)."""
+        if addr < 0 or addr + layout.size > self.size:
+            raise DmaError(addr, layout.size, self.size, "write")
+        try:
+            layout.pack_into(self._mm, addr, value)
+        except struct.error as exc:
+            raise ValueError(f"cannot pack {value!r} as {layout.format!r}: {exc}") from None
 
     # -- allocator for guest-driver models -------------------------------------------------------------
     def alloc(self, size: int, align: int = 16) -> int:

@@ -85,13 +85,15 @@ class ChainOutcome:
     time: float
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
+    """A posted chain: its descriptors and the one guest block holding its indirect table and buffers."""
+
     head: int
     descs: list[int]
-    buffers: list[int]
-    in_bufs: list[tuple[int, int]]
-    table: int | None = None
+    block: int | None                   # None for raw_chain (the caller's own addresses)
+    in_addr: int = 0                    # the writable buffers lie back to back from here
+    in_bytes: int = 0
 
 
 class Virtqueue:
@@ -109,6 +111,7 @@ class Virtqueue:
         for addr, n in ((self.desc, size * VIRTQ_DESC_SIZE), (self.avail, avail_ring_size(size)),
                         (self.used, used_ring_size(size))):
             mem.fill(addr, n, 0)
+        self.notify_addr = 0            # the doorbell's BAR offset, set by setup_queues
         self.free: deque[int] = deque(range(size))
         self.avail_idx = 0          # split.avail_idx_shadow
         self.num_added = 0
@@ -118,51 +121,60 @@ class Virtqueue:
     def close(self) -> None:
         """Give the rings and every buffer still posted back to the allocator."""
         for pending in self.pending.values():
-            self._free_buffers(pending)
+            if pending.block is not None:
+                self.mem.free(pending.block)
         self.pending.clear()
         for addr in (self.desc, self.avail, self.used):
             self.mem.free(addr)
 
     def add(self, out: Sequence[bytes], in_lens: Sequence[int]) -> int:
-        """virtqueue_add_split: buffers for `out` (device-readable) then `in_lens` (device-writable, zeroed)."""
+        """virtqueue_add_split: buffers for `out` (device-readable) then `in_lens` (device-writable, zeroed); an
+        indirect table when negotiated, the chain has more than one buffer and a descriptor is free.
+
+        One guest allocation holds the indirect table and every buffer, the writable ones back to back (Linux
+        keeps a request's header and status in its preallocated pdu and maps the bio's pages; one block per
+        request costs the model one allocation instead of one per piece, and the device sees the same chain)."""
         mem = self.mem
-        pieces = [(data, False) for data in out] + [(n, True) for n in in_lens]
-        if not pieces:
+        count = len(out) + len(in_lens)
+        if not count:
             raise VirtioDriverError("a chain needs at least one buffer")
-        buffers, entries, in_bufs = [], [], []
-        for item, writable in pieces:
-            length = item if writable else len(item)
-            addr = mem.alloc(max(length, 1), 8)
-            buffers.append(addr)
-            if writable:
-                mem.fill(addr, max(length, 1), 0)
-                in_bufs.append((addr, length))
-            else:
-                mem.write(addr, item)
-            entries.append((addr, length, VIRTQ_DESC_F_WRITE if writable else 0))
-        if self.indirect and len(entries) > 1 and self.free:
-            table = mem.alloc(len(entries) * VIRTQ_DESC_SIZE, DESC_ALIGN)
-            for i, (addr, length, flags) in enumerate(entries):
-                more = VIRTQ_DESC_F_NEXT if i + 1 < len(entries) else 0
-                mem.pack(DESC_FAST, table + i * VIRTQ_DESC_SIZE, addr, length, flags | more, i + 1 if more else 0)
+        indirect = self.indirect and count > 1 and bool(self.free)
+        if not indirect and count > len(self.free):
+            raise VirtioDriverError(f"queue {self.index}: {count} descriptors, {len(self.free)} free")
+        table_bytes = count * VIRTQ_DESC_SIZE if indirect else 0
+        in_bytes = sum(in_lens)
+        block = mem.alloc(max(table_bytes + sum(map(len, out)) + in_bytes, 1), DESC_ALIGN)
+        entries, pos = [], block + table_bytes
+        for data in out:
+            mem.write(pos, data)
+            entries.append((pos, len(data), 0))
+            pos += len(data)
+        in_addr = pos
+        if in_bytes:
+            mem.fill(in_addr, in_bytes, 0)
+        for length in in_lens:
+            entries.append((pos, length, VIRTQ_DESC_F_WRITE))
+            pos += length
+        if indirect:
+            self._write_chain(block, range(count), entries)
             head = self.free.popleft()
-            mem.pack(DESC_FAST, self.desc + head * VIRTQ_DESC_SIZE, table, len(entries) * VIRTQ_DESC_SIZE,
-                     VIRTQ_DESC_F_INDIRECT, 0)
-            pending = _Pending(head, [head], buffers, in_bufs, table)
+            mem.pack(DESC_FAST, self.desc + head * VIRTQ_DESC_SIZE, block, table_bytes, VIRTQ_DESC_F_INDIRECT, 0)
+            descs = [head]
         else:
-            if len(entries) > len(self.free):
-                for addr in buffers:
-                    mem.free(addr)
-                raise VirtioDriverError(f"queue {self.index}: {len(entries)} descriptors, {len(self.free)} free")
             descs = [self.free.popleft() for _ in entries]
-            for i, (addr, length, flags) in enumerate(entries):
-                more = i + 1 < len(entries)
-                mem.pack(DESC_FAST, self.desc + descs[i] * VIRTQ_DESC_SIZE, addr, length,
-                         flags | (VIRTQ_DESC_F_NEXT if more else 0), descs[i + 1] if more else 0)
-            pending = _Pending(descs[0], descs, buffers, in_bufs)
-        self.pending[pending.head] = pending
-        self.publish(pending.head)
-        return pending.head
+            self._write_chain(self.desc, descs, entries)
+            head = descs[0]
+        self.pending[head] = _Pending(head, descs, block, in_addr, in_bytes)
+        self.publish(head)
+        return head
+
+    def _write_chain(self, table: int, slots: Sequence[int], entries: list[tuple[int, int, int]]) -> None:
+        """Descriptor i of the chain for `entries[i]` in slot `slots[i]` of `table`, linked to slot `slots[i + 1]`."""
+        mem, last = self.mem, len(entries) - 1
+        for i, (addr, length, flags) in enumerate(entries):
+            more = i < last
+            mem.pack(DESC_FAST, table + slots[i] * VIRTQ_DESC_SIZE, addr, length,
+                     flags | VIRTQ_DESC_F_NEXT if more else flags, slots[i + 1] if more else 0)
 
     def publish(self, head: int) -> None:
         """Put `head` in the available ring and advance the index (the device sees it at the next kick)."""
@@ -195,16 +207,11 @@ class Virtqueue:
     def detach(self, head: int) -> bytes:
         """detach_buf_split: the chain's descriptors go back on the free list; returns its writable bytes."""
         pending = self.pending.pop(head)
-        data = b"".join(self.mem.read(addr, n) for addr, n in pending.in_bufs)
-        self._free_buffers(pending)
+        data = self.mem.read(pending.in_addr, pending.in_bytes) if pending.in_bytes else b""
+        if pending.block is not None:
+            self.mem.free(pending.block)
         self.free.extendleft(reversed(pending.descs))
         return data
-
-    def _free_buffers(self, pending: _Pending) -> None:
-        for addr in pending.buffers:
-            self.mem.free(addr)
-        if pending.table is not None:
-            self.mem.free(pending.table)
 
 
 class VirtioPciDriver:
@@ -290,6 +297,8 @@ class VirtioPciDriver:
             self.wr("queue_desc", queue.desc, 8)
             self.wr("queue_driver", queue.avail, 8)
             self.wr("queue_device", queue.used, 8)
+            # vp_modern_map_vq_notify: the doorbell is found once, from queue_notify_off
+            queue.notify_addr = PCI_NOTIFY_OFFSET + self.rd("queue_notify_off", 2) * PCI_NOTIFY_OFF_MULTIPLIER
             self.wr("queue_enable", 1, 2)
             self.queues.append(queue)
 
@@ -298,10 +307,8 @@ class VirtioPciDriver:
 
     # -- requests -----------------------------------------------------------------------------------------------------
     def kick(self, queue: Virtqueue) -> None:
-        """vp_notify: the queue index written to its doorbell (notify_off = queue_notify_off)."""
-        self.wr("queue_select", queue.index, 2)
-        notify_off = self.rd("queue_notify_off", 2)
-        self.transport.mmio_write(PCI_NOTIFY_OFFSET + notify_off * PCI_NOTIFY_OFF_MULTIPLIER, queue.index, 2)
+        """vp_notify: the queue index written to the doorbell address mapped at setup."""
+        self.transport.mmio_write(queue.notify_addr, queue.index, 2)
 
     def submit(self, queue_index: int, out: Sequence[bytes], in_lens: Sequence[int]) -> Generator[Any, Any,
                                                                                                   ChainOutcome]:
@@ -330,7 +337,7 @@ class VirtioPciDriver:
             self.mem.pack(DESC_FAST, queue.desc + i * VIRTQ_DESC_SIZE, addr & (2**64 - 1), length & 0xFFFFFFFF,
                           flags & 0xFFFF, nxt & 0xFFFF)
         head &= 0xFFFF
-        queue.pending[head] = _Pending(head, [], [], [])
+        queue.pending[head] = _Pending(head, [], None)
         queue.publish(head)
         queue.num_added = 0
         self.kick(queue)

@@ -420,18 +420,18 @@ class VirtioPciTransport:
             return                                      # the device keeps the element (bind / complete)
         record.written = handled.written
         record.requests = tuple(c.request for c in handled.completions)
+        if self.timing is None:
+            if not self.state.broken:
+                self._push(ring, element, handled.written, record)
+            return
         epoch = self._epoch
 
         def complete() -> None:
-            if epoch != self._epoch or self.state.broken:
-                return
-            self._push(ring, element, handled.written, record)
+            if epoch == self._epoch and not self.state.broken:
+                self._push(ring, element, handled.written, record)
 
-        if self.timing is None:
-            complete()
-        else:
-            cost = sum(self.timing.cost(c.request.op, c.request.length if c.ok else 0) for c in handled.completions)
-            self.sim.process(self._later(cost, complete))
+        cost = sum(self.timing.cost(c.request.op, c.request.length if c.ok else 0) for c in handled.completions)
+        self.sim.process(self._later(cost, complete))
 
     def _push(self, ring: SplitQueue, element: Element, written: int, record: RequestRecord) -> None:
         """virtqueue_push and virtio_notify."""

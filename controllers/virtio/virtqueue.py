@@ -71,6 +71,8 @@ class Element:
 
     def read_out(self, offset: int, length: int) -> bytes:
         """Gather `length` bytes of the readable side from `offset` (iov_to_buf); fewer when the side is shorter."""
+        if self.out_sg and offset + length <= self.out_sg[0][1]:      # a header inside the first buffer
+            return self.mem.read(self.out_sg[0][0] + offset, length)
         return b"".join(self._pieces(self.out_sg, offset, length, self.mem.read))
 
     def out_views(self, offset: int, length: int) -> list[memoryview]:
@@ -98,6 +100,16 @@ class Element:
 
     def write_in(self, offset: int, data: bytes | bytearray | memoryview) -> int:
         """Scatter `data` into the writable side from `offset` (iov_from_buf); returns the bytes that fit."""
+        if isinstance(data, bytes) and self.in_sg:      # a response header or a status byte: one buffer holds it
+            addr, n = self.in_sg[0]
+            if offset + len(data) <= n:
+                self.mem.write(addr + offset, data)
+                return len(data)
+            addr, n = self.in_sg[-1]
+            start = self.in_len - n
+            if start <= offset and offset + len(data) <= start + n:
+                self.mem.write(addr + offset - start, data)
+                return len(data)
         view = memoryview(data).cast("B")
         end = min(offset + len(view), self.in_len)
         pos = 0
@@ -161,12 +173,21 @@ class SplitQueue:
         return element
 
     def _walk(self, element: Element, head: int) -> None:
-        """Collect the chain's buffers, with virtqueue_split_pop's checks in its order."""
-        table, limit, i = self.desc, self.size, head
-        in_table = False
-        entries = 0
+        """Collect the chain's buffers, with virtqueue_split_pop's and virtqueue_map_desc's checks in their order.
+
+        The ring's table lies in guest RAM (checked when the queue was enabled) and an indirect table is checked
+        before it is read, whole, so the entries need no bounds check of their own."""
+        mem = self.mem
+        ram = mem.size
+        out_sg, in_sg = element.out_sg, element.in_sg
+        ring = self.desc
+
+        def read(j: int) -> tuple[int, int, int, int]:
+            return mem.unpack(DESC_FAST, ring + j * VIRTQ_DESC_SIZE)
+
+        limit, i, entries, in_table = self.size, head, 0, False
         while True:
-            addr, length, flags, nxt = self._read_desc(table, i)
+            addr, length, flags, nxt = read(i)
             if flags & VIRTQ_DESC_F_INDIRECT:
                 if in_table:
                     raise VirtioError("Indirect descriptor inside an indirect table")
@@ -174,11 +195,21 @@ class SplitQueue:
                     raise VirtioError("Descriptor with both INDIRECT and NEXT")
                 if not length or length % VIRTQ_DESC_SIZE:
                     raise VirtioError("Invalid size for indirect buffer table")
-                if addr + length > self.mem.size:
+                if addr + length > ram:
                     raise VirtioError("Cannot map indirect buffer")
-                table, limit, i, entries, in_table = addr, length // VIRTQ_DESC_SIZE, 0, 0, True
+                read = list(DESC_FAST.iter_unpack(mem.read(addr, length))).__getitem__
+                limit, i, entries, in_table = length // VIRTQ_DESC_SIZE, 0, 0, True
                 continue
-            self._map(element, addr, length, bool(flags & VIRTQ_DESC_F_WRITE))
+            # virtqueue_map_desc: order, zero size, the per-element buffer limit, the buffer lies in RAM
+            if not flags & VIRTQ_DESC_F_WRITE and in_sg:
+                raise VirtioError("Incorrect order for descriptors")
+            if not length:
+                raise VirtioError("virtio: zero sized buffers are not allowed")
+            if len(out_sg) + len(in_sg) >= VIRTQUEUE_MAX_SIZE:
+                raise VirtioError("virtio: too many descriptors in one element")
+            if addr + length > ram:
+                raise VirtioError("virtio: bogus descriptor or out of resources")
+            (in_sg if flags & VIRTQ_DESC_F_WRITE else out_sg).append((addr, length))
             entries += 1
             if entries > limit:
                 raise VirtioError("Looped descriptor")
@@ -187,21 +218,6 @@ class SplitQueue:
             if nxt >= limit:
                 raise VirtioError(f"Desc next is {nxt}")
             i = nxt
-
-    def _read_desc(self, table: int, i: int) -> tuple[int, int, int, int]:
-        return self.mem.unpack(DESC_FAST, table + i * VIRTQ_DESC_SIZE)
-
-    def _map(self, element: Element, addr: int, length: int, writable: bool) -> None:
-        """virtqueue_map_desc: order, zero size, the per-element buffer limit, and the buffer lies in RAM."""
-        if not writable and element.in_sg:
-            raise VirtioError("Incorrect order for descriptors")
-        if not length:
-            raise VirtioError("virtio: zero sized buffers are not allowed")
-        if len(element.out_sg) + len(element.in_sg) >= VIRTQUEUE_MAX_SIZE:
-            raise VirtioError("virtio: too many descriptors in one element")
-        if addr + length > self.mem.size:
-            raise VirtioError("virtio: bogus descriptor or out of resources")
-        (element.in_sg if writable else element.out_sg).append((addr, length))
 
     # -- used ring ------------------------------------------------------------------------------------------
     def push(self, element: Element, written: int) -> None:
