@@ -347,8 +347,9 @@ class SdDriver:
         bs, step = self.disk.block_size, self._step()
         if len(data) % bs:
             raise ValueError(f"write of {len(data)} bytes is not whole {bs}-byte blocks")
+        view = memoryview(data)                     # pieces go to the driver without a copy each
         for off in range(0, len(data), step * bs):
-            piece = data[off:off + step * bs]
+            piece = view[off:off + step * bs]
             out = yield from self.command(self._rw_cdb(True, lba + off // bs, len(piece) // bs), piece, 0)
             if not out.ok:
                 return False
