@@ -24,6 +24,9 @@ from controllers.virtio.layouts import (
     F_EVENT_IDX,
     F_INDIRECT_DESC,
     F_VERSION_1,
+    LUN_FLAT,
+    LUN_MAX,
+    LUN_METHOD_SHIFT,
     PCI_ISR_OFFSET,
     SCSI_AN_REQ_FAST,
     SCSI_AN_RESP_FAST,
@@ -34,18 +37,19 @@ from controllers.virtio.layouts import (
     SCSI_CMD_RESP_SIZE,
     SCSI_CONFIG_FIELDS,
     SCSI_CONTROLQ,
+    SCSI_EVENTQ,
     SCSI_EVENT_FAST,
     SCSI_EVENT_SIZE,
-    SCSI_EVENTQ,
     SCSI_F_CHANGE,
     SCSI_F_HOTPLUG,
+    SCSI_LUN_FAST,
     SCSI_REQUESTQ,
+    SCSI_SENSE_DEFAULT_SIZE,
     SCSI_S_OK,
     SCSI_S_SIMPLE,
-    SCSI_SENSE_DEFAULT_SIZE,
-    SCSI_T_TMF,
     SCSI_TMF_REQ_FAST,
     SCSI_TMF_RESP_SIZE,
+    SCSI_T_TMF,
     bit,
 )
 
@@ -110,8 +114,10 @@ class ScsiEvent:
 
 
 def lun_field(target: int, lun: int) -> bytes:
-    """virtio_scsi_init_hdr's 8-byte LUN field."""
-    return bytes([1, target, 0x40 | lun >> 8, lun & 0xFF]) + bytes(4)
+    """virtio_scsi_init_hdr's 8-byte LUN field: the LUN in the flat address method."""
+    if not 0 <= lun <= LUN_MAX:
+        raise ValueError(f"LUN {lun} does not fit a single-level LUN (0..{LUN_MAX})")
+    return SCSI_LUN_FAST.pack(1, target, LUN_FLAT << LUN_METHOD_SHIFT | lun, bytes(4))
 
 
 def command_header(target: int, lun: int, cdb: bytes, tag: int = 0, cdb_size: int = SCSI_CDB_DEFAULT_SIZE) -> bytes:

@@ -45,6 +45,7 @@ from controllers.scsi.layouts import (
     DESIGNATOR_VENDOR_SPECIFIC,
     FLEXIBLE_DISK_PAGE,
     GENERAL_BLOCK_DESCRIPTOR,
+    GENERIC_TRANSFER_LENGTH,
     GET_LBA_STATUS,
     GET_LBA_STATUS_HEADER,
     GOOD,
@@ -253,22 +254,21 @@ class ScsiDisk:
         if op in (Op.WRITE_SAME_10, Op.WRITE_SAME_16):
             return _NONE if self._ndob(cdb) else Transfer(Direction.OUT, bs)
         if op in (Op.UNMAP, Op.MODE_SELECT_6, Op.MODE_SELECT_10):
-            n = cdb[4] if op == Op.MODE_SELECT_6 else int.from_bytes(cdb[7:9], "big")
+            n = parse(CDB_LAYOUTS[op], cdb[:size])["parameter_list_length"]
             return Transfer(Direction.OUT, n) if n else _NONE
         if op in (Op.TEST_UNIT_READY, Op.SYNCHRONIZE_CACHE_10, Op.SYNCHRONIZE_CACHE_16, *_NO_TRANSFER):
             return _NONE
-        if op == Op.FORMAT_UNIT:                    # scsi_cmd_xfer_mode: to the device, the generic length
-            return Transfer(Direction.OUT, cdb[4]) if cdb[4] else _NONE
         if op == Op.READ_CAPACITY_10:
             return Transfer(Direction.IN, 8)
         if op == Op.INQUIRY:
-            n = int.from_bytes(cdb[3:5], "big")     # SPC-3+: a 16-bit ALLOCATION LENGTH
+            n = parse(INQUIRY, cdb[:size])["allocation_length"]     # SPC-3+: 16 bits
             return Transfer(Direction.IN, n) if n else _NONE
-        # Everything else, known or not, transfers its group's generic length in (QEMU scsi_cdb_xfer): byte 4
-        # (6-byte), bytes 7-8 (10-byte), 6-9 (12-byte) or 10-13 (16-byte).
-        n = {6: cdb[4], 10: int.from_bytes(cdb[7:9], "big"), 12: int.from_bytes(cdb[6:10], "big"),
-             16: int.from_bytes(cdb[10:14], "big")}[size]
-        return Transfer(Direction.IN, n) if n else _NONE
+        # Everything else, known or not, transfers its group's generic length (QEMU scsi_cdb_xfer); FORMAT UNIT
+        # to the device (scsi_cmd_xfer_mode), the rest from it.
+        n = parse(GENERIC_TRANSFER_LENGTH[size], cdb[:size])["length"]
+        if not n:
+            return _NONE
+        return Transfer(Direction.OUT if op == Op.FORMAT_UNIT else Direction.IN, n)
 
     # -- execution -------------------------------------------------------------------------------------
     def execute(self, cdb: bytes | bytearray | memoryview, data_out: bytes | bytearray | memoryview = b"",

@@ -695,6 +695,15 @@ RESERVE_RELEASE_10 = BitStruct(
     "control" / BitsInteger(8),
 )
 
+# Where each CDB group keeps its transfer, parameter list or allocation length (SPC-4 4.2.5): what QEMU's
+# scsi_cdb_xfer reads for a command it has no rule of its own for. Keyed by CDB length.
+GENERIC_TRANSFER_LENGTH = {
+    6: BitStruct(Padding(32), "length" / BitsInteger(8)),       # byte 4
+    10: BitStruct(Padding(56), "length" / BitsInteger(16)),     # bytes 7-8
+    12: BitStruct(Padding(48), "length" / BitsInteger(32)),     # bytes 6-9
+    16: BitStruct(Padding(80), "length" / BitsInteger(32)),     # bytes 10-13
+}
+
 # Fixed-format sense data (SPC-4), 18 bytes as QEMU builds them (additional sense length 10).
 FIXED_SENSE = BitStruct(
     "valid" / Flag, "response_code" / BitsInteger(7),

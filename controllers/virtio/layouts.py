@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 
-from construct import Array, Bytes, Default, Int8ul, Int16ul, Int32ul, Int64ul, Padding, Struct
+from construct import Array, Bytes, Default, Int8ul, Int16ub, Int16ul, Int32ul, Int64ul, Padding, Struct
 
 # ----------------------------------------------------------------------------------------------------------
 # Device ids (virtio 1.2 section 5) and device status (2.1)
@@ -366,6 +366,18 @@ VIRTIO_SCSI_CONFIG = Struct(
 SCSI_CONFIG_FIELDS = _field_offsets(VIRTIO_SCSI_CONFIG)
 SCSI_CONFIG_SIZE = VIRTIO_SCSI_CONFIG.sizeof()  # 36
 
+# 5.6.6.1 the 8-byte LUN field of every request: 1, the target, a single-level LUN (SAM-5 4.7.x: its top two bits
+# are the address method, 00b peripheral or 01b flat, the low fourteen the LUN), four zero bytes.
+VIRTIO_SCSI_LUN = Struct(
+    "first" / Int8ul,
+    "target" / Int8ul,
+    "single_level" / Int16ub,
+    "rest" / Bytes(4),
+)
+LUN_METHOD_SHIFT = 14
+LUN_PERIPHERAL, LUN_FLAT = 0, 1
+LUN_MAX = (1 << LUN_METHOD_SHIFT) - 1
+
 # 5.6.6.1 struct virtio_scsi_req_cmd without T10_PI: this header, then cdb[cdb_size] (device-readable) ...
 VIRTIO_SCSI_CMD_REQ = Struct(
     "lun" / Bytes(8),                           # 1, target, single-level LUN (2 bytes), 4 zero bytes
@@ -425,6 +437,7 @@ BLK_OUTHDR_FAST = struct.Struct("<IIQ")       # type, ioprio, sector
 BLK_SEGMENT_FAST = struct.Struct("<QII")      # sector, num_sectors, flags
 U16 = struct.Struct("<H")
 U32 = struct.Struct("<I")
+SCSI_LUN_FAST = struct.Struct(">BBH4s")         # first, target, single-level LUN, rest
 SCSI_CMD_REQ_FAST = struct.Struct("<8sQBBB")  # lun, id, task_attr, prio, crn (the CDB follows)
 SCSI_CMD_RESP_FAST = struct.Struct("<IIHBB")  # sense_len, resid, status_qualifier, status, response (sense follows)
 SCSI_TMF_REQ_FAST = struct.Struct("<II8sQ")   # type, subtype, lun, id

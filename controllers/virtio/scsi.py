@@ -45,6 +45,11 @@ from controllers.virtio.layouts import (
     SCSI_CDB_DEFAULT_SIZE,
     SCSI_CDB_SIZE_LIMIT,
     SCSI_CMD_REQ_FAST,
+    SCSI_LUN_FAST,
+    LUN_FLAT,
+    LUN_MAX,
+    LUN_METHOD_SHIFT,
+    LUN_PERIPHERAL,
     SCSI_CMD_REQ_SIZE,
     SCSI_CMD_RESP_FAST,
     SCSI_CMD_RESP_SIZE,
@@ -258,12 +263,15 @@ class VirtioScsiDevice:
 
     def _lun_number(self, lun: bytes) -> int | None:
         """virtio_scsi_device_get: the LUN the 8-byte field names on this target, or None when it names no target
-        (the target then answers for a LUN it does not have)."""
-        if lun[0] != 1 or lun[1] != self.target or not (lun[2] == 0 or 0x40 <= lun[2] < 0x80):
+        (the target then answers for a LUN it does not have). QEMU takes the flat method, or the peripheral one
+        on bus 0 (a zero third byte), and ignores the last four bytes, which the spec wants zero."""
+        first, target, single_level, rest = SCSI_LUN_FAST.unpack(lun)
+        method = single_level >> LUN_METHOD_SHIFT
+        if first != 1 or target != self.target or not (method == LUN_FLAT or single_level >> 8 == LUN_PERIPHERAL):
             return None
-        if self.config.addressing == "spec" and any(lun[4:8]):
+        if self.config.addressing == "spec" and any(rest):
             return None
-        return (lun[2] << 8 | lun[3]) & 0x3FFF
+        return single_level & LUN_MAX
 
     # -- request queues ---------------------------------------------------------------------------------------------
     def _command(self, element: Element) -> Handled:

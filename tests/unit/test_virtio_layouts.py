@@ -92,3 +92,10 @@ def test_avail_ring_layout(ring, idx, event):
 ])
 def test_vring_need_event(event, new, old, expected):
     assert L.vring_need_event(event, new, old) is expected
+
+
+@given(first=st.integers(0, 255), target=st.integers(0, 255), single_level=u16, rest=st.binary(min_size=4, max_size=4))
+def test_lun_codec_matches_construct(first, target, single_level, rest):
+    built = L.VIRTIO_SCSI_LUN.build(dict(first=first, target=target, single_level=single_level, rest=rest))
+    assert built == L.SCSI_LUN_FAST.pack(first, target, single_level, rest)
+    assert tuple(L.VIRTIO_SCSI_LUN.parse(built).values())[1:] == L.SCSI_LUN_FAST.unpack(built)

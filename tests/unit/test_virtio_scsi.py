@@ -491,3 +491,6 @@ def test_device_arguments_are_checked(env):
     with pytest.raises(ValueError):
         dataclasses.replace(VirtioScsiConfig(), queue_size=2)
     assert lun_field(0, 0) == bytes.fromhex("0100400000000000")
+    assert lun_field(2, 0x1234) == bytes.fromhex("0102523400000000")     # flat space: 01b, then 14 bits
+    with pytest.raises(ValueError, match="single-level"):
+        lun_field(0, 0x4000)
