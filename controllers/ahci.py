@@ -36,7 +36,7 @@ from controllers.ata.codec import (
     unpack_cmd_header,
     unpack_h2d_fis,
 )
-from controllers.ata.device import PAGE_COMMANDS, AtaDevice, AtaRegisters, AtaResult, Protocol
+from controllers.ata.device import PAGE_COMMANDS, AtaDevice, AtaRegisters, AtaResult, Protocol, Transfer
 from controllers.ata.layouts import (
     H2D_FIS_SIZE,
     AHCI_CMD_HEADER_SIZE,
@@ -203,8 +203,16 @@ class AhciPort:
         return 0 if name is None else getattr(self, name)
 
     def write(self, reg: int, val: int) -> None:
-        """ahci_port_write."""
-        if reg == PX_CLB:
+        """ahci_port_write (the registers a driver writes per command, PxIS, PxCI and PxSACT, tested first)."""
+        if reg == PX_IS:
+            self.is_ &= ~val
+            self.hba.check_irq()
+        elif reg == PX_CI:
+            self.ci |= val
+            self.check_cmd()
+        elif reg == PX_SACT:
+            self.sact |= val                     # RW1
+        elif reg == PX_CLB:
             self.clb = val
         elif reg == PX_CLBU:
             self.clbu = val
@@ -212,9 +220,6 @@ class AhciPort:
             self.fb = val
         elif reg == PX_FBU:
             self.fbu = val
-        elif reg == PX_IS:
-            self.is_ &= ~val
-            self.hba.check_irq()
         elif reg == PX_IE:
             self.ie = val & PXIE_WRITABLE
             self.hba.check_irq()
@@ -231,11 +236,6 @@ class AhciPort:
             self.sctl = val
         elif reg == PX_SERR:
             self.serr &= ~val
-        elif reg == PX_SACT:
-            self.sact |= val                     # RW1
-        elif reg == PX_CI:
-            self.ci |= val
-            self.check_cmd()
         # PxTFD, PxSIG, PxSSTS read-only; PxSNTF, PxFBS, PxDEVSLP unimplemented (QEMU logs them)
 
     def _cond_start_engines(self) -> None:
@@ -306,17 +306,14 @@ class AhciPort:
     def _fis_on(self) -> bool:
         return self.res_fis is not None and bool(self.cmd & PXCMD_FRE)
 
-    def _fis_registers(self) -> dict:
-        """The task-file registers every device-to-host FIS carries (ahci_write_fis_d2h/_pio copy them)."""
-        return {"lba": self.lba, "device": self.select, "count": self.nsector, "status": self.status,
-                "error": self.error}
-
     def _write_fis_d2h(self, interrupt: bool) -> bool:
         """ahci_write_fis_d2h: FB+0x40, PxTFD = error << 8 | status; TFES on ERR, DHRS if I (8.2: one of them,
         never both; config.error_irq). Nothing at all while FIS receive is off."""
         if not self._fis_on():
             return False
-        self.hba.mem.write(self.res_fis + RX_FIS_RFIS, pack_d2h_fis(**self._fis_registers(), i=interrupt))
+        # the task-file registers every device-to-host FIS carries (ahci_write_fis_d2h/_pio copy them)
+        self.hba.mem.write(self.res_fis + RX_FIS_RFIS, pack_d2h_fis(
+            status=self.status, error=self.error, lba=self.lba, device=self.select, count=self.nsector, i=interrupt))
         self.tfd = self.error << 8 | self.status
         error = bool(self.status & STATUS_ERR)
         if error:
@@ -330,8 +327,8 @@ class AhciPort:
         byte count; PSS only when I is set (PIO data-in, and PIO data-out after the first DRQ block)."""
         if not self._fis_on():
             return
-        fis = pack_pio_setup_fis(**self._fis_registers(), i=interrupt, e_status=self.status,
-                                 transfer_count=length & 0xFFFF)
+        fis = pack_pio_setup_fis(status=self.status, error=self.error, lba=self.lba, device=self.select,
+                                 count=self.nsector, i=interrupt, e_status=self.status, transfer_count=length & 0xFFFF)
         self.hba.mem.write(self.res_fis + RX_FIS_PSFIS, fis)
         self.tfd = self.error << 8 | self.status
         if interrupt:
@@ -371,15 +368,17 @@ class AhciPort:
 
     def check_cmd(self) -> None:
         """check_cmd: with ST set, handle every issued slot from 0 up, unless a non-NCQ command is running."""
-        if not self.cmd & PXCMD_ST:
-            return
-        for slot in range(AHCI_SLOTS):
-            if not self.ci & (1 << slot) or not self.cmd & PXCMD_ST:
-                continue
+        slot = 0
+        while self.cmd & PXCMD_ST:
+            pending = self.ci >> slot            # the issued slots from `slot` up, as PxCI stands now
+            if not pending:
+                return
+            slot += (pending & -pending).bit_length() - 1
             if self.busy_slot is not None:
                 return                           # handle_cmd: BSY/DRQ set, retried when the command ends
             if self._handle_cmd(slot) == "stop":
                 return
+            slot += 1
 
     def _handle_cmd(self, slot: int) -> str | None:
         """handle_cmd + handle_reg_h2d_fis: fetch the header and the 0x80-byte table head, decode the CFIS."""
@@ -403,7 +402,7 @@ class AhciPort:
             return self._device_control(slot, fields["c"], fis["control"])
         regs = AtaRegisters.from_fields(fis)
         if regs.command in NCQ_COMMANDS:
-            self._process_ncq(slot, header, ctba, prdtl, regs)
+            self._process_ncq(slot, ctba, prdtl, regs)
             return None
         return self._start(slot, header, ctba, prdtl, regs)
 
@@ -440,10 +439,10 @@ class AhciPort:
                 return regions
         raise _Fault(PXIS_OFS)
 
-    def _run(self, regs: AtaRegisters, ctba: int, prdtl: int) -> tuple[AtaResult, int, int]:
-        """Plan, move the data and execute: (result, bytes transferred, extra PxIS error bits)."""
+    def _run(self, regs: AtaRegisters, transfer: Transfer, ctba: int, prdtl: int) -> tuple[AtaResult, int, int]:
+        """Move the data `transfer` (the device's plan of `regs`) asks for and execute: (result, bytes transferred,
+        extra PxIS error bits)."""
         device = self.device
-        transfer = device.plan(regs)
         try:
             regions = self._sglist(ctba, prdtl, transfer.nbytes)
         except _Fault as fault:
@@ -452,9 +451,9 @@ class AhciPort:
         views = [mem.view(a, n) for a, n in regions]   # lent to the device for this command only
         try:
             if transfer.protocol in (Protocol.PIO_OUT, Protocol.DMA_OUT, Protocol.FPDMA_OUT):
-                result = device.execute(regs, views[0] if len(views) == 1 else b"".join(views))
+                result = device.execute(regs, views[0] if len(views) == 1 else b"".join(views), transfer=transfer)
             else:
-                result = device.execute(regs, into=views or None)
+                result = device.execute(regs, into=views or None, transfer=transfer)
                 if result.ok and result.data_in:         # a page the device built (IDENTIFY, SMART)
                     scatter(result.data_in, views)
         finally:
@@ -475,24 +474,24 @@ class AhciPort:
         self.hba.mem.write_u32(header + 4, 0)   # cmd->status = 0: PRDBC counts this command's bytes
         self.busy_slot = slot
         record = self.hba.record(self.index, slot, regs.command, ncq=False)
-        result, nbytes, fault = self._run(regs, ctba, prdtl)
+        transfer = self.device.plan(regs)
+        result, nbytes, fault = self._run(regs, transfer, ctba, prdtl)
         record.nbytes = nbytes
         generation = self.generation
 
         def complete() -> str | None:
             if generation != self.generation:
                 return "stop"
-            return self._complete(slot, header, regs, result, nbytes, fault, record)
+            return self._complete(slot, header, regs, transfer, result, nbytes, fault, record)
 
         if self.hba.timing is None:
             return complete()
         self.hba.later(self._cost(result), complete)
         return "stop"
 
-    def _complete(self, slot: int, header: int, regs: AtaRegisters, result: AtaResult, nbytes: int, fault: int,
-                  record: CommandRecord) -> str | None:
+    def _complete(self, slot: int, header: int, regs: AtaRegisters, transfer: Transfer, result: AtaResult,
+                  nbytes: int, fault: int, record: CommandRecord) -> str | None:
         mem = self.hba.mem
-        transfer = self.device.plan(regs)
         mem.write_u32(header + 4, nbytes)        # ahci_commit_buf: PRDBC
         pio = transfer.protocol in (Protocol.PIO_IN, Protocol.PIO_OUT) and not fault
         if pio and (result.ok or transfer.protocol is Protocol.PIO_OUT):
@@ -584,7 +583,7 @@ class AhciPort:
         self.lba = (self.lba & ~0xFFFFFF) | (cyl & 0xFFFF) << 8 | (sec + 1) & 0xFF
 
     # -- native command queuing ------------------------------------------------------------------------
-    def _process_ncq(self, slot: int, header: int, ctba: int, prdtl: int, regs: AtaRegisters) -> None:
+    def _process_ncq(self, slot: int, ctba: int, prdtl: int, regs: AtaRegisters) -> None:
         """process_ncq_command: tag = COUNT 7:3; a tag in use is ignored; PxCI cleared and a D2H FIS with I = 0
         at once; READ/WRITE FPDMA QUEUED run, completing with a Set Device Bits FIS per tag (ncq_cb)."""
         tag = (regs.count >> 3) & 0x1F
@@ -602,7 +601,7 @@ class AhciPort:
             self.ncq_used.discard(tag)
             record.status, record.error = self.status, self.error
             return
-        result, nbytes, fault = self._run(regs, ctba, prdtl)
+        result, nbytes, fault = self._run(regs, self.device.plan(regs), ctba, prdtl)
         record.nbytes = nbytes
         generation = self.generation
 
@@ -694,6 +693,8 @@ class AhciHba:
 
     def mmio_read(self, offset: int, size: int = 4) -> int:
         """ahci_mem_read: 1/2/4/8-byte reads assembled from the 32-bit registers."""
+        if size == 4 and not offset & 3:
+            return self._read32(offset) & _U32
         if size not in (1, 2, 4, 8):
             raise ValueError(f"MMIO read size {size} is not 1, 2, 4 or 8")
         aligned = offset & ~3
@@ -727,11 +728,12 @@ class AhciHba:
 
     def check_irq(self) -> None:
         """ahci_check_irq: IS = ports with PxIS & PxIE; the line follows IS and GHC.IE."""
-        self.is_ = 0
+        is_ = 0
         for port in self.ports:
             if port.is_ & port.ie:
-                self.is_ |= 1 << port.index
-        if self.is_ and self.ghc & 2:
+                is_ |= 1 << port.index
+        self.is_ = is_
+        if is_ and self.ghc & 2:
             self.irq.raise_()
         else:
             self.irq.lower()

@@ -72,6 +72,10 @@ class Transfer(NamedTuple):
     nbytes: int
 
 
+_REGISTER_LIMITS = (("command", 0x100), ("features", 0x10000), ("lba", LBA48_LIMIT), ("count", 0x10000),
+                    ("device", 0x100), ("control", 0x100))
+
+
 @dataclass(frozen=True, slots=True)
 class AtaRegisters:
     """The command-block registers of one command, LBA48-wide, as a Register H2D FIS carries them (the fields of
@@ -85,8 +89,11 @@ class AtaRegisters:
     control: int = 0
 
     def __post_init__(self) -> None:
-        for name, limit in (("command", 0x100), ("features", 0x10000), ("lba", LBA48_LIMIT),
-                            ("count", 0x10000), ("device", 0x100), ("control", 0x100)):
+        # one chained test per command (every transport builds one); the loop only names the register that failed
+        if (0 <= self.command < 0x100 and 0 <= self.features < 0x10000 and 0 <= self.lba < LBA48_LIMIT
+                and 0 <= self.count < 0x10000 and 0 <= self.device < 0x100 and 0 <= self.control < 0x100):
+            return
+        for name, limit in _REGISTER_LIMITS:
             value = getattr(self, name)
             if not 0 <= value < limit:
                 raise ValueError(f"register {name}={value:#x} does not fit (limit {limit:#x})")
@@ -94,8 +101,9 @@ class AtaRegisters:
     @classmethod
     def from_fields(cls, fields) -> AtaRegisters:
         """From a mapping with the `layouts.TASKFILE_FIELDS` keys (a parsed ATA_TASKFILE or H2D FIS)."""
-        return cls(**{name: fields.get(name, 0) for name in ("command", "features", "lba", "count", "device",
-                                                              "control")})
+        get = fields.get
+        return cls(get("command", 0), get("features", 0), get("lba", 0), get("count", 0), get("device", 0),
+                   get("control", 0))
 
 
 @dataclass
@@ -214,13 +222,15 @@ class AtaDevice:
 
     # -- execution ---------------------------------------------------------------------------------------
     def execute(self, regs: AtaRegisters, data_out: bytes | bytearray | memoryview | None = None,
-                into: list[memoryview] | None = None) -> AtaResult:
+                into: list[memoryview] | None = None, *, transfer: Transfer | None = None) -> AtaResult:
         """Run one command. `data_out` is the data phase of a write (exactly `plan(regs).nbytes` bytes, else
         ValueError: a transport bug); it may be a view of guest RAM, used only until this returns. `into`, when
         given, holds the transport's views of guest RAM where the sectors of a read land (no copy in between;
-        `data_in` then stays empty; pages such as IDENTIFY still come back in `data_in`). Guest errors never
-        raise; they answer 0x41 with the error register."""
-        transfer = self.plan(regs)
+        `data_in` then stays empty; pages such as IDENTIFY still come back in `data_in`). `transfer` is what
+        `plan(regs)` answered the transport just before (nothing ran in between), so it is not decoded twice.
+        Guest errors never raise; they answer 0x41 with the error register."""
+        if transfer is None:
+            transfer = self.plan(regs)
         n = 0 if data_out is None else len(data_out)
         if transfer.protocol in (Protocol.PIO_OUT, Protocol.DMA_OUT, Protocol.FPDMA_OUT):
             if data_out is None or n != transfer.nbytes:
