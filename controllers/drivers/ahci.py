@@ -157,22 +157,24 @@ class AhciDriver:
         self.prd_bytes = prd_bytes
         self.timeout = timeout
         self.port: int | None = None
+        self.port_mmio: int | None = None        # ahci_port_base: ABAR offset of the port's registers
         self.clb: int | None = None
         self.fb: int | None = None
         self.identity: dict | None = None
 
     # -- registers -------------------------------------------------------------------------------------
     def rd(self, reg: int) -> int:
-        return self.hba.mmio_read(port_register(self.port, reg), 4)
+        return self.hba.mmio_read(self.port_mmio + reg, 4)
 
     def wr(self, reg: int, value: int) -> None:
-        self.hba.mmio_write(port_register(self.port, reg), value & 0xFFFFFFFF, 4)
+        self.hba.mmio_write(self.port_mmio + reg, value & 0xFFFFFFFF, 4)
 
     # -- bring-up ------------------------------------------------------------------------------------------
     def start(self, port: int = 0) -> Generator[Any, Any, bool]:
         """ahci_init_controller + ahci_port_start + ahci_start_fis_rx + ahci_start_engine: AE, CLB/FB, clear
         SERR/IS, PxIE, FRE (FR must follow), wait for DET = 3, ST (CR must follow), GHC.IE."""
         self.port = port
+        self.port_mmio = port_register(port, 0)
         self.hba.mmio_write(HBA_GHC, GHC_AE, 4)
         if self.clb is None:
             self.clb = self.mem.alloc(AHCI_CMD_LIST_SIZE, align=1024)
@@ -304,11 +306,9 @@ class AhciDriver:
             entries = [(cmd.buffer + off, min(self.prd_bytes, length - off) - 1)
                        for off in range(0, length, self.prd_bytes)]
         cmd.table = mem.alloc(AHCI_CMD_TABLE_HEADER_SIZE + len(entries) * AHCI_PRDT_ENTRY_SIZE, align=128)
-        mem.fill(cmd.table, AHCI_CMD_TABLE_HEADER_SIZE, 0)
-        mem.write(cmd.table, cmd.fis)
-        for i, (addr, dbc) in enumerate(entries):
-            mem.write(cmd.table + AHCI_CMD_TABLE_HEADER_SIZE + i * AHCI_PRDT_ENTRY_SIZE,
-                      pack_prdt_entry(dba=addr & (2**64 - 1), dbc=dbc & AHCI_PRDT_DBC_MASK))
+        # the CFIS in a zeroed 0x80-byte table header, the PRDT after it: one write
+        mem.write(cmd.table, cmd.fis.ljust(AHCI_CMD_TABLE_HEADER_SIZE, b"\0") + b"".join(
+            pack_prdt_entry(dba=addr & (2**64 - 1), dbc=dbc & AHCI_PRDT_DBC_MASK) for addr, dbc in entries))
         mem.write(self.clb + cmd.slot * AHCI_CMD_HEADER_SIZE,      # CFL = 5 dwords, W for data-out
                   pack_cmd_header(cfl=5, w=cmd.data_out is not None, prdtl=len(entries) & 0xFFFF, ctba=cmd.table))
 
@@ -316,10 +316,12 @@ class AhciDriver:
         """Build, issue (PxSACT for NCQ tags, then PxCI), wait for the interrupts, collect and clean up."""
         if self.port is None or self.clb is None:
             raise AhciDriverError("start() the port first")
+        sact = ci = 0
         for cmd in cmds:
             self._build(cmd)
-        sact = sum(1 << c.slot for c in cmds if c.ncq)
-        ci = sum(1 << c.slot for c in cmds)
+            ci += 1 << cmd.slot
+            if cmd.ncq:
+                sact += 1 << cmd.slot
         seen = 0
         timed_out = False
         try:
@@ -329,12 +331,16 @@ class AhciDriver:
             deadline = self.sim.now + self.timeout
             while True:
                 seen |= self._ack()
-                if self._done(ci, sact, seen):
+                state = self._done(ci, sact, seen)
+                if state is not None:
                     break
                 if not (yield from self.irq.wait_until(deadline)):
                     timed_out = True
                     break
-            outcomes = [self._outcome(c, seen, timed_out) for c in cmds]
+            # PxTFD, PxCI and PxSACT as _done read them (nothing ran since), after a timeout read now; and PxSERR
+            tfd, port_ci, port_sact = state or (self.rd(PX_TFD), self.rd(PX_CI), self.rd(PX_SACT))
+            regs = (tfd, self.rd(PX_SERR), port_ci, port_sact)
+            outcomes = [self._outcome(c, seen, timed_out, regs) for c in cmds]
         finally:
             for c in cmds:
                 if c.buffer is not None:
@@ -353,16 +359,20 @@ class AhciDriver:
         self.hba.mmio_write(HBA_IS, 1 << self.port, 4)
         return pis
 
-    def _done(self, ci: int, sact: int, seen: int) -> bool:
+    def _done(self, ci: int, sact: int, seen: int) -> tuple[int, int, int] | None:
+        """(PxTFD, PxCI, PxSACT) once the issued commands ended (an error interrupt, or neither BSY nor DRQ with
+        their slots and tags clear), None while they run."""
+        state = tfd, port_ci, port_sact = self.rd(PX_TFD), self.rd(PX_CI), self.rd(PX_SACT)
         if seen & (PXIS_TFES | PXIS_OFS | PXIS_HBFS):
-            return True
-        if self.rd(PX_TFD) & (STATUS_BSY | STATUS_DRQ):
-            return False
-        return not self.rd(PX_CI) & (ci & ~sact) and not self.rd(PX_SACT) & sact
+            return state
+        if tfd & (STATUS_BSY | STATUS_DRQ) or port_ci & (ci & ~sact) or port_sact & sact:
+            return None
+        return state
 
-    def _outcome(self, cmd: _Cmd, seen: int, timed_out: bool) -> AhciOutcome:
+    def _outcome(self, cmd: _Cmd, seen: int, timed_out: bool, regs: tuple[int, int, int, int]) -> AhciOutcome:
+        """One command's outcome from `regs`, PxTFD, PxSERR, PxCI and PxSACT at completion."""
         mem = self.mem
-        tfd, serr, ci, sact = self.rd(PX_TFD), self.rd(PX_SERR), self.rd(PX_CI), self.rd(PX_SACT)
+        tfd, serr, ci, sact = regs
         status, error = tfd & 0xFF, tfd >> 8 & 0xFF
         d2h = mem.read(self.fb + RX_FIS_RFIS, 20)
         pio = mem.read(self.fb + RX_FIS_PSFIS, 20)
