@@ -181,6 +181,8 @@ class IdeChannel:
     # -- port I/O ------------------------------------------------------------------------------------------
     def io_read(self, port_offset: int, size: int = 1) -> int:
         """Read a command-block (0-7) or control-block (`REG_CONTROL`) register; unmapped ports read all ones."""
+        if size == 1 and 0 <= port_offset < 8:      # a task-file byte: what a driver reads most
+            return self._reg_read(port_offset)
         _check_size(size)
         if port_offset == 0 and size > 1:
             return self._data_read(size)
@@ -195,6 +197,9 @@ class IdeChannel:
 
     def io_write(self, port_offset: int, value: int, size: int = 1) -> None:
         """Write a command-block (0-7) or control-block (`REG_CONTROL`) register; unmapped ports ignore it."""
+        if size == 1 and 0 <= port_offset < 8:      # a task-file byte: what a driver writes most
+            self._reg_write(port_offset, value & 0xFF)
+            return
         _check_size(size)
         value &= (1 << (8 * size)) - 1
         if port_offset == 0 and size > 1:
@@ -213,7 +218,9 @@ class IdeChannel:
             return (self.bm_addr >> ((offset - 4) * 8)) & ((1 << (8 * size)) - 1)
         if size != 1 or not 0 <= offset < 4:
             return (1 << (8 * size)) - 1    # piix bmdma_read: only byte accesses are decoded
-        return {0: self.bm_cmd, 2: self.bm_status}.get(offset, 0xFF)
+        if offset == 0:
+            return self.bm_cmd
+        return self.bm_status if offset == 2 else 0xFF
 
     def bm_write(self, offset: int, value: int, size: int = 1) -> None:
         """Write the bus-master registers (QEMU piix bmdma_write, bmdma_cmd_writeb, bmdma_addr_write)."""
@@ -242,16 +249,17 @@ class IdeChannel:
 
     def _alt_status(self) -> int:
         """ide_status_read: the status without acknowledging the interrupt."""
-        return 0 if self._absent() else self._active.status
+        i = self.unit_sel
+        return 0 if self.devices[i] is None else self.units[i].status
 
     def _reg_read(self, reg: int) -> int:
         """ide_ioport_read; HOB in the device control register selects the previous ("high order") bytes."""
-        u, hob = self._active, bool(self.control & CONTROL_HOB)
-        if reg == 0:
-            return 0xFF
         if reg == 7:
             self.irq.lower()        # reading status acknowledges the interrupt
             return self._alt_status()
+        if reg == 0:
+            return 0xFF
+        u, hob = self._active, bool(self.control & CONTROL_HOB)
         if reg == 1:
             return 0 if self._absent() else (u.hob_feature if hob else u.error)
         if self._no_devices():
@@ -266,27 +274,31 @@ class IdeChannel:
         """ide_ioport_write: both devices latch the value, the old one moves to the HOB byte."""
         if reg == 0:
             return
-        if reg != 7 and self._active.status & (STATUS_BSY | STATUS_DRQ):
+        units = self.units
+        if reg != 7 and units[self.unit_sel].status & (STATUS_BSY | STATUS_DRQ):
             return                  # command-block writes are ignored while busy with a command
         self.control &= ~CONTROL_HOB    # ide_clear_hob: any write clears HOB
         if reg == 7:
             self.irq.lower()
             self._exec(value)
-            return
-        for u in self.units:
-            if reg == 1:
+        elif reg == 1:
+            for u in units:
                 u.hob_feature, u.feature = u.feature, value
-            elif reg == 2:
+        elif reg == 2:
+            for u in units:
                 u.hob_nsector, u.nsector = u.nsector & 0xFF, value
-            elif reg == 3:
+        elif reg == 3:
+            for u in units:
                 u.hob_sector, u.sector = u.sector, value
-            elif reg == 4:
+        elif reg == 4:
+            for u in units:
                 u.hob_lcyl, u.lcyl = u.lcyl, value
-            elif reg == 5:
+        elif reg == 5:
+            for u in units:
                 u.hob_hcyl, u.hcyl = u.hcyl, value
-            else:
+        else:
+            for u in units:
                 u.select = value | DEVICE_OBSOLETE
-        if reg == 6:
             self.unit_sel = 1 if value & DEVICE_DEV1 else 0
 
     def _control_write(self, value: int) -> None:
@@ -390,7 +402,7 @@ class IdeChannel:
             if self.bm_status & BM_STATUS_ACTIVE:
                 self._run_dma()
         elif protocol is Protocol.NONE:
-            result = device.execute(regs)
+            result = device.execute(regs, transfer=transfer)
             self._later(self._cost(result), lambda: self._finish(i, result))
         else:                       # NCQ has no entry in PIIX's ide_cmd_table
             self._finish(i, AtaResult(STATUS_FAIL, ERROR_ABRT))
@@ -593,7 +605,7 @@ class IdeChannel:
         out = dma.transfer.protocol is Protocol.DMA_OUT
         nbytes = dma.transfer.nbytes
         if nbytes == 0:             # DSM COUNT 0: nsector == 0, the end of the transfer at once
-            result = device.execute(dma.regs, b"" if out else None)
+            result = device.execute(dma.regs, b"" if out else None, transfer=dma.transfer)
             self._later(self._cost(result), lambda: self._dma_done(i, result, 0, False), dma=True)
             return
         try:
@@ -611,9 +623,10 @@ class IdeChannel:
         views = [self.mem.view(addr, length) for addr, length in regions]   # lent for this command only
         try:
             if out:
-                result = device.execute(dma.regs, views[0] if len(views) == 1 else b"".join(views))
+                result = device.execute(dma.regs, views[0] if len(views) == 1 else b"".join(views),
+                                        transfer=dma.transfer)
             else:
-                result = device.execute(dma.regs, into=views)
+                result = device.execute(dma.regs, into=views, transfer=dma.transfer)
         finally:
             self.mem.release(views)
         self._later(self._cost(result), lambda: self._dma_done(i, result, nbytes // SECTOR_SIZE,

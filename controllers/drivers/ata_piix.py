@@ -364,10 +364,10 @@ class PiixDriver:
 
     def _wait_idle(self) -> Generator[simpy.Event, Any, int]:
         """ata_wait_idle: poll the status register until BSY and DRQ are clear (or the timeout)."""
-        return (yield from self._poll(STATUS_BSY | STATUS_DRQ))
+        return self._poll(STATUS_BSY | STATUS_DRQ)
 
     def _wait_not_busy(self) -> Generator[simpy.Event, Any, int]:
-        return (yield from self._poll(STATUS_BSY))
+        return self._poll(STATUS_BSY)
 
     def _poll(self, bits: int) -> Generator[simpy.Event, Any, int]:
         status = self._in(7)
