@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from controllers.ahci_config import AhciConfig
 from controllers.ata.codec import (
+    h2d_fis_values,
     pack_d2h_fis,
     pack_pio_setup_fis,
     pack_sdb_fis,
     prdt_regions,
     unpack_cmd_header,
-    unpack_h2d_fis,
 )
 from controllers.ata.device import PAGE_COMMANDS, AtaDevice, AtaRegisters, AtaResult, Protocol, Transfer
 from controllers.ata.layouts import (
@@ -393,14 +393,15 @@ class AhciPort:
                 self.trigger(PXIS_HBFS)          # handle_cmd: a partial map of the table -> HBFS
                 self._dropped(slot)
             return None
-        fis = unpack_h2d_fis(mem.read(ctba, H2D_FIS_SIZE))
-        if fis["fis_type"] != FIS_TYPE_REG_H2D or fis["pm_port"] or fis["reserved"]:
+        (fis_type, c, reserved, pm_port, command, features, lba, device, count, _icc, control,
+         _auxiliary) = h2d_fis_values(mem.read(ctba, H2D_FIS_SIZE))
+        if fis_type != FIS_TYPE_REG_H2D or pm_port or reserved:
             # an unhandled FIS type, or handle_reg_h2d_fis refusing a PM port or reserved bits: ignored
             self._dropped(slot)
             return None
-        if not fis["c"]:
-            return self._device_control(slot, fields["c"], fis["control"])
-        regs = AtaRegisters.from_fields(fis)
+        if not c:
+            return self._device_control(slot, fields["c"], control)
+        regs = AtaRegisters(command, features, lba, count, device, control)
         if regs.command in NCQ_COMMANDS:
             self._process_ncq(slot, ctba, prdtl, regs)
             return None

@@ -44,23 +44,21 @@ AHCI_CMD_HEADER_FAST = _CMD_HEADER
 AHCI_PRDT_ENTRY_FAST = _PRDT
 
 
+H2D_FIS_FIELDS = ("fis_type", "c", "reserved", "pm_port", "command", "features", "lba", "device", "count", "icc",
+                  "control", "auxiliary")
+
+
+def h2d_fis_values(buf, offset: int = 0) -> tuple:
+    """The fields of a 20-byte Register H2D FIS at `buf[offset:]`, in `H2D_FIS_FIELDS` order (the HBA decodes one
+    per command: no dict)."""
+    fis_type, flags, command, features_low, dw1, dw2, count, icc, control, auxiliary = _H2D.unpack_from(buf, offset)
+    return (fis_type, bool(flags & 0x80), (flags >> 4) & 0x7, flags & 0xF, command, features_low | (dw2 >> 24) << 8,
+            (dw1 & 0xFFFFFF) | (dw2 & 0xFFFFFF) << 24, dw1 >> 24, count, icc, control, auxiliary)
+
+
 def unpack_h2d_fis(buf, offset: int = 0) -> dict:
     """The fields of a 20-byte Register H2D FIS at `buf[offset:]`."""
-    fis_type, flags, command, features_low, dw1, dw2, count, icc, control, auxiliary = _H2D.unpack_from(buf, offset)
-    return {
-        "fis_type": fis_type,
-        "c": bool(flags & 0x80),
-        "reserved": (flags >> 4) & 0x7,
-        "pm_port": flags & 0xF,
-        "command": command,
-        "features": features_low | (dw2 >> 24) << 8,
-        "lba": (dw1 & 0xFFFFFF) | (dw2 & 0xFFFFFF) << 24,
-        "device": dw1 >> 24,
-        "count": count,
-        "icc": icc,
-        "control": control,
-        "auxiliary": auxiliary,
-    }
+    return dict(zip(H2D_FIS_FIELDS, h2d_fis_values(buf, offset)))
 
 
 def pack_h2d_fis(*, command: int, features: int = 0, lba: int = 0, count: int = 0, device: int = 0,

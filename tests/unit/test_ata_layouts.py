@@ -412,6 +412,7 @@ def test_h2d_fis_fast_decoder_equals_construct(tail):
     raw = b"\x27" + tail
     parsed = C.unpack_h2d_fis(raw)
     assert parsed == L.ATA_H2D_FIS.parse(raw)
+    assert C.h2d_fis_values(raw) == tuple(L.ATA_H2D_FIS.parse(raw)[name] for name in C.H2D_FIS_FIELDS)
     assert C.pack_h2d_fis(**parsed) == raw          # every bit of a H2D FIS is a field: exact round trip
 
 
