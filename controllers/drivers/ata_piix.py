@@ -129,15 +129,15 @@ class PiixDriver:
     def read(self, lba: int, count: int, dma: bool = True) -> Generator[simpy.Event, Any, AtaOutcome]:
         """Read `count` sectors in commands of at most `max_sectors` (the first failure ends the read)."""
         yield from self._ensure_identified()
-        data = bytearray()
+        pieces = []
         outcome = AtaOutcome(0, 0)
         for start, n in self._chunks(lba, count):
             outcome = yield from self.raw(self._rw_regs(start, n, write=False, dma=dma), None, n * SECTOR_SIZE,
                                           dma=dma)
             if not outcome.ok:
                 return outcome
-            data += outcome.data_in
-        outcome.data_in = bytes(data)
+            pieces.append(outcome.data_in)
+        outcome.data_in = b"".join(pieces)        # one command's data as it came, no copy
         return outcome
 
     def write(self, lba: int, data: bytes, dma: bool = True) -> Generator[simpy.Event, Any, AtaOutcome]:
