@@ -518,8 +518,8 @@ class SpyDevice(AtaDevice):
         super().__init__(*args, **kwargs)
         self.results = []
 
-    def execute(self, regs, data_out=None):
-        result = super().execute(regs, data_out)
+    def execute(self, regs, *args, **kwargs):
+        result = super().execute(regs, *args, **kwargs)
         self.results.append(result)
         return result
 
