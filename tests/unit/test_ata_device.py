@@ -253,6 +253,18 @@ def test_data_out_length_must_match_plan(tmp_path):
         run(dev, bytes(512), command=0xC8, count=1, device=LBA)
     with pytest.raises(ValueError):
         AtaRegisters(0xC8, lba=1 << 48)
+    with pytest.raises(ValueError, match="register count=0x10000"):
+        AtaRegisters(0xC8, count=0x10000)
+
+
+def test_a_plan_handed_to_execute_is_checked_and_used_as_plan_would_give_it(tmp_path):
+    dev, _ = make(tmp_path, ncq_depth=32)
+    write = AtaRegisters(0x61, features=2, lba=8, count=3 << 3, device=LBA)
+    read = AtaRegisters(0x60, features=2, lba=8, device=LBA)
+    assert dev.execute(write, pattern(2), transfer=dev.plan(write)).ok
+    assert dev.execute(read, transfer=dev.plan(read)).data_in == pattern(2)
+    with pytest.raises(ValueError):                 # the data phase is still checked against the plan
+        dev.execute(write, pattern(1), transfer=dev.plan(write))
 
 
 @pytest.mark.parametrize("discard, freed", [("unmap", True), ("ignore", False)])
