@@ -8,11 +8,11 @@ INQUIRY, READ CAPACITY(16) when the device claims more than SPC-2 (sd_try_rc16_f
 (16) fails, READ CAPACITY(10) otherwise (and (16) after it when the last LBA is FFFFFFFFh); then VPD 00h and, when
 listed, B2h (sd_read_block_provisioning, only with LBPME) and B0h (sd_read_block_limits). The provisioning mode is
 `provisioning_mode()` (sd_read_block_limits / sd_discard_mode) and the discard limits `discard_limits()`
-(sd_config_discard). Discards are cut as the block layer cuts them (bio_discard_limit: an unaligned head on its
-own, then bio_split_discard) and each piece is one command: UNMAP with one descriptor (sd_setup_unmap_cmnd), or
-WRITE SAME(16)/(10) of one zero block with UNMAP (sd_setup_write_same16_cmnd / _10_cmnd), or WRITE SAME(10)
-without UNMAP in writesame_zero mode. Reads and writes use READ/WRITE(10), or (16) above 2^32 blocks or 65535
-blocks per command (sd_setup_read_write_cmnd), cut to the transfer limit.
+(sd_config_discard). Discards become requests as the block layer makes them (blk_discard: one range per request,
+split at the limit, contiguous bios merged) and each request is one command: UNMAP with one descriptor
+(sd_setup_unmap_cmnd), or WRITE SAME(16)/(10) of one zero block with UNMAP (sd_setup_write_same16_cmnd / _10_cmnd),
+or WRITE SAME(10) without UNMAP in writesame_zero mode. Reads and writes use READ/WRITE(10), or (16) above 2^32
+blocks or 65535 blocks per command (sd_setup_read_write_cmnd), cut to the transfer limit.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from controllers.drivers.virtio_blk import split_discard
+from controllers.drivers import blk_discard
 from controllers.scsi import sense as S
 from controllers.scsi.layouts import (
     BLOCK_LIMITS,
@@ -88,7 +88,7 @@ class SdError(Exception):
 
 @dataclass(frozen=True)
 class BlockLimits:
-    """The Block Limits VPD page fields sd reads (page length 3Ch)."""
+    """The Block Limits VPD page fields sd reads (from a page of at least 64 bytes)."""
 
     max_xfer_blocks: int
     max_unmap_lba_count: int
@@ -155,22 +155,6 @@ def discard_limits(mode: ProvisioningMode, block_size: int, physical_block_size:
         return DiscardLimits(0, granularity, alignment)
     limit = max_unmap if mode is ProvisioningMode.UNMAP else lim.max_ws_blocks
     return DiscardLimits(min(limit, cap) if limit else cap, granularity, alignment)
-
-
-def split_discard_range(sector: int, count: int, max_sectors: int, granularity: int,
-                        alignment: int = 0) -> list[tuple[int, int]]:
-    """__blkdev_issue_discard + bio_split_discard in 512-byte sectors: a head up to the next granularity boundary
-    is a bio of its own (bio_discard_limit), the rest is split at max_sectors with split points on the
-    granularity (shifted by the alignment)."""
-    granularity = max(granularity, 1)
-    pieces = []
-    head = -sector % granularity
-    if head and count > head:
-        pieces.append((sector, head))
-        sector, count = sector + head, count - head
-    shift = alignment % granularity
-    pieces += [(s + shift, n) for s, n in split_discard(sector - shift, count, max_sectors, granularity)]
-    return pieces
 
 
 # The READ/WRITE(10) and (16) CDBs sd sends with no flags, as struct codecs for the per-request path (equal to
@@ -310,7 +294,8 @@ class SdDriver:
 
     def _vpd_b0(self) -> Generator[Any, Any, BlockLimits | None]:
         data = yield from self._vpd(0xB0)
-        if data is None or parse(VPD_HEADER, data[:4])["page_length"] != BLOCK_LIMITS_LEN - 4 or len(data) < 44:
+        # sd_read_block_limits takes the limits and the discard mode from a page of at least 64 bytes
+        if data is None or len(data) < 4 or min(len(data), parse(VPD_HEADER, data[:4])["page_length"] + 4) < 64:
             return None
         b0 = parse(BLOCK_LIMITS, data[4:BLOCK_LIMITS_LEN].ljust(BLOCK_LIMITS_LEN - 4, b"\0"))
         return BlockLimits(b0["maximum_transfer_length"], b0["maximum_unmap_lba_count"],
@@ -367,19 +352,19 @@ class SdDriver:
         if not d.discard.max_blocks:
             return []
         per_block = d.block_size // SECTOR
-        max_sectors = d.discard.max_blocks * per_block
-        out = []
+        limits = blk_discard.DiscardLimits(d.discard.max_blocks * per_block, max(d.discard.granularity // SECTOR, 1),
+                                           d.discard.alignment // SECTOR, logical_block=d.block_size)
         for sector, count in ranges:
             if sector % per_block or count % per_block:
                 raise ValueError(f"discard {sector}+{count} is not whole {d.block_size}-byte blocks")
-            for start, n in split_discard_range(sector, count, max_sectors, d.discard.granularity // SECTOR,
-                                                d.discard.alignment // SECTOR):
-                lba, blocks = start // per_block, n // per_block
-                if d.mode is ProvisioningMode.UNMAP:
-                    out.append(unmap_command(lba, blocks))
-                else:
-                    out.append(write_same_command(lba, blocks, d.block_size, sixteen=d.mode is ProvisioningMode.WS16,
-                                                  unmap=d.mode is not ProvisioningMode.ZERO))
+        out = []
+        for [(start, n)] in blk_discard.discard_requests(ranges, limits):     # one range per request (sd)
+            lba, blocks = start // per_block, n // per_block
+            if d.mode is ProvisioningMode.UNMAP:
+                out.append(unmap_command(lba, blocks))
+            else:
+                out.append(write_same_command(lba, blocks, d.block_size, sixteen=d.mode is ProvisioningMode.WS16,
+                                              unmap=d.mode is not ProvisioningMode.ZERO))
         return out
 
     def discard(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, list[CommandOutcome]]:

@@ -1,13 +1,13 @@
-"""A guest virtio-blk driver modelled on Linux drivers/block/virtio_blk.c (5.0 and later) over VirtioPciDriver.
+"""A guest virtio-blk driver modelled on Linux 6.1 drivers/block/virtio_blk.c over VirtioPciDriver.
 
 Requests are laid out as Linux's virtblk_add_req does: the 16-byte header (device-readable), the data (readable
 for writes and discard / write-zeroes payloads, writable for reads and GET_ID), and the status byte
-(device-writable) last. Discards are sent only when DISCARD was negotiated, cut as the block layer cuts them
-(bio_split_discard: at most max_discard_sectors, pieces ending on the discard granularity) and packed, in order,
-into requests of at most min(max_discard_seg, 256) segments (virtblk_probe: MAX_DISCARD_SEGMENTS). Zero writes
-go as WRITE_ZEROES with the UNMAP flag unless the caller passes unmap=False (REQ_NOUNMAP), one segment of at most
-max_write_zeroes_sectors per request; without WRITE_ZEROES they become writes of zero pages
-(__blkdev_issue_zero_pages), as Linux falls back.
+(device-writable) last. Discards are sent only when DISCARD was negotiated, as the block layer makes requests of
+them (blk_discard: split at max_discard_sectors on the granularity, unsplit bios merged up to max_discard_seg
+segments, which virtblk_probe takes from the device, else seg_max, at most MAX_DISCARD_SEGMENTS), one segment per
+bio. Zero writes go as WRITE_ZEROES with the UNMAP flag unless the caller passes unmap=False (REQ_NOUNMAP), one
+segment of at most max_write_zeroes_sectors (and what one bio carries) per request; without WRITE_ZEROES they
+become writes of zero pages (__blkdev_issue_zero_pages), as Linux falls back.
 
 `raw()` sends a header and buffers of the caller's own (any type, any sector, any payload), which is what tests
 and `emu replay` use to hand the device bytes a real driver would never produce.
@@ -19,6 +19,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from controllers.drivers.blk_discard import DiscardLimits, bio_allowed_max_sectors, discard_requests
 from controllers.drivers.virtio_pci import ChainOutcome, VirtioPciDriver
 from controllers.virtio.layouts import (
     BLK_CONFIG_FIELDS,
@@ -60,7 +61,6 @@ LINUX_FEATURES = (bit(BLK_F_SEG_MAX) | bit(BLK_F_GEOMETRY) | bit(BLK_F_RO) | bit
                   | bit(BLK_F_WRITE_ZEROES) | bit(F_INDIRECT_DESC) | bit(F_EVENT_IDX) | bit(F_VERSION_1))
 MAX_DISCARD_SEGMENTS = 256              # virtio_blk.c
 UINT_MAX_SECTORS = 0xFFFFFFFF           # the limit Linux uses when the device reports 0
-BIO_ALLOWED_MAX_SECTORS = (0xFFFFFFFF // SECTOR_SIZE * SECTOR_SIZE) >> 9   # bio_allowed_max_sectors, 512-byte blocks
 ZERO_PAGES_BYTES = 1 << 20              # __blkdev_issue_zero_pages: bios of at most BIO_MAX_VECS (256) pages
 
 
@@ -99,27 +99,6 @@ class BlkLimits:
     max_write_zeroes_sectors: int
     write_zeroes_may_unmap: bool
     writeback: bool
-
-
-def split_discard(sector: int, count: int, max_sectors: int, granularity: int) -> list[tuple[int, int]]:
-    """bio_split_discard: pieces of at most max_sectors (rounded down to the granularity), each split made to end
-    on a granularity boundary when it can."""
-    granularity = max(granularity, 1)
-    max_sectors = min(max_sectors, BIO_ALLOWED_MAX_SECTORS)
-    max_sectors -= max_sectors % granularity
-    if not max_sectors:
-        raise ValueError("discard limit smaller than the granularity")
-    pieces = []
-    while count > max_sectors:
-        split = max_sectors
-        misalign = (sector + split) % granularity
-        if split > misalign:
-            split -= misalign
-        pieces.append((sector, split))
-        sector, count = sector + split, count - split
-    if count:
-        pieces.append((sector, count))
-    return pieces
 
 
 def segment(sector: int, num_sectors: int, flags: int = 0) -> bytes:
@@ -167,14 +146,15 @@ class VirtioBlkDriver:
         discard = self.has(BLK_F_DISCARD)
         zeroes = self.has(BLK_F_WRITE_ZEROES)
         alignment = self._cfg("discard_sector_alignment") if discard else 0
+        seg_max = self._cfg("seg_max") if self.has(BLK_F_SEG_MAX) else 1
         return BlkLimits(
             capacity=self._cfg("capacity"),
             blk_size=blk_size,
-            seg_max=self._cfg("seg_max") if self.has(BLK_F_SEG_MAX) else 1,
+            seg_max=seg_max,
             num_queues=self._cfg("num_queues") if self.has(BLK_F_MQ) else 1,
             max_discard_sectors=(self._cfg("max_discard_sectors") or UINT_MAX_SECTORS) if discard else 0,
-            max_discard_seg=min(self._cfg("max_discard_seg") or MAX_DISCARD_SEGMENTS, MAX_DISCARD_SEGMENTS)
-            if discard else 0,
+            # "max_discard_seg == 0 is out of spec but we always handled it": sg_elems instead
+            max_discard_seg=min(self._cfg("max_discard_seg") or seg_max or 1, MAX_DISCARD_SEGMENTS) if discard else 0,
             discard_granularity=alignment or blk_size // SECTOR_SIZE,
             max_write_zeroes_sectors=(self._cfg("max_write_zeroes_sectors") or UINT_MAX_SECTORS) if zeroes else 0,
             write_zeroes_may_unmap=bool(self._cfg("write_zeroes_may_unmap")) if zeroes else False,
@@ -213,11 +193,11 @@ class VirtioBlkDriver:
         if not self.has(BLK_F_DISCARD):
             return []
         lim = self.limits
-        pieces = [p for sector, count in ranges if count
-                  for p in split_discard(sector, count, lim.max_discard_sectors, lim.discard_granularity)]
+        limits = DiscardLimits(lim.max_discard_sectors, lim.discard_granularity, max_segments=lim.max_discard_seg,
+                               logical_block=lim.blk_size)
         outcomes = []
-        for i in range(0, len(pieces), lim.max_discard_seg):
-            payload = b"".join(segment(s, n) for s, n in pieces[i:i + lim.max_discard_seg])
+        for request in discard_requests(ranges, limits):
+            payload = b"".join(segment(s, n) for s, n in request)      # one segment per bio (virtblk_setup_discard_...)
             outcome = yield from self.raw(header(BLK_T_DISCARD), [payload], 0, queue=queue)
             outcomes.append(outcome)
             if not outcome.ok:
@@ -231,7 +211,8 @@ class VirtioBlkDriver:
         outcomes = []
         if self.has(BLK_F_WRITE_ZEROES):
             flags = BLK_WRITE_ZEROES_FLAG_UNMAP if unmap else 0
-            step = self.limits.max_write_zeroes_sectors
+            # a bio carries at most UINT_MAX bytes (bio_write_zeroes_limit since 6.10; 6.1's shift overflows instead)
+            step = min(self.limits.max_write_zeroes_sectors, bio_allowed_max_sectors(self.limits.blk_size))
             requests = [(header(BLK_T_WRITE_ZEROES), [segment(s, min(step, sector + count - s), flags)])
                         for s in range(sector, sector + count, step)]
         else:

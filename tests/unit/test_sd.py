@@ -25,7 +25,6 @@ from controllers.drivers.sd import (
     SdError,
     discard_limits,
     provisioning_mode,
-    split_discard_range,
     unmap_command,
     write_same_command,
 )
@@ -76,13 +75,6 @@ def test_discard_limits_caps_and_granularity():
     assert discard_limits(M.WS10, 512, 512, big).max_blocks == 0xFFFF
     assert discard_limits(M.UNMAP, 4096, 4096, dataclasses.replace(LIMITS, max_unmap_lba_count=1 << 30)
                           ).max_blocks == 0x7FFFFF
-
-
-def test_split_discard_range_head_then_limit_pieces():
-    assert split_discard_range(0, 100, 40, 8) == [(0, 40), (40, 40), (80, 20)]
-    assert split_discard_range(3, 100, 40, 8) == [(3, 5), (8, 40), (48, 40), (88, 15)]    # head bio of its own
-    assert split_discard_range(3, 4, 40, 8) == [(3, 4)]
-    assert split_discard_range(0, 100, 40, 8, alignment=2) == [(0, 34), (34, 40), (74, 26)]   # ends on 8k + 2
 
 
 def test_command_bytes():
@@ -155,6 +147,16 @@ def test_discard_commands_follow_the_mode_and_limits(tmp_path, profile, fields, 
     commands = env.sd.discard_commands([(8, 5000)])
     assert [c[0][0] for c in commands] == [opcode] * count
     assert all(o.ok for o in run(env, env.sd.discard([(8, 5000)])))
+    close_scsi(env)
+
+
+def test_contiguous_discards_merge_into_one_command_up_to_the_limit(tmp_path):
+    env = sd_env(tmp_path, "qemu-7.2", max_unmap_bytes=2048 * 512)
+    commands = env.sd.discard_commands([(3, 5), (8, 100), (108, 2000), (5000, 8)])   # granularity 8 sectors
+    descriptors = [struct.unpack_from(">QI", data, 8) for _cdb, data in commands]
+    # 3+5 and 8+100 merge (a head bio and the next), so does the head of 108+2000 (108..111); the rest of it
+    # would pass 2048 blocks and starts a command of its own; then a gap
+    assert descriptors == [(3, 109), (112, 1996), (5000, 8)]
     close_scsi(env)
 
 

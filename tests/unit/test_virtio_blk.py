@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from controllers.drivers.virtio_blk import LINUX_FEATURES, header, segment, split_discard
+from controllers.drivers.virtio_blk import LINUX_FEATURES, header, segment
 from controllers.virtio import layouts as L
 from controllers.virtio.blk import VirtioBlkConfig
 from controllers.virtio.pci import VirtioPciConfig
@@ -265,21 +265,20 @@ def test_strict_profile(tmp_path):
     close(env)
 
 
-# -- Linux's discard splitting -------------------------------------------------------------------------------------
+# -- Linux's discard requests ---------------------------------------------------------------------------------------
 
-def test_split_discard_follows_bio_split_discard():
-    assert split_discard(0, 100, 40, 1) == [(0, 40), (40, 40), (80, 20)]
-    assert split_discard(3, 100, 40, 8) == [(3, 37), (40, 40), (80, 23)]      # splits end on the granularity
-    assert split_discard(0, 10, 4194303, 8) == [(0, 10)]
-
-
-@pytest.mark.parametrize("profile, requests", [("qemu-7.2", 5), ("strict", 1)])
-def test_linux_packs_discard_pieces_into_requests_of_max_discard_seg(tmp_path, profile, requests):
+@pytest.mark.parametrize("profile, ranges, segments", [
+    ("qemu-7.2", [(0, 4), (100, 4), (200, 4)], [1, 1, 1]),        # QEMU offers one segment per request
+    ("strict", [(0, 4), (100, 4), (200, 4)], [3]),                # three bios merge into one request
+    ("strict", [(0, 8), (100, 8), (200, 8)], [2, 1]),             # ... up to max_discard_sectors in total
+    ("strict", [(0, 48)], [1, 1, 1]),                             # split pieces never merge
+])
+def test_linux_sends_discard_requests_as_its_block_layer_makes_them(tmp_path, profile, ranges, segments):
     config = dataclasses.replace(virtio_blk_config(profile, SECTORS), max_discard_sectors=16)
     env = make_virtio_blk(tmp_path, config=config, pci=virtio_pci_config(profile))
-    outs = run(env, env.drv.discard([(0, 48), (100, 20)]))    # pieces 16+16+16 and 16+4
-    assert len(outs) == requests and all(o.ok for o in outs)
-    assert len(env.transport.records) == requests
+    outs = run(env, env.drv.discard(ranges))
+    assert all(o.ok for o in outs)
+    assert [len(r.requests) for r in env.transport.records] == segments     # one block-layer request per segment
     close(env)
 
 
