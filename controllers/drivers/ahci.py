@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from controllers.ata.codec import pack_cmd_header, pack_h2d_fis, pack_prdt_entry
 from controllers.ata.device import AtaRegisters
-from controllers.ata.dsm import encode_entries, split_ranges
 from controllers.ata.identify import parse_identify
 from controllers.ata.layouts import (
     AHCI_CMD_HEADER_SIZE,
@@ -28,8 +27,6 @@ from controllers.ata.layouts import (
     AHCI_PRDT_ENTRY_SIZE,
     AHCI_RX_FIS_SIZE,
     DEVICE_LBA,
-    DSM_ENTRIES_PER_BLOCK,
-    DSM_TRIM,
     FIS_TYPE_REG_D2H,
     FIS_TYPE_REG_H2D,
     GHC_AE,
@@ -73,7 +70,7 @@ from controllers.ata.layouts import (
     AtaCommand,
     port_register,
 )
-from controllers.drivers.libata import lba_28_ok
+from controllers.drivers.libata import Translated, discard_write_sames, lba_28_ok, write_same_to_dsm
 
 if TYPE_CHECKING:
     from controllers.ahci import AhciHba
@@ -235,20 +232,19 @@ class AhciDriver:
         return (yield from self.raw(AtaRegisters(C.FLUSH_CACHE_EXT, device=DEVICE_LBA), None, 0))
 
     def trim(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, list[AhciOutcome]]:
-        """DSM TRIM by DMA, one 512-byte block (64 range entries) per command, as libata's WRITE SAME(16)
-        translation sends it (ata_scsi_write_same_xlat); stops at the first failing command. Nothing is sent when
-        IDENTIFY does not advertise TRIM (sd leaves provisioning off)."""
+        """Discard (lba, count) ranges as Linux does over libata: the block layer's requests, each a WRITE
+        SAME(16) that libata translates into one DSM TRIM with one 512-byte block of entries
+        (ata_scsi_write_same_xlat), sent by DMA; stops at the first failing command. Nothing is sent when IDENTIFY
+        does not advertise TRIM (sd leaves provisioning off)."""
         if self.identity is None:
             yield from self.identify()
         outcomes: list[AhciOutcome] = []
         if not self.identity or not self.identity["trim"]:
             return outcomes
-        entries = split_ranges(ranges)
-        for i in range(0, len(entries), DSM_ENTRIES_PER_BLOCK):
-            payload = encode_entries(entries[i:i + DSM_ENTRIES_PER_BLOCK])
-            regs = AtaRegisters(C.DATA_SET_MANAGEMENT, features=DSM_TRIM, count=len(payload) // SECTOR_SIZE,
-                                device=DEVICE_LBA)
-            out = yield from self.raw(regs, payload, 0)
+        for start, n in discard_write_sames(ranges):
+            cmd = write_same_to_dsm(start, n)
+            assert isinstance(cmd, Translated)          # the requests are within libata's limit
+            out = yield from self.raw(cmd.registers, cmd.payload, 0)
             outcomes.append(out)
             if not out.ok:
                 break

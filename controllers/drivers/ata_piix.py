@@ -41,7 +41,13 @@ from controllers.ata.layouts import (
     STATUS_ERR,
     AtaCommand,
 )
-from controllers.drivers.libata import ATA_MAX_SECTORS, Translated, lba_28_ok, split_discard, write_same_to_dsm
+from controllers.drivers.libata import (
+    ATA_MAX_SECTORS,
+    Translated,
+    discard_write_sames,
+    lba_28_ok,
+    write_same_to_dsm,
+)
 from controllers.ide import REG_CONTROL
 
 if TYPE_CHECKING:
@@ -162,21 +168,17 @@ class PiixDriver:
         return (yield from self.raw(AtaRegisters(command, device=DEVICE_OBSOLETE), None, 0, dma=False))
 
     def trim(self, ranges) -> Generator[simpy.Event, Any, list[AtaOutcome]]:
-        """Discard (lba, count) ranges as Linux does over libata: each range is cut into WRITE SAME(16)
-        pieces, each translated into one DSM TRIM with one 512-byte block of entries, sent by DMA. Nothing is
-        sent when IDENTIFY does not advertise TRIM (sd leaves provisioning off). One outcome per DSM."""
+        """Discard (lba, count) ranges as Linux does over libata: the block layer's requests, each a WRITE
+        SAME(16) that libata translates into one DSM TRIM with one 512-byte block of entries, sent by DMA.
+        Nothing is sent when IDENTIFY does not advertise TRIM (sd leaves provisioning off). One outcome per DSM."""
         yield from self._ensure_identified()
         outcomes: list[AtaOutcome] = []
         if not self.info or not self.info["trim"]:
             return outcomes
-        for lba, count in ranges:
-            for start, n in split_discard(lba, count):
-                cmd = write_same_to_dsm(start, n, has_trim=True, dma=True)
-                if not isinstance(cmd, Translated):
-                    continue
-                regs = AtaRegisters(cmd.registers.command, features=cmd.registers.features,
-                                    count=cmd.registers.count, device=DEVICE_OBSOLETE)
-                outcomes.append((yield from self.raw(regs, cmd.payload, 0, dma=True)))
+        for start, n in discard_write_sames(ranges):
+            cmd = write_same_to_dsm(start, n)
+            assert isinstance(cmd, Translated)          # the requests are within libata's limit
+            outcomes.append((yield from self.raw(cmd.registers, cmd.payload, 0, dma=True)))
         return outcomes
 
     # -- one command, byte-exact -----------------------------------------------------------------------------

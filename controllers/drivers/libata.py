@@ -4,24 +4,36 @@ When a read or write may use 28-bit addressing (`lba_28_ok`), and how a Linux gu
 its SCSI layer, as libata's SCSI-ATA translation does it.
 
 sd sees a libata disk that reports logical block provisioning with WRITE SAME(16) (provisioning mode
-writesame_16). The block layer cuts a discard into WRITE SAME(16) commands with the UNMAP bit of at most
-the "maximum write same length" libata reports in its Block Limits VPD page, 65535 x ATA_MAX_TRIM_RNUM
-blocks, and libata translates each into one DATA SET MANAGEMENT TRIM carrying one 512-byte block of range
-entries (drivers/ata/libata-scsi.c ata_scsi_write_same_xlat and ata_format_dsm_trim_descr). Those limits,
-not the disk's, decide what a real Linux guest sends; the guest driver models use this module.
+writesame_16, granularity one 512-byte block: ata_scsiop_inq_b0). The block layer makes requests of a discard
+(blk_discard) of at most the "maximum write same length" libata reports in its Block Limits VPD page,
+65535 x ATA_MAX_TRIM_RNUM blocks; sd sends each as one WRITE SAME(16) with the UNMAP bit, and libata translates it
+into one DATA SET MANAGEMENT TRIM carrying one 512-byte block of range entries (drivers/ata/libata-scsi.c
+ata_scsi_write_same_xlat and ata_format_dsm_trim_descr). Those limits, not the disk's, decide what a real Linux
+guest sends; the guest driver models use this module.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from collections.abc import Sequence
+
 from controllers.ata.device import AtaRegisters
-from controllers.ata.dsm import encode_entries, pieces
-from controllers.ata.layouts import DSM_MAX_RANGE_SECTORS, DSM_TRIM, LBA28_LIMIT, SECTOR_SIZE, AtaCommand
+from controllers.ata.dsm import encode_entries
+from controllers.ata.layouts import (
+    DEVICE_OBSOLETE,
+    DSM_MAX_RANGE_SECTORS,
+    DSM_TRIM,
+    LBA28_LIMIT,
+    SECTOR_SIZE,
+    AtaCommand,
+)
+from controllers.drivers.blk_discard import DiscardLimits, discard_requests
 
 ATA_MAX_TRIM_RNUM = 64                         # range entries in the one 512-byte block libata sends
 MAX_WRITE_SAME_BLOCKS = DSM_MAX_RANGE_SECTORS * ATA_MAX_TRIM_RNUM   # VPD B0 maximum write same length
-DEVICE_LBA = 0x40
+# sd_config_discard(writesame_16) over libata's B0 page: that length, one-block granularity, one range per request
+DISCARD_LIMITS = DiscardLimits(MAX_WRITE_SAME_BLOCKS)
 ATA_MAX_SECTORS = 256                          # the most sectors an LBA28 command moves (libata ATA_MAX_SECTORS)
 
 
@@ -53,10 +65,9 @@ class Refused:
     ascq: int = 0
 
 
-def split_discard(lba: int, sectors: int) -> list[tuple[int, int]]:
-    """The WRITE SAME(16) commands the block layer makes of one discard: pieces of at most the maximum
-    write same length (blk-lib's __blkdev_issue_discard splits at max_discard_sectors)."""
-    return pieces(lba, sectors, MAX_WRITE_SAME_BLOCKS)
+def discard_write_sames(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The (lba, blocks) of every WRITE SAME(16) sd sends for discarding `ranges`: one per block-layer request."""
+    return [request[0] for request in discard_requests(ranges, DISCARD_LIMITS)]
 
 
 def trim_entries(lba: int, n_block: int) -> list[tuple[int, int]]:
@@ -75,12 +86,13 @@ def trim_entries(lba: int, n_block: int) -> list[tuple[int, int]]:
 def write_same_to_dsm(lba: int, n_block: int, *, unmap: bool = True, has_trim: bool = True,
                       dma: bool = True) -> Translated | Refused:
     """ata_scsi_write_same_xlat for a 512-byte-sector disk without queued TRIM (QEMU never advertises
-    SEND FPDMA QUEUED DSM): DSM with FEATURE = TRIM and COUNT = 1 block of range entries."""
+    SEND FPDMA QUEUED DSM): DSM with FEATURE = TRIM and COUNT = 1 block of range entries; the device register
+    keeps ata_tf_init's ATA_DEVICE_OBS (A0h), as the translation never sets it."""
     if not dma:
         return Refused(ILLEGAL_REQUEST, ASC_INVALID_OPCODE)
     if not unmap or not has_trim or n_block > MAX_WRITE_SAME_BLOCKS:
         return Refused(ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB)
     payload = encode_entries(trim_entries(lba, n_block))    # one 512-byte block, zero-padded
     registers = AtaRegisters(command=AtaCommand.DATA_SET_MANAGEMENT, features=DSM_TRIM,
-                             count=len(payload) // SECTOR_SIZE, device=DEVICE_LBA)
+                             count=len(payload) // SECTOR_SIZE, device=DEVICE_OBSOLETE)
     return Translated(registers, payload)

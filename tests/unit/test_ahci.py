@@ -285,12 +285,16 @@ def test_trim_reclaims_host_space_only_with_unmap(tmp_path, fmt, discard):
         assert read.data_in == data[:128 * KiB]
 
 
-def test_trim_many_ranges_splits_into_blocks(tmp_path):
-    env = make(tmp_path)
-    ranges = [(i * 16, 8) for i in range(100)]                   # 100 entries: two DSM commands
+@pytest.mark.parametrize("ranges, dsm_commands", [
+    ([(i * 16, 8) for i in range(5)], 5),                       # separate ranges: a request, so a DSM, each
+    ([(0, 8), (8, 8), (16, 8)], 1),                             # contiguous ones merge into one WRITE SAME(16)
+    ([(0, 70 * 65535)], 2),                                     # 64 entries of 65535 sectors fill one DSM
+])
+def test_trim_sends_one_dsm_per_block_layer_request(tmp_path, ranges, dsm_commands):
+    env = make(tmp_path, size=3 << 30)                          # sparse: room for a 2 GiB DSM
     outs = run(env, env.drv.trim(ranges))
-    assert len(outs) == 2 and all(o.ok for o in outs)
-    assert [r.command for r in env.hba.records[-2:]] == [0x06, 0x06]
+    assert len(outs) == dsm_commands and all(o.ok for o in outs)
+    assert [r.command for r in env.hba.records[-dsm_commands:]] == [0x06] * dsm_commands
 
 
 # -- errors ----------------------------------------------------------------------------------------------

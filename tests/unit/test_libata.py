@@ -13,7 +13,7 @@ from controllers.ata.config import AtaConfig
 from controllers.ata.device import AtaDevice
 from controllers.ata.dsm import decode_entries, decode_ranges
 from controllers.drivers.libata import (lba_28_ok, ASC_INVALID_FIELD_IN_CDB, ASC_INVALID_OPCODE, MAX_WRITE_SAME_BLOCKS,
-                                             Refused, Translated, split_discard, trim_entries,
+                                             Refused, Translated, discard_write_sames, trim_entries,
                                              write_same_to_dsm)
 from emu.block import Drive, DriveOptions
 from images import create_image, open_image
@@ -26,15 +26,23 @@ def test_the_maximum_write_same_length_is_64_entries_of_65535_sectors():
 
 
 def test_a_large_discard_becomes_write_same_pieces_of_the_maximum_length():
-    pieces = split_discard(100, 2 * MAX_WRITE_SAME_BLOCKS + 7)
+    pieces = discard_write_sames([(100, 2 * MAX_WRITE_SAME_BLOCKS + 7)])
     assert pieces == [(100, MAX_WRITE_SAME_BLOCKS), (100 + MAX_WRITE_SAME_BLOCKS, MAX_WRITE_SAME_BLOCKS),
                       (100 + 2 * MAX_WRITE_SAME_BLOCKS, 7)]
+
+
+def test_contiguous_discards_share_one_write_same_and_separate_ones_do_not():
+    assert discard_write_sames([(0, 8), (8, 8), (100, 8)]) == [(0, 16), (100, 8)]
+    # one DSM per WRITE SAME: entries of different requests never share a block
+    assert [len(decode_ranges(write_same_to_dsm(lba, n).payload)) for lba, n in
+            discard_write_sames([(0, 8), (100, 8)])] == [1, 1]
 
 
 def test_one_write_same_becomes_one_dsm_with_one_block_of_entries():
     done = write_same_to_dsm(1000, 65535 * 2 + 10)
     assert isinstance(done, Translated)
     assert (done.registers.command, done.registers.features, done.registers.count) == (0x06, 0x01, 1)
+    assert done.registers.device == 0xA0                # ata_tf_init's ATA_DEVICE_OBS, never changed
     assert len(done.payload) == 512
     assert decode_ranges(done.payload) == [(1000, 65535), (1000 + 65535, 65535), (1000 + 2 * 65535, 10)]
 
@@ -66,7 +74,7 @@ def test_a_guest_discard_through_libata_and_the_device_reclaims_host_space(tmp_p
     device = AtaDevice(drive, AtaConfig(capacity_sectors=64 * MiB // 512))
     assert drive.write(0, b"\x01" * (16 * MiB)).ok and drive.flush().ok
     before = os.stat(path).st_blocks * 512
-    for lba, n in split_discard(0, 16 * MiB // 512):
+    for lba, n in discard_write_sames([(0, 16 * MiB // 512)]):
         done = write_same_to_dsm(lba, n)
         result = device.execute(done.registers, done.payload)
         assert result.ok, result
