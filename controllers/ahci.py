@@ -1,6 +1,6 @@
 """An AHCI HBA as QEMU's ich9-ahci (hw/ide/ahci.c) behaves: HBA memory, command lists, FISes, NCQ.
 
-How completions and errors are reported changed in QEMU 8.1/8.2; `AhciConfig` (controllers/ahci_config.py) holds
+How completions and errors are reported changed in QEMU 8.2; `AhciConfig` (controllers/ahci_config.py) holds
 those choices, defaulting to 8.2, which follows AHCI 1.3.1; profiles give 7.2's.
 
 The HBA only moves registers, FISes and bytes; what a command means is `AtaDevice`'s business
@@ -355,14 +355,14 @@ class AhciPort:
 
     # -- command issue ---------------------------------------------------------------------------------
     def _clear_ci(self, slot: int) -> None:
-        """A command of `slot` ended: ahci_clear_cmd_issue (8.1+: only without ERR, BSY and DRQ), or 7.2's
+        """A command of `slot` ended: ahci_clear_cmd_issue (8.2: only without ERR, BSY and DRQ), or 7.2's
         check_cmd, which cleared every slot it handled (config.pxci_rule)."""
         if self.hba.config.pxci_rule == "after-handling" or not self.status & (STATUS_ERR | STATUS_BSY | STATUS_DRQ):
             self.ci &= ~(1 << slot)
 
     def _dropped(self, slot: int) -> None:
         """`slot` was handled without completing a command (a FIS the HBA ignored, a reset FIS, a queued tag in use):
-        8.1+ leaves its PxCI bit set; 7.2's check_cmd cleared it all the same."""
+        8.2 leaves its PxCI bit set; 7.2's check_cmd cleared it all the same."""
         if self.hba.config.pxci_rule == "after-handling":
             self.ci &= ~(1 << slot)
 
@@ -502,7 +502,7 @@ class AhciPort:
         if result.ok:
             self._outputs(regs, result, transfer.nbytes)
         if result.signature and not self.device.config.diagnostic_completes:
-            # QEMU: cmd_exec_dev_diagnostic never reaches ahci_cmd_done. No FIS, no interrupt, PxCI stays set (8.1+;
+            # QEMU: cmd_exec_dev_diagnostic never reaches ahci_cmd_done. No FIS, no interrupt, PxCI stays set (8.2;
             # handle_cmd, which only waits out BSY/DRQ, runs the slot again at the next scan).
             self.busy_slot = None
             self._dropped(slot)
@@ -519,7 +519,7 @@ class AhciPort:
             self.trigger(fault)
         record.done_time, record.status, record.error = self.hba.sim.now, self.status, self.error
         if self.status & STATUS_ERR and self.hba.config.pxci_rule == "on-success":
-            return "stop"                        # 8.1+: no rescan after an error; the guest must recover
+            return "stop"                        # 8.2: no rescan after an error; the guest must recover
         if self.hba.timing is not None and self.ci:
             self.check_cmd()                     # ahci_check_cmd_bh
         return None
@@ -632,7 +632,7 @@ class AhciPort:
             self.serr |= 1 << tag
 
     def _ncq_finished(self, tag: int, ok: bool) -> int:
-        """ncq_finish: the SDB FIS's finished bit for `tag`. 8.1+ sets it for a command that did not fail; 7.2 set
+        """ncq_finish: the SDB FIS's finished bit for `tag`. 8.2 sets it for a command that did not fail; 7.2 set
         it unless PxSERR held the tag's bit, even one left over from an earlier failure."""
         if self.hba.config.ncq_error == "serr-tag":
             return 0 if self.serr & (1 << tag) else 1 << tag

@@ -115,7 +115,7 @@ _QEMU_72_NCQ = {
                      "word 76 bit 8"),
 }
 
-_SERIES = "QEMU 8.1 AHCI series (Niklas Cassel, 2023-06)"
+_SERIES = "QEMU 8.2 AHCI series (Niklas Cassel, merged 2023-09 as 13d9f6dca0)"
 
 _QEMU_72_AHCI = {
     "pxci_rule": Fact("after-handling", f"{Q72} hw/ide/ahci.c check_cmd clears PxCI whenever handle_cmd returns 0 "

@@ -305,7 +305,7 @@ def test_unsupported_opcode_sets_tfes_and_keeps_ci(tmp_path):
     assert not out.ok and (out.status, out.error) == (FAIL, L.ERROR_ABRT)
     assert out.tfd == L.ERROR_ABRT << 8 | FAIL
     assert out.port_is & L.PXIS_TFES and not out.port_is & L.PXIS_DHRS          # one or the other (8.2)
-    assert out.ci & 1 and out.serr == 0                                         # PxCI stays set (8.1)
+    assert out.ci & 1 and out.serr == 0                                         # PxCI stays set (8.2)
     d2h = L.ATA_D2H_FIS.parse(out.d2h_fis)
     assert (d2h.status, d2h.error) == (FAIL, L.ERROR_ABRT)
     assert px(env, L.PX_CI) == 0                                                # cleared by recovery
