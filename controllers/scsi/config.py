@@ -23,6 +23,7 @@ AllocationRule = Literal["spc", "qemu"]
 RequestSenseUa = Literal["parameter-data", "check-condition"]
 ProtectCheck = Literal["all", "read-write"]
 ModeDefaults = Literal["power-on", "current"]
+UaClear = Literal["on-completion", "when-reported"]
 
 
 @dataclass(frozen=True)
@@ -113,10 +114,19 @@ class ScsiDiskConfig:
     mode_block_descriptor: BlockDescriptor = "general"       # QEMU: density code + 24-bit block count
     mode_subpage_check: bool = False     # a SUBPAGE CODE other than 0 -> INVALID FIELD IN CDB (QEMU ignores it)
     mode_default_values: ModeDefaults = "current"             # page control 2: QEMU answers current values
+    # MODE SELECT block descriptor: QEMU switches to any non-zero BLOCK LENGTH with no bit outside this mask and
+    # ignores every other length (0: every length is ignored); None (SBC): a length other than 0 or the current one
+    # is INVALID FIELD IN PARAMETER LIST. Block size changes are not modelled: a length QEMU would switch to is
+    # answered INVALID FIELD IN PARAMETER LIST as well (a departure, named in the profiles).
+    mode_select_block_lengths: int | None = 0xFF00
 
     # -- sense and data-in lengths --
     power_on_unit_attention: bool = True     # first command after power on: UNIT ATTENTION 29h/00h
     request_sense_unit_attention: RequestSenseUa = "check-condition"
+    # A pending unit attention and a command completed without reporting it (in emu: a CDB QEMU cannot parse, or
+    # none at all): "on-completion" clears it anyway (QEMU up to 8.0, scsi_req_complete -> scsi_clear_unit_attention);
+    # "when-reported" keeps it for the next command (QEMU 8.1+, SPC-4: only reporting clears it).
+    unit_attention_clear: UaClear = "on-completion"
     # "qemu": emulated commands return exactly ALLOCATION LENGTH bytes (zero padded), standard INQUIRY's
     # ADDITIONAL LENGTH follows it, REPORT LUNS is cut to a multiple of 8; "spc": min(allocation, available).
     allocation_rule: AllocationRule = "qemu"

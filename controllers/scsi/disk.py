@@ -305,10 +305,17 @@ class ScsiDisk:
         residual = data_in_len - len(data_in) + (len(data_out) if isinstance(data, _NotTransferred) else 0)
         return ScsiResult(GOOD, b"", data_in, residual, completions)
 
+    def completed_unreported(self) -> None:
+        """A command completed without reporting the pending unit attention (one QEMU could not parse): QEMU up to
+        8.0 clears it all the same (unit_attention_clear "on-completion"), 8.1+ keeps it."""
+        if self.config.unit_attention_clear == "on-completion":
+            self.unit_attention = None
+
     def _dispatch(self, cdb: bytes, data_out: bytes, transfer: Transfer):
         op = cdb[0]
         length = cdb_length(op)
         if length is None or len(cdb) < length:
+            self.completed_unreported()
             raise _Check(S.INVALID_OPCODE)          # QEMU scsi_req_parse_cdb fails -> reqops_invalid_opcode
         if self.unit_attention is not None and op not in _UA_EXEMPT:
             ua = self.unit_attention
@@ -808,7 +815,9 @@ class ScsiDisk:
             raise _Check(S.INVALID_PARAM, transferred=True)
         if bd_len:
             block_length = parse(GENERAL_BLOCK_DESCRIPTOR, rest[:BLOCK_DESCRIPTOR_LEN])["block_length"]
-            if block_length not in (0, self.bs):
+            mask = self.config.mode_select_block_lengths
+            switches = bool(block_length) and (mask is None or not block_length & ~mask)
+            if switches and block_length != self.bs:
                 raise _Check(S.INVALID_PARAM, transferred=True)   # block size changes are not modelled
         pages = self._select_pages(rest[bd_len:])
         for page, body in pages:

@@ -57,6 +57,7 @@ class ScsiTarget:
             transfer = disk.plan(cdb)
         buffer = data_in_len + len(data_out)
         if not cdb:             # scsi_req_new: a 0-byte CDB is reqops_invalid_opcode, before any unit attention
+            disk.completed_unreported()
             return self._check(disk, S.INVALID_OPCODE, self.has(lun) or self.qemu, buffer)
         if not self.has(lun):
             return self._missing_lun(disk, cdb, transfer.length, buffer)
@@ -68,6 +69,7 @@ class ScsiTarget:
         qemu = self.qemu
         op = cdb[0]
         if cdb_length(op) is None or len(cdb) < cdb_length(op):
+            disk.completed_unreported()
             return self._check(disk, S.INVALID_OPCODE, qemu, buffer)
         if qemu and disk.unit_attention is not None and op not in (Op.INQUIRY, Op.REPORT_LUNS) and not (
                 op == Op.REQUEST_SENSE and disk.sense_is_ua):

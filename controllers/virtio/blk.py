@@ -52,7 +52,9 @@ from controllers.virtio.layouts import (
     BLK_T_OUT,
     BLK_T_SCSI_CMD,
     BLK_T_WRITE_ZEROES,
+    BLK_T_ZONE_REPORT,
     BLK_WRITE_ZEROES_FLAG_UNMAP,
+    BLK_ZONE_REPORT_MIN_IN,
     F_EVENT_IDX,
     F_INDIRECT_DESC,
     SECTOR_SIZE,
@@ -120,6 +122,10 @@ class VirtioBlkConfig:
     # the legacy SCSI_CMD answers as QEMU's without VIRTIO_BLK_F_SCSI (IOERR or UNSUPP, by the buffer count);
     # "exact": only the spec's type values are known, anything else is UNSUPP.
     type_decoding: TypeDecoding = "qemu"
+    # A ZONE_REPORT request (type 16 under "qemu" decoding) whose writable side is shorter than the status byte, the
+    # report header and one zone descriptor (129 bytes) breaks the device ("in buffer too small for zone report",
+    # QEMU 8.1+ virtio_blk_handle_zone_report, 4f7366506a) before a non-zoned drive answers UNSUPP; False: UNSUPP.
+    zone_report_buffer_check: bool = False
     # Used-ring length: "in_len" = the whole writable side whatever was written (QEMU virtio_blk_req_complete
     # pushes req->in_len); "written" = the bytes really written, data plus status (virtio 1.2 2.7.8).
     used_len: UsedLength = "in_len"
@@ -248,7 +254,7 @@ class VirtioBlkDevice:
         key = type_ & ~(BLK_T_OUT | BLK_T_BARRIER)
         if key == BLK_T_IN:
             return BLK_T_OUT if type_ & BLK_T_OUT else BLK_T_IN
-        if key in (BLK_T_FLUSH, BLK_T_GET_ID, BLK_T_SCSI_CMD):
+        if key in (BLK_T_FLUSH, BLK_T_GET_ID, BLK_T_SCSI_CMD, BLK_T_ZONE_REPORT):
             return key
         if key in (BLK_T_DISCARD & ~BLK_T_OUT, BLK_T_WRITE_ZEROES & ~BLK_T_OUT) and type_ & BLK_T_OUT:
             return key | BLK_T_OUT
@@ -272,6 +278,9 @@ class VirtioBlkDevice:
             return 0
         if command == BLK_T_SCSI_CMD:
             self._legacy_scsi(element)
+        if command == BLK_T_ZONE_REPORT and self.config.zone_report_buffer_check \
+                and element.in_len < BLK_ZONE_REPORT_MIN_IN:
+            raise VirtioError("in buffer too small for zone report")
         raise _Status(BLK_S_UNSUPP)
 
     @staticmethod

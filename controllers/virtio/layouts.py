@@ -226,6 +226,8 @@ BLK_T_GET_LIFETIME = 10
 BLK_T_DISCARD = 11
 BLK_T_WRITE_ZEROES = 13
 BLK_T_SECURE_ERASE = 14
+BLK_T_ZONE_REPORT = 16              # zoned devices only (VIRTIO_BLK_F_ZONED, never offered here)
+BLK_ZONE_REPORT_MIN_IN = 1 + 64 + 64    # status byte + struct virtio_blk_zone_report + one zone descriptor
 BLK_T_BARRIER = 0x80000000          # legacy flag bit of `type`
 
 BLK_S_OK = 0

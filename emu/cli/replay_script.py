@@ -32,6 +32,7 @@ from controllers.virtio.layouts import (
     BLK_T_SCSI_CMD,
     BLK_T_SECURE_ERASE,
     BLK_T_WRITE_ZEROES,
+    BLK_T_ZONE_REPORT,
     VIRTIO_BLK_OUTHDR,
     VIRTIO_BLK_SEGMENT,
 )
@@ -53,7 +54,7 @@ MAX_TRANSFER = 32 << 20   # a replay line moves at most 32 MiB (an LBA48 command
 
 BLK_TYPES = {"IN": BLK_T_IN, "OUT": BLK_T_OUT, "SCSI_CMD": BLK_T_SCSI_CMD, "FLUSH": BLK_T_FLUSH,
              "GET_ID": BLK_T_GET_ID, "GET_LIFETIME": BLK_T_GET_LIFETIME, "DISCARD": BLK_T_DISCARD,
-             "WRITE_ZEROES": BLK_T_WRITE_ZEROES, "SECURE_ERASE": BLK_T_SECURE_ERASE}
+             "WRITE_ZEROES": BLK_T_WRITE_ZEROES, "SECURE_ERASE": BLK_T_SECURE_ERASE, "ZONE_REPORT": BLK_T_ZONE_REPORT}
 BLK_STATUS = {"OK": BLK_S_OK, "IOERR": BLK_S_IOERR, "UNSUPP": BLK_S_UNSUPP}
 BLK_KEYS = ("type", "ioprio", "sector", "segments")
 # virtio-scsi response codes (virtio 1.2 5.6.6.1) and SAM-5 status codes, by name

@@ -148,6 +148,39 @@ QEMU_7_2 = Profile(
     ),
 )
 
+# -- qemu-8.2 ----------------------------------------------------------------------------------------------
+
+Q82 = "QEMU 8.2.1 (f48c205fb4)"
+_AHCI82 = f"{Q82} hw/ide/ahci.c"
+
+QEMU_8_2 = Profile(
+    name="qemu-8.2",
+    description="QEMU 8.2 ide-hd on PIIX IDE or ICH9 AHCI: the 7.2 device behind an HBA that completes and reports "
+                "errors as AHCI 1.3.1 says",
+    fields=_QEMU_72_FIELDS,
+    ncq_depth=_QEMU_72_NCQ,
+    ahci={
+        "pxci_rule": Fact("on-success", f"{_AHCI82} ahci_clear_cmd_issue: only a completion without ERR, BSY and "
+                                        "DRQ clears PxCI; no further slot after an error; a port reset clears it "
+                                        f"({_SERIES}: e2a5d9b3d9, 1a16ce64fd, eabb921250)"),
+        "ncq_issue_d2h": Fact(True, f"{_AHCI82} process_ncq_command answers with a D2H FIS, I = 0 (2967dc8209)"),
+        "stop_clears_ci": Fact(True, f"{_AHCI82} ahci_port_write PORT_CMD: ST 1->0 clears PxCI and PxSACT "
+                                     "(d73b84d0b6)"),
+        "error_irq": Fact("tfes", f"{_AHCI82} ahci_write_fis_d2h: TFES or DHRS, never both (b523a3d54f)"),
+        "ncq_error": Fact("tfes", f"{_AHCI82} ncq_err / ahci_write_fis_sdb: the SDB FIS raises TFES, PxSERR is "
+                                  "left alone (7e85cb0db4, 9f89423537)"),
+        "abort_fis_before_err": Fact(False, f"{Q82} hw/ide/core.c ide_abort_command sets ERR before the FIS is "
+                                            "written (c3461c6264)"),
+    },
+    notes=(
+        f"The device facts are 7.2.0's: hw/ide/core.c has no guest-visible change for ide-hd up to {Q82} "
+        "(7d7512019f only matters with DMA in flight at a bus reset), and hw_compat_7_2 .. hw_compat_8_1 set "
+        "nothing for ide or ahci.",
+        "The AHCI series was merged on 2023-09-07 (13d9f6dca0), after 8.1.0 was tagged: QEMU 8.1 behaves as "
+        "qemu-7.2 here.",
+    ),
+)
+
 # -- qemu-1.4-pc -------------------------------------------------------------------------------------------
 
 Q14 = "QEMU 1.4.0 (03e94e39ce)"
@@ -271,7 +304,7 @@ STRICT = Profile(
     },
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (QEMU_7_2, QEMU_1_4_PC, STRICT)}
+PROFILES: dict[str, Profile] = {p.name: p for p in (QEMU_7_2, QEMU_8_2, QEMU_1_4_PC, STRICT)}
 DEFAULT_PROFILE = "qemu-7.2"
 
 

@@ -2,10 +2,10 @@
 
 As for ATA (issue 5): behaviour that differs between QEMU releases, or between QEMU's scsi-hd and the standard,
 is a field of the disk's configuration; a profile is those values plus their sources. QEMU facts were read from
-the upstream tree at the release commits (7.2.0 = b67b00e6b4, 1.4.0 = 03e94e39ce: hw/scsi/scsi-disk.c and
-hw/scsi/scsi-bus.c in 7.2, hw/scsi-disk.c and hw/scsi-bus.c in 1.4) and ../shared/research/controllers.md
-sections 5, 8.4, 8.5 and 9; standard facts name the SBC-3 (T10 BSR INCITS 514 r35) or SPC-4 (r37) command or
-page they rest on, and a value the standard leaves open says it is a choice.
+the upstream tree at the release commits (7.2.0 = b67b00e6b4, 8.2.1 = f48c205fb4, 1.4.0 = 03e94e39ce:
+hw/scsi/scsi-disk.c and hw/scsi/scsi-bus.c in 7.2 and 8.2, hw/scsi-disk.c and hw/scsi-bus.c in 1.4) and
+../shared/research/controllers.md sections 5, 8.4, 8.5 and 9; standard facts name the SBC-3 (T10 BSR INCITS 514
+r35) or SPC-4 (r37) command or page they rest on, and a value the standard leaves open says it is a choice.
 """
 
 from __future__ import annotations
@@ -99,6 +99,14 @@ _QEMU_72 = {
     "request_sense_unit_attention": Fact("check-condition", f"{Q72} hw/scsi/scsi-bus.c scsi_req_new: REQUEST "
                                                             "SENSE with an unreported unit attention gets "
                                                             "reqops_unit_attention"),
+    "unit_attention_clear": Fact("on-completion", f"{Q72} hw/scsi/scsi-bus.c scsi_req_complete -> "
+                                                  "scsi_clear_unit_attention: every request but INQUIRY, GET "
+                                                  "CONFIGURATION and GET EVENT STATUS NOTIFICATION clears the pending "
+                                                  "unit attention, reported or not (a CDB scsi_req_parse_cdb refuses "
+                                                  "becomes reqops_invalid_opcode and still clears it)"),
+    "mode_select_block_lengths": Fact(0xFF00, f"{SD72} scsi_disk_emulate_mode_select: a BLOCK LENGTH with bs && "
+                                              "!(bs & ~0xff00) becomes qdev.blocksize, any other is ignored; emu "
+                                              "refuses a change instead (block size changes are not modelled)"),
     "allocation_rule": Fact("qemu", f"{SD72} scsi_disk_emulate_command: iov_len = MIN(buflen, xfer) of a zeroed "
                                     "buffer; scsi_disk_emulate_inquiry additional length = len - 5; "
                                     "scsi-bus.c REPORT LUNS len = MIN(len, xfer & ~7)"),
@@ -147,6 +155,30 @@ _QEMU_14.update({
     "verify_bytchk": Fact("no-compare", f"{SD14} scsi_write_data: VERIFY completes without comparing"),
     "protect_check": Fact("all", f"{SD14} scsi_disk_dma_command: buf[1] & 0xe0 -> INVALID FIELD for READ, "
                                  "WRITE and VERIFY (WRITE SAME never looks)"),
+    "unit_attention_clear": Fact("on-completion", f"{Q14} hw/scsi-bus.c scsi_req_complete -> "
+                                                  "scsi_clear_unit_attention, as in 7.2"),
+    "mode_select_block_lengths": Fact(0, f"{SD14} scsi_disk_emulate_mode_select skips the block descriptor: "
+                                         "every BLOCK LENGTH is ignored"),
+})
+
+# -- qemu-8.2 ----------------------------------------------------------------------------------------------
+
+Q82 = "QEMU 8.2.1 (f48c205fb4)"
+SD82 = f"{Q82} hw/scsi/scsi-disk.c"
+
+_QEMU_82 = dict(_QEMU_72)   # hw/scsi/scsi-disk.c, scsi-bus.c, emulation.c: no other guest-visible change since 7.2.0
+_QEMU_82.update({
+    "unit_attention_clear": Fact("when-reported", f"{Q82} hw/scsi/scsi-bus.c scsi_fetch_unit_attention_sense: "
+                                                  "the request that reports a unit attention takes it when made; "
+                                                  "scsi_req_complete no longer clears one (9472083e64, ba947dab98, "
+                                                  "2eb5599e8a, QEMU 8.1)"),
+    "mode_select_block_lengths": Fact(0xFE00, f"{SD82} scsi_disk_emulate_mode_select: bs & ~0xfe00, lengths "
+                                              "below 512 no longer accepted (7cfcc79b0a, CVE-2023-42467); emu "
+                                              "refuses a change instead (block size changes are not modelled)"),
+    "no_op_commands": Fact((0x04, 0x16, 0x17, 0x1B, 0x1E, 0x2B, 0x56, 0x57),
+                           f"{SD82} scsi_disk_emulate_command: FORMAT UNIT (with parameter data too: "
+                           "scsi_disk_emulate_write_data completes it GOOD, be2b619a17), RESERVE/RELEASE (6) and (10), "
+                           "START STOP, ALLOW MEDIUM REMOVAL and SEEK(10) as in 7.2"),
 })
 
 # -- strict ------------------------------------------------------------------------------------------------
@@ -215,14 +247,22 @@ _STRICT.update({
     "power_on_unit_attention": Fact(True, "SAM-5: power on establishes UNIT ATTENTION 29h/00h"),
     "request_sense_unit_attention": Fact("parameter-data", f"{SPC4}: REQUEST SENSE returns a pending "
                                                            "unit attention as its data, GOOD, and clears it"),
+    "unit_attention_clear": Fact("when-reported", "SAM-5 5.14 / SPC-4 (recalled): a unit attention condition is "
+                                                  "cleared when it is reported; a command rejected for another reason "
+                                                  "leaves it pending"),
+    "mode_select_block_lengths": Fact(None, f"{SBC3} block descriptor: a BLOCK LENGTH the disk does not support is "
+                                            "INVALID FIELD IN PARAMETER LIST; this disk supports only its own"),
     "allocation_rule": Fact("spc", f"{SPC4}: the data up to the ALLOCATION LENGTH, no padding"),
     "max_allocation_length": Fact(None, f"{SPC4}: any allocation length is valid"),
 })
 
-PROFILES: dict[str, dict[str, Fact]] = {"qemu-7.2": _QEMU_72, "qemu-1.4-pc": _QEMU_14, "strict": _STRICT}
+PROFILES: dict[str, dict[str, Fact]] = {"qemu-7.2": _QEMU_72, "qemu-8.2": _QEMU_82, "qemu-1.4-pc": _QEMU_14,
+                                        "strict": _STRICT}
 DESCRIPTIONS = {
     "qemu-7.2": "QEMU 7.2 scsi-hd behind virtio-scsi: never LBPRZ, UNMAP limits advertised but not enforced, no "
                 "GET LBA STATUS or SYNCHRONIZE CACHE(16), WRITE SAME NDOB a no-op",
+    "qemu-8.2": "QEMU 8.2 scsi-hd: as 7.2, but a unit attention is cleared only by reporting it, FORMAT UNIT "
+                "with parameter data completes, MODE SELECT accepts only block lengths of 512 x k",
     "qemu-1.4-pc": "QEMU 1.4 scsi-hd: no LBPME, zero UNMAP limits, no B1h page, WRITE SAME only with UNMAP "
                    "(a discard), UNMAP without ANCHOR or write-protect checks",
     "strict": "SBC-3 / SPC-4: limits enforced, GET LBA STATUS from the image, LBPRZ from the drive's real "

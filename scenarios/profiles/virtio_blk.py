@@ -83,6 +83,8 @@ _QEMU_72_BLK = {
                                   "VIRTIO_BLK_T_BARRIER)"),
     "used_len": Fact("in_len", f"{Q72} virtio_blk_req_complete: virtqueue_push(vq, elem, req->in_len), the "
                                "whole writable side"),
+    "zone_report_buffer_check": Fact(False, f"{Q72} virtio_blk_handle_request has no zone request types: "
+                                            "ZONE_REPORT falls to the default case, UNSUPP"),
 }
 
 _QEMU_72_PCI = {
@@ -100,6 +102,23 @@ QEMU_7_2 = VirtioBlkProfile(
         f"{Q72} also offers VIRTIO_F_RING_RESET (queue_reset, hw_compat_7_1 turns it off); emu does not implement "
         "queue reset, so it is not offered.",
         "QEMU merges adjacent reads/writes (request-merging) before the block layer; the result is the same bytes.",
+    ),
+)
+
+Q82 = "QEMU 8.2.1 (f48c205fb4)"
+
+QEMU_8_2 = VirtioBlkProfile(
+    name="qemu-8.2",
+    description="QEMU 8.2 virtio-blk-pci (modern): as 7.2, and a ZONE_REPORT with a short buffer breaks the device",
+    blk={**_QEMU_72_BLK,
+         "zone_report_buffer_check": Fact(True, f"{Q82} hw/block/virtio-blk.c virtio_blk_handle_zone_report: "
+                                                "in_len < inhdr + zone report + one descriptor -> virtio_error, "
+                                                "before check_zoned_request answers UNSUPP (4f7366506a, QEMU 8.1)")},
+    pci=_QEMU_72_PCI,
+    notes=(
+        f"Every other fact is 7.2.0's: hw/block/virtio-blk.c, hw/virtio/virtio.c and virtio-pci.c have no other "
+        f"guest-visible change for a drive that is not zoned up to {Q82}, and hw_compat_7_2 .. hw_compat_8_1 set "
+        "nothing for virtio-blk or virtio-pci.",
     ),
 )
 
@@ -148,7 +167,7 @@ _STRICT_BLK = {
     "max_discard_sectors": Fact(4194303, f"choice: {VS} 5.2.4 max_discard_sectors; the largest request QEMU's "
                                          "block layer takes"),
     "max_discard_seg": Fact(16, f"choice: {VS} 5.2.4 max_discard_seg; several segments honoured per request "
-                                "(Linux packs up to min(max_discard_seg, 256))"),
+                                "(Linux merges up to min(max_discard_seg, 256) bios into one request)"),
     "discard_sector_alignment": Fact(1, f"choice: {VS} 5.2.4 discard_sector_alignment is a hint for splitting; "
                                         "every sector may be named"),
     "max_write_zeroes_sectors": Fact(4194303, f"choice: {VS} 5.2.4 max_write_zeroes_sectors"),
@@ -161,6 +180,8 @@ _STRICT_BLK = {
     "type_decoding": Fact("exact", f"{VS} 5.2.6: the type values are 0, 1, 4, 8, 11, 13 ...; the legacy "
                                    "BARRIER flag is not part of 1.x; anything else is UNSUPP"),
     "used_len": Fact("written", f"{VS} 2.7.8: len is the number of bytes written into the buffer"),
+    "zone_report_buffer_check": Fact(False, f"{VS} 5.2.6: zone requests need VIRTIO_BLK_F_ZONED, which is not "
+                                            "offered; the type is unknown here, so UNSUPP"),
 }
 
 _STRICT_PCI = {
@@ -177,7 +198,7 @@ STRICT = VirtioBlkProfile(
     pci=_STRICT_PCI,
 )
 
-PROFILES: dict[str, VirtioBlkProfile] = {p.name: p for p in (QEMU_7_2, QEMU_1_4_PC, STRICT)}
+PROFILES: dict[str, VirtioBlkProfile] = {p.name: p for p in (QEMU_7_2, QEMU_8_2, QEMU_1_4_PC, STRICT)}
 
 
 def get_profile(name: str) -> VirtioBlkProfile:

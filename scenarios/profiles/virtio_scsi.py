@@ -80,6 +80,18 @@ QEMU_7_2 = VirtioScsiProfile(
     ),
 )
 
+QEMU_8_2 = VirtioScsiProfile(
+    name="qemu-8.2",
+    description="QEMU 8.2 virtio-scsi-pci (modern): the transport as in 7.2",
+    scsi=_QEMU_72,
+    notes=(
+        "QEMU 8.2.1 (f48c205fb4) hw/scsi/virtio-scsi.c has no other guest-visible change for these facts since "
+        "7.2.0; LOGICAL UNIT RESET and I_T NEXUS RESET complete from a bottom half since 8.0 (be2c42b97c), with "
+        "the same responses, which emu gives at once.",
+        QEMU_7_2.notes[0],
+    ),
+)
+
 _QEMU_14 = dict(_QEMU_72)
 _QEMU_14.update({
     "queue_size": Fact(128, f"{Q72} hw_compat_4_2: virtio-scsi-device virtqueue_size=128"),
@@ -132,7 +144,7 @@ STRICT = VirtioScsiProfile(
     scsi=_STRICT,
 )
 
-PROFILES: dict[str, VirtioScsiProfile] = {p.name: p for p in (QEMU_7_2, QEMU_1_4_PC, STRICT)}
+PROFILES: dict[str, VirtioScsiProfile] = {p.name: p for p in (QEMU_7_2, QEMU_8_2, QEMU_1_4_PC, STRICT)}
 
 
 def get_profile(name: str) -> VirtioScsiProfile:

@@ -324,7 +324,8 @@ def test_profiles_lists_every_family_with_sources():
     out = emu("profiles", check=True).stdout
     assert out.splitlines()[0] == "qemu-7.2 (default)"
     for family in ("[ata]", "[virtio-blk]", "[scsi]", "[virtio-scsi]"):
-        assert out.count(family) == 3
+        assert out.count(family) == 4
     assert "hw_compat_3_1" in emu("profiles", "qemu-1.4-pc", check=True).stdout
+    assert "13d9f6dca0" in emu("profiles", "qemu-8.2", check=True).stdout
     proc = emu("profiles", "qemu-9")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "known profiles are" in proc.stderr

@@ -26,7 +26,7 @@ from scenarios.profiles.ata import PROFILE_FIELDS, PROFILES
 from scenarios.profiles.registry import FAMILY_NAMES, sections
 
 SECTORS = 32768                                     # 16 MiB
-NAMES = ("qemu-7.2", "qemu-1.4-pc", "strict")
+NAMES = ("qemu-7.2", "qemu-8.2", "qemu-1.4-pc", "strict")
 
 
 def words(page: bytes) -> tuple[int, ...]:
@@ -215,3 +215,11 @@ def test_derived_rzat_feeds_the_strict_profile():
     qcow2 = read_zeroes_after_trim("unmap", 65536, True)
     assert words(build_identify(get_profile("strict").ata_config(SECTORS, "ahci", raw)))[69] == 0x4020
     assert words(build_identify(get_profile("strict").ata_config(SECTORS, "ahci", qcow2)))[69] == 0x4000
+
+
+def test_qemu_8_2_is_the_7_2_device_behind_the_reworked_hba():
+    """The AHCI series of QEMU 8.2 is AhciConfig's default (the standard's rules); the ide-hd facts are 7.2's."""
+    q72, q82 = get_profile("qemu-7.2"), get_profile("qemu-8.2")
+    assert q82.ahci_config() == AhciConfig() != q72.ahci_config()
+    assert q82.ata_config(1000, "ahci") == q72.ata_config(1000, "ahci")
+    assert all("QEMU 8.2.1" in fact.source for fact in q82.ahci.values())

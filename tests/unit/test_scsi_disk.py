@@ -19,7 +19,8 @@ from scenarios.profiles.scsi import scsi_disk_config
 MiB = 1 << 20
 SIZE = 8 * MiB
 GOOD, CHECK = 0x00, 0x02
-PROFILES = ("qemu-7.2", "qemu-1.4-pc", "strict")
+PROFILES = ("qemu-7.2", "qemu-8.2", "qemu-1.4-pc", "strict")
+RECENT_QEMU = ("qemu-7.2", "qemu-8.2")            # the same scsi-hd but for unit attentions and MODE SELECT
 _COUNTER = itertools.count()
 
 
@@ -87,6 +88,18 @@ def test_inquiry_and_report_luns_neither_see_nor_clear_the_unit_attention(tmp_pa
     assert run(disk, inquiry()).ok and run(disk, bytes([0xA0]) + bytes(5) + (16).to_bytes(4, "big") + bytes(2)).ok
     fails(run(disk, cdb10(0x28, 0, 1)), S.POWER_ON_RESET)
     assert run(disk, cdb10(0x28, 0, 1)).ok
+
+
+@pytest.mark.parametrize("profile, kept", [("qemu-7.2", False), ("qemu-1.4-pc", False), ("qemu-8.2", True),
+                                           ("strict", True)])
+def test_a_cdb_qemu_cannot_parse_loses_the_unit_attention_only_before_8_1(tmp_path, profile, kept):
+    path = str(tmp_path / "d.raw")
+    create_image(path, "raw", SIZE)
+    disk = ScsiDisk(Drive(open_image(path, "raw")), scsi_disk_config(profile, SIZE // 512))
+    fails(run(disk, bytes([0x60]) + bytes(9)), S.INVALID_OPCODE)      # group 3: scsi_req_parse_cdb fails first
+    if kept:                                                          # 8.1+: only reporting clears it
+        fails(run(disk, bytes(6)), S.POWER_ON_RESET)
+    assert run(disk, bytes(6)).ok                                     # 7.2: scsi_req_complete cleared it
 
 
 def test_qemu_request_sense_first_gets_check_condition_then_reports_it(tmp_path):
@@ -278,7 +291,7 @@ def test_read_only_drive_answers_write_protected(tmp_path, profile):
     disk = make(tmp_path, profile, read_only=True)
     before = image(disk)
     fails(run(disk, cdb10(0x2A, 0, 1, flags=0x20), pattern(1)), S.WRITE_PROTECTED)   # before WRPROTECT
-    if profile == "qemu-7.2" or profile == "strict":
+    if profile in RECENT_QEMU or profile == "strict":
         fails(run(disk, unmap_cdb(24), unmap_list([(0, 8)])), S.WRITE_PROTECTED)
         fails(run(disk, cdb16(0x93, 0, 8, flags=0x08), bytes(512)), S.WRITE_PROTECTED)
     assert run(disk, cdb10(0x28, 0, 1)).ok and image(disk) == before
@@ -355,7 +368,7 @@ def test_unmap_header_rules(tmp_path, profile):
     res = run(disk, unmap_cdb(len(bad_len)), bad_len)
     odd = unmap_list([(0, 8)], desc_len=20)                                       # not a multiple of 16
     res_odd = run(disk, unmap_cdb(len(odd)), odd)
-    if profile == "qemu-7.2":
+    if profile in RECENT_QEMU:
         fails(res, S.INVALID_PARAM_LEN)
         fails(res_odd, S.INVALID_PARAM_LEN)
         assert image(disk) == before
@@ -450,7 +463,7 @@ def test_write_same_refusals(tmp_path, profile):
     for lba, n in ((last - 1, 2), (last + 1, 1), (1 << 63, 1), ((1 << 64) - 1, 1)):
         fails(run(disk, ws16(lba, n, unmap=True), bytes(512)), S.LBA_OUT_OF_RANGE)   # libiscsi beyond_eol
     fails(run(disk, ws10(0x80000000, 1), bytes(512)), S.LBA_OUT_OF_RANGE)
-    if profile == "qemu-7.2":
+    if profile in RECENT_QEMU:
         fails(run(disk, ws16(0, 0), bytes(512)), S.INVALID_FIELD)              # WSNZ = 1
         assert run(disk, ws16(0, disk.config.max_write_same_blocks + 1), bytes(512)).status == CHECK   # range
     else:
@@ -614,6 +627,27 @@ def test_mode_select_refusals_change_nothing(tmp_path):
     assert disk.write_cache is True
 
 
+def block_descriptor(length):
+    return bytes(5) + length.to_bytes(3, "big")                         # density, count, reserved, block length
+
+
+@pytest.mark.parametrize("profile, length, answer", [
+    ("qemu-7.2", 512, "good"), ("qemu-7.2", 4096, "refused"), ("qemu-7.2", 256, "refused"), ("qemu-7.2", 300, "good"),
+    ("qemu-8.2", 4096, "refused"), ("qemu-8.2", 256, "good"),            # 8.2: 512 x k only (7cfcc79b0a)
+    ("qemu-1.4-pc", 4096, "good"),                                       # 1.4 skips the block descriptor
+    ("strict", 512, "good"), ("strict", 300, "refused"),
+])
+def test_mode_select_block_length_as_each_version_reads_it(tmp_path, profile, length, answer):
+    """A length QEMU would switch to is refused (block size changes are not modelled); one it ignores is ignored."""
+    disk = make(tmp_path, profile)
+    data = bytes([0, 0, 0, 8]) + block_descriptor(length)
+    res = run(disk, bytes([0x15, 0x10, 0, 0, len(data), 0]), data)
+    if answer == "good":
+        assert res.ok and disk.bs == 512
+    else:
+        fails(res, S.INVALID_PARAM)
+
+
 def test_strict_d_sense_switches_autosense_to_descriptor_format(tmp_path):
     disk = make(tmp_path, "strict")
     control = bytearray(pages_of(run(disk, ms6(0x0A, dbd=True)).data_in, 4)[10])
@@ -637,7 +671,7 @@ def test_report_luns(tmp_path, profile):
     assert res.data_in[8:32] == bytes(8) + bytes([0, 1]) + bytes(6) + bytes([0x41, 0x2C]) + bytes(6)
     fails(run(disk, report_luns(15)), S.INVALID_FIELD)
     fails(run(disk, report_luns(64, select=3)), S.INVALID_FIELD)
-    assert len(run(disk, report_luns(21)).data_in) == (16 if profile == "qemu-7.2" else 21)
+    assert len(run(disk, report_luns(21)).data_in) == (16 if profile in RECENT_QEMU else 21)
 
 
 def rsoc(option=0, opcode=0, sa=0, alloc=4096, rctd=False):
@@ -708,7 +742,7 @@ def test_no_op_commands_per_profile(tmp_path, profile, name):
     else:
         fails(res, S.INVALID_OPCODE)
     assert disk.drive.read(0, 4096).data == before
-    accepted = {"qemu-7.2": set(NO_OPS), "qemu-1.4-pc": set(NO_OPS) - {"format unit"},
+    accepted = {"qemu-7.2": set(NO_OPS), "qemu-8.2": set(NO_OPS), "qemu-1.4-pc": set(NO_OPS) - {"format unit"},
                 "strict": {"start stop", "prevent allow", "format unit"}}[profile]
     assert (NO_OPS[name][0] in disk.config.no_op_commands) == (name in accepted)
 

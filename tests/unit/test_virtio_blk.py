@@ -226,9 +226,23 @@ def test_profiles_state_every_field_with_a_source():
         assert config.capacity_sectors == 1000 and config.read_only
         assert all(fact.source for fact in profile.blk.values())
         assert isinstance(virtio_pci_config(name), VirtioPciConfig)
-    with pytest.raises(UnknownProfile, match="known profiles are qemu-7.2, qemu-1.4-pc, strict"):
+    with pytest.raises(UnknownProfile, match="known profiles are qemu-7.2, qemu-8.2, qemu-1.4-pc, strict"):
         virtio_blk_config("qemu-9", 1)
     assert virtio_blk_config("qemu-7.2", 1) == VirtioBlkConfig(capacity_sectors=1)   # the defaults are QEMU 7.2's
+
+
+@pytest.mark.parametrize("profile, in_len, broken", [
+    ("qemu-7.2", 1, False), ("qemu-8.2", 1, True), ("qemu-8.2", 128, True), ("qemu-8.2", 129, False),
+    ("strict", 1, False),
+])
+def test_a_short_zone_report_breaks_qemu_8_2_and_is_unsupp_otherwise(tmp_path, profile, in_len, broken):
+    env = profile_env(tmp_path, profile)
+    out = run(env, env.drv.raw(header(L.BLK_T_ZONE_REPORT), (), in_len - 1))
+    if broken:                                          # virtio_blk_handle_zone_report: virtio_error, no used element
+        assert out.broken and env.transport.state.reason == "in buffer too small for zone report"
+    else:
+        assert out.status == UNSUPP                     # not a zoned drive
+    close(env)
 
 
 def test_qemu_1_4_pc_offers_no_discard_and_linux_sends_none(tmp_path):
