@@ -41,6 +41,7 @@ from controllers.ata.layouts import (
     STATUS_ERR,
     AtaCommand,
 )
+from controllers.drivers.blk_layer import BLK_DEF_MAX_SECTORS
 from controllers.drivers.libata import (
     ATA_MAX_SECTORS,
     Translated,
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
 C = AtaCommand
 
 ATA_DEVCTL_OBS = 0x08               # libata's ap->ctl: the obsolete bit 3, nIEN clear (interrupts on)
-BLK_DEF_MAX_SECTORS = 2560          # the block layer's default max_sectors_kb = 1280 for an LBA48 disk
 PRD_BOUNDARY = 0x10000              # a PRD must not cross 64 KiB (ata_bmdma_fill_sg)
 PRD_MAX_ENTRIES = 512               # one 4 KiB PRD table (LIBATA_MAX_PRD is 256 sg entries, each split once)
 QEMU_MULT_SECTORS = 16              # READ/WRITE MULTIPLE block before IDENTIFY told us (QEMU MAX_MULT_SECTORS)

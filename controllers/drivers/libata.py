@@ -5,7 +5,7 @@ its SCSI layer, as libata's SCSI-ATA translation does it.
 
 sd sees a libata disk that reports logical block provisioning with WRITE SAME(16) (provisioning mode
 writesame_16, granularity one 512-byte block: ata_scsiop_inq_b0). The block layer makes requests of a discard
-(blk_discard) of at most the "maximum write same length" libata reports in its Block Limits VPD page,
+(blk_layer) of at most the "maximum write same length" libata reports in its Block Limits VPD page,
 65535 x ATA_MAX_TRIM_RNUM blocks; sd sends each as one WRITE SAME(16) with the UNMAP bit, and libata translates it
 into one DATA SET MANAGEMENT TRIM carrying one 512-byte block of range entries (drivers/ata/libata-scsi.c
 ata_scsi_write_same_xlat and ata_format_dsm_trim_descr). Those limits, not the disk's, decide what a real Linux
@@ -28,7 +28,7 @@ from controllers.ata.layouts import (
     SECTOR_SIZE,
     AtaCommand,
 )
-from controllers.drivers.blk_discard import DiscardLimits, discard_requests
+from controllers.drivers.blk_layer import DiscardLimits, discard_requests
 
 ATA_MAX_TRIM_RNUM = 64                         # range entries in the one 512-byte block libata sends
 MAX_WRITE_SAME_BLOCKS = DSM_MAX_RANGE_SECTORS * ATA_MAX_TRIM_RNUM   # VPD B0 maximum write same length

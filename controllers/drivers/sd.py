@@ -8,7 +8,7 @@ INQUIRY, READ CAPACITY(16) when the device claims more than SPC-2 (sd_try_rc16_f
 (16) fails, READ CAPACITY(10) otherwise (and (16) after it when the last LBA is FFFFFFFFh); then VPD 00h and, when
 listed, B2h (sd_read_block_provisioning, only with LBPME) and B0h (sd_read_block_limits). The provisioning mode is
 `provisioning_mode()` (sd_read_block_limits / sd_discard_mode) and the discard limits `discard_limits()`
-(sd_config_discard). Discards become requests as the block layer makes them (blk_discard: one range per request,
+(sd_config_discard). Discards become requests as the block layer makes them (blk_layer: one range per request,
 split at the limit, contiguous bios merged) and each request is one command: UNMAP with one descriptor
 (sd_setup_unmap_cmnd), or WRITE SAME(16)/(10) of one zero block with UNMAP (sd_setup_write_same16_cmnd / _10_cmnd),
 or WRITE SAME(10) without UNMAP in writesame_zero mode. Reads and writes use READ/WRITE(10), or (16) above 2^32
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from controllers.drivers import blk_discard
+from controllers.drivers import blk_layer
+from controllers.drivers.blk_layer import BLK_DEF_MAX_SECTORS
 from controllers.scsi import sense as S
 from controllers.scsi.layouts import (
     BLOCK_LIMITS,
@@ -53,7 +54,6 @@ SECTOR = 512
 SD_MAX_WS10_BLOCKS = 0xFFFF
 SD_MAX_WS16_BLOCKS = 0x7FFFFF
 SD_MAX_XFER_BLOCKS = 0xFFFFFFFF
-BLK_DEF_MAX_SECTORS = 2560          # Linux 6.1 block layer default max_sectors
 UINT_MAX = 0xFFFFFFFF
 SPINUP_TRIES = 3
 VPD_LEN = {0x00: 255, 0xB0: 64, 0xB2: 8}    # scsi_get_vpd_page buffer sizes sd uses
@@ -352,13 +352,13 @@ class SdDriver:
         if not d.discard.max_blocks:
             return []
         per_block = d.block_size // SECTOR
-        limits = blk_discard.DiscardLimits(d.discard.max_blocks * per_block, max(d.discard.granularity // SECTOR, 1),
+        limits = blk_layer.DiscardLimits(d.discard.max_blocks * per_block, max(d.discard.granularity // SECTOR, 1),
                                            d.discard.alignment // SECTOR, logical_block=d.block_size)
         for sector, count in ranges:
             if sector % per_block or count % per_block:
                 raise ValueError(f"discard {sector}+{count} is not whole {d.block_size}-byte blocks")
         out = []
-        for [(start, n)] in blk_discard.discard_requests(ranges, limits):     # one range per request (sd)
+        for [(start, n)] in blk_layer.discard_requests(ranges, limits):     # one range per request (sd)
             lba, blocks = start // per_block, n // per_block
             if d.mode is ProvisioningMode.UNMAP:
                 out.append(unmap_command(lba, blocks))

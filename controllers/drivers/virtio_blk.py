@@ -1,9 +1,10 @@
 """A guest virtio-blk driver modelled on Linux 6.1 drivers/block/virtio_blk.c over VirtioPciDriver.
 
-Requests are laid out as Linux's virtblk_add_req does: the 16-byte header (device-readable), the data (readable
-for writes and discard / write-zeroes payloads, writable for reads and GET_ID), and the status byte
+Reads and writes go in requests of at most the block layer's default max_sectors (blk_layer.BLK_DEF_MAX_SECTORS,
+1280 KiB). Requests are laid out as Linux's virtblk_add_req does: the 16-byte header (device-readable), the data
+(readable for writes and discard / write-zeroes payloads, writable for reads and GET_ID), and the status byte
 (device-writable) last. Discards are sent only when DISCARD was negotiated, as the block layer makes requests of
-them (blk_discard: split at max_discard_sectors on the granularity, unsplit bios merged up to max_discard_seg
+them (blk_layer: split at max_discard_sectors on the granularity, unsplit bios merged up to max_discard_seg
 segments, which virtblk_probe takes from the device, else seg_max, at most MAX_DISCARD_SEGMENTS), one segment per
 bio. Zero writes go as WRITE_ZEROES with the UNMAP flag unless the caller passes unmap=False (REQ_NOUNMAP), one
 segment of at most max_write_zeroes_sectors (and what one bio carries) per request; without WRITE_ZEROES they
@@ -19,7 +20,12 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from controllers.drivers.blk_discard import DiscardLimits, bio_allowed_max_sectors, discard_requests
+from controllers.drivers.blk_layer import (
+    BLK_DEF_MAX_SECTORS,
+    DiscardLimits,
+    bio_allowed_max_sectors,
+    discard_requests,
+)
 from controllers.drivers.virtio_pci import ChainOutcome, VirtioPciDriver
 from controllers.virtio.layouts import (
     BLK_CONFIG_FIELDS,
@@ -30,7 +36,9 @@ from controllers.virtio.layouts import (
     BLK_F_GEOMETRY,
     BLK_F_MQ,
     BLK_F_RO,
+    BLK_F_SECURE_ERASE,
     BLK_F_SEG_MAX,
+    BLK_F_SIZE_MAX,
     BLK_F_TOPOLOGY,
     BLK_F_WRITE_ZEROES,
     BLK_ID_BYTES,
@@ -56,9 +64,10 @@ if TYPE_CHECKING:
     from emu.sim import InterruptLine, Simulation
 
 # virtio_blk.c features[] (the transport bits come from the virtio core: vring_transport_features)
-LINUX_FEATURES = (bit(BLK_F_SEG_MAX) | bit(BLK_F_GEOMETRY) | bit(BLK_F_RO) | bit(BLK_F_BLK_SIZE) | bit(BLK_F_FLUSH)
-                  | bit(BLK_F_TOPOLOGY) | bit(BLK_F_CONFIG_WCE) | bit(BLK_F_MQ) | bit(BLK_F_DISCARD)
-                  | bit(BLK_F_WRITE_ZEROES) | bit(F_INDIRECT_DESC) | bit(F_EVENT_IDX) | bit(F_VERSION_1))
+LINUX_FEATURES = (bit(BLK_F_SIZE_MAX) | bit(BLK_F_SEG_MAX) | bit(BLK_F_GEOMETRY) | bit(BLK_F_RO)
+                  | bit(BLK_F_BLK_SIZE) | bit(BLK_F_FLUSH) | bit(BLK_F_TOPOLOGY) | bit(BLK_F_CONFIG_WCE) | bit(BLK_F_MQ)
+                  | bit(BLK_F_DISCARD) | bit(BLK_F_WRITE_ZEROES) | bit(BLK_F_SECURE_ERASE) | bit(F_INDIRECT_DESC)
+                  | bit(F_EVENT_IDX) | bit(F_VERSION_1))
 MAX_DISCARD_SEGMENTS = 256              # virtio_blk.c
 UINT_MAX_SECTORS = 0xFFFFFFFF           # the limit Linux uses when the device reports 0
 ZERO_PAGES_BYTES = 1 << 20              # __blkdev_issue_zero_pages: bios of at most BIO_MAX_VECS (256) pages
@@ -173,12 +182,28 @@ class VirtioBlkDriver:
         return _outcome(out, status_len)
 
     def read(self, sector: int, count: int, queue: int = 0) -> Generator[Any, Any, BlkOutcome]:
-        return (yield from self.raw(header(BLK_T_IN, sector), (), count * SECTOR_SIZE, queue=queue))
+        """`count` sectors in requests of at most the queue's max_sectors (`_pieces`); stops at the first failure."""
+        outcomes = []
+        for start, n in _pieces(sector, count):
+            outcome = yield from self.raw(header(BLK_T_IN, start), (), n * SECTOR_SIZE, queue=queue)
+            outcomes.append(outcome)
+            if not outcome.ok:
+                break
+        return _joined(outcomes)
 
     def write(self, sector: int, data: bytes, queue: int = 0) -> Generator[Any, Any, BlkOutcome]:
+        """`data` in requests of at most the queue's max_sectors (`_pieces`); stops at the first failure."""
         if not data or len(data) % SECTOR_SIZE:
             raise ValueError(f"write of {len(data)} bytes is not whole 512-byte sectors")
-        return (yield from self.raw(header(BLK_T_OUT, sector), [data], 0, queue=queue))
+        view, outcomes = memoryview(data), []
+        for start, n in _pieces(sector, len(data) // SECTOR_SIZE):
+            offset = (start - sector) * SECTOR_SIZE
+            outcome = yield from self.raw(header(BLK_T_OUT, start), [view[offset:offset + n * SECTOR_SIZE]], 0,
+                                          queue=queue)
+            outcomes.append(outcome)
+            if not outcome.ok:
+                break
+        return _joined(outcomes)
 
     def flush(self, queue: int = 0) -> Generator[Any, Any, BlkOutcome]:
         return (yield from self.raw(header(BLK_T_FLUSH), (), 0, queue=queue))
@@ -225,6 +250,22 @@ class VirtioBlkDriver:
             if not outcome.ok:
                 break
         return outcomes
+
+
+def _pieces(sector: int, count: int) -> list[tuple[int, int]]:
+    """The requests the block layer makes of one read or write: at most BLK_DEF_MAX_SECTORS each (virtblk_probe sets
+    max_hw_sectors to -1U, so the default max_sectors applies); a 0-sector transfer is one empty request."""
+    end = sector + count
+    return [(s, min(BLK_DEF_MAX_SECTORS, end - s)) for s in range(sector, end, BLK_DEF_MAX_SECTORS)] or [(sector, 0)]
+
+
+def _joined(outcomes: list[BlkOutcome]) -> BlkOutcome:
+    """One transfer's outcome: the last request's (the first that failed), with the data of all of them."""
+    last = outcomes[-1]
+    if len(outcomes) == 1:
+        return last
+    return BlkOutcome(last.status, b"".join(o.data_in for o in outcomes), last.used_len, last.broken,
+                      last.timed_out, last.time)
 
 
 def _outcome(out: ChainOutcome, status_len: int) -> BlkOutcome:

@@ -323,3 +323,14 @@ def test_discard_and_write_zeroes_reclaim_host_space_only_with_unmap(tmp_path, f
         assert after == before
         assert read == (data[:128 * 1024] if how == "discard" else bytes(128 * 1024))
     close(env)
+
+
+def test_reads_and_writes_go_in_requests_of_the_block_layers_max_sectors(tmp_path):
+    env = make_virtio_blk(tmp_path)
+    data = pattern(4096 * 512, seed=3)                      # 2 MiB: 2560 + 1536 sectors
+    before = len(env.transport.records)
+    assert run(env, env.drv.write(8, data)).ok
+    assert [r.requests[0].length for r in env.transport.records[before:]] == [2560 * 512, 1536 * 512]
+    out = run(env, env.drv.read(8, 4096))
+    assert out.ok and out.data_in == data and len(env.transport.records) == before + 4
+    close(env)

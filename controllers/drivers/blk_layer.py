@@ -1,7 +1,13 @@
-"""How a Linux 6.1 guest's block layer turns discards into requests, before any driver sees them.
+"""What a Linux 6.1 guest's block layer decides before any driver sees a request: how large a read or write
+request may be, and how discards become requests.
 
-Every Linux disk driver gets its discards from the same code, so the rules live here once and each driver model
+Every Linux disk driver gets its requests from the same code, so the rules live here once and each driver model
 (virtio_blk, sd, libata under sd) only turns requests into commands. All numbers are 512-byte sectors.
+
+Reads and writes: a queue's max_sectors is BLK_DEF_MAX_SECTORS unless the driver or the device sets less
+(blk_queue_max_hw_sectors caps max_sectors at it; 6.1).
+
+Discards:
 
 1. `issue_bios` (block/blk-lib.c __blkdev_issue_discard with bio_discard_limit): a range becomes bios; an
    unaligned head up to the next granularity boundary is a bio of its own, the rest goes in bios of at most
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 
 UINT_MAX = 0xFFFFFFFF
 SECTOR = 512
+BLK_DEF_MAX_SECTORS = 2560              # include/linux/blkdev.h (6.1): 1280 KiB per read or write request
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Linux's block layer between a discard and the driver (controllers/drivers/blk_discard.py): which bios a range
+"""Linux's block layer between a discard and the driver (controllers/drivers/blk_layer.py): which bios a range
 becomes, where bio_split_discard cuts them, and which of them share a request."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controllers.drivers.blk_discard import (
+from controllers.drivers.blk_layer import (
     UINT_MAX,
     DiscardLimits,
     bio_allowed_max_sectors,
