@@ -289,7 +289,7 @@ VIRTIO_BLK_OUTHDR = Struct(
 )
 BLK_OUTHDR_SIZE = 16
 
-# 5.2.6 struct virtio_blk_layer_write_zeroes: one segment of a DISCARD / WRITE_ZEROES payload.
+# 5.2.6 struct virtio_blk_discard_write_zeroes: one segment of a DISCARD / WRITE_ZEROES payload.
 VIRTIO_BLK_SEGMENT = Struct(
     "sector" / Int64ul,
     "num_sectors" / Int32ul,

@@ -153,7 +153,7 @@ def test_the_checked_in_regression_scripts_pass(name, disk, capsys):
 
 
 @pytest.mark.parametrize("discard", ["unmap", "ignore"])
-def test_virtio_blk_layer_through_replay_frees_host_space_only_with_unmap(discard, disk, tmp_path, capsys):
+def test_virtio_blk_discard_through_replay_frees_host_space_only_with_unmap(discard, disk, tmp_path, capsys):
     write = {"virtio_blk": {"type": "OUT", "sector": 0}, "data_out": {"pattern": 7, "len": 1 << 20},
              "expect": {"status": "OK"}}
     assert emu_main(["replay", "--controller", "virtio-blk", "--image", disk, script(tmp_path, write)]) == 0
