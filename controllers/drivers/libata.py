@@ -14,9 +14,8 @@ guest sends; the guest driver models use this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from controllers.ata.device import AtaRegisters
 from controllers.ata.dsm import encode_entries
