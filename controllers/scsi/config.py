@@ -73,6 +73,10 @@ class ScsiDiskConfig:
     enforce_limits: bool = False
 
     # -- which commands exist --
+    # Opcodes QEMU's scsi-hd dispatches (MMC commands: GET CONFIGURATION, GET EVENT STATUS NOTIFICATION, READ DISC
+    # INFORMATION, READ DVD STRUCTURE, MECHANISM STATUS) and refuses for a disk with INVALID FIELD IN CDB; other
+    # unknown opcodes are INVALID COMMAND OPERATION CODE.
+    invalid_field_commands: tuple[int, ...] = (0x46, 0x4A, 0x51, 0xAD, 0xBD)
     get_lba_status: bool = False         # SERVICE ACTION IN(16) 12h; QEMU: INVALID FIELD IN CDB
     synchronize_cache_16: bool = False   # 91h; QEMU: INVALID COMMAND OPERATION CODE
     report_supported_opcodes: bool = False   # MAINTENANCE IN 0Ch; QEMU: INVALID COMMAND OPERATION CODE
@@ -122,6 +126,9 @@ class ScsiDiskConfig:
 
     # -- sense and data-in lengths --
     power_on_unit_attention: bool = True     # first command after power on: UNIT ATTENTION 29h/00h
+    # Commands a pending unit attention neither stops nor is cleared by: INQUIRY and REPORT LUNS (SPC-4), and in
+    # QEMU also GET CONFIGURATION and GET EVENT STATUS NOTIFICATION (scsi_req_new). REQUEST SENSE has its own rule.
+    unit_attention_exempt: tuple[int, ...] = (0x12, 0xA0, 0x46, 0x4A)
     request_sense_unit_attention: RequestSenseUa = "check-condition"
     # A pending unit attention and a command completed without reporting it (in emu: a CDB QEMU cannot parse, or
     # none at all): "on-completion" clears it anyway (QEMU up to 8.0, scsi_req_complete -> scsi_clear_unit_attention);

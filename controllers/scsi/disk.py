@@ -122,11 +122,6 @@ _WRITES = frozenset({Op.WRITE_6, Op.WRITE_10, Op.WRITE_12, Op.WRITE_16})
 _WRITE_VERIFY = {Op.WRITE_AND_VERIFY_10: VERIFY_10, Op.WRITE_AND_VERIFY_12: VERIFY_12,
                  Op.WRITE_AND_VERIFY_16: VERIFY_16}
 _VERIFY = {Op.VERIFY_10: VERIFY_10, Op.VERIFY_12: VERIFY_12, Op.VERIFY_16: VERIFY_16}
-# Commands a pending unit attention does not preempt and does not clear (QEMU scsi_req_new,
-# scsi_clear_unit_attention; SPC-4: INQUIRY and REPORT LUNS).
-_UA_EXEMPT = frozenset({Op.INQUIRY, Op.REPORT_LUNS})
-
-
 # The no-op commands (config.no_op_commands may name) that scsi_req_xfer gives no data phase.
 _NO_TRANSFER = (Op.START_STOP_UNIT, Op.PREVENT_ALLOW_MEDIUM_REMOVAL, Op.SEEK_10, Op.RESERVE_6, Op.RELEASE_6)
 NO_OP_COMMANDS = frozenset({*_NO_TRANSFER, Op.FORMAT_UNIT, Op.RESERVE_10, Op.RELEASE_10})
@@ -317,7 +312,7 @@ class ScsiDisk:
         if length is None or len(cdb) < length:
             self.completed_unreported()
             raise _Check(S.INVALID_OPCODE)          # QEMU scsi_req_parse_cdb fails -> reqops_invalid_opcode
-        if self.unit_attention is not None and op not in _UA_EXEMPT:
+        if self.unit_attention is not None and op not in self.config.unit_attention_exempt:
             ua = self.unit_attention
             if op == Op.REQUEST_SENSE and self.config.request_sense_unit_attention == "parameter-data":
                 # SPC-4 REQUEST SENSE: reports the pending unit attention in its data and clears it
@@ -334,6 +329,8 @@ class ScsiDisk:
             # answered by the bus, scsi_target_send_command, which has no such limit)
             raise _Check(S.INVALID_FIELD)
         handler = self._handlers.get(op)
+        if handler is None and op in self.config.invalid_field_commands:
+            raise _Check(S.INVALID_FIELD)           # QEMU: an MMC command the disk dispatches, refused (not TYPE_ROM)
         if handler is None or (op == Op.SYNCHRONIZE_CACHE_16 and not self.config.synchronize_cache_16) or (
                 op == Op.MAINTENANCE_IN and not self.config.report_supported_opcodes):
             raise _Check(S.INVALID_OPCODE)          # scsi_disk_emulate_command default: INVALID_OPCODE

@@ -71,7 +71,7 @@ class ScsiTarget:
         if cdb_length(op) is None or len(cdb) < cdb_length(op):
             disk.completed_unreported()
             return self._check(disk, S.INVALID_OPCODE, qemu, buffer)
-        if qemu and disk.unit_attention is not None and op not in (Op.INQUIRY, Op.REPORT_LUNS) and not (
+        if qemu and disk.unit_attention is not None and op not in disk.config.unit_attention_exempt and not (
                 op == Op.REQUEST_SENSE and disk.sense_is_ua):
             ua, disk.unit_attention = disk.unit_attention, None      # reqops_unit_attention
             disk.sense, disk.sense_is_ua = ua, True

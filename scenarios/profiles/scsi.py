@@ -99,6 +99,15 @@ _QEMU_72 = {
     "request_sense_unit_attention": Fact("check-condition", f"{Q72} hw/scsi/scsi-bus.c scsi_req_new: REQUEST "
                                                             "SENSE with an unreported unit attention gets "
                                                             "reqops_unit_attention"),
+    "invalid_field_commands": Fact((0x46, 0x4A, 0x51, 0xAD, 0xBD),
+                                   f"{SD72} scsi_disk_reqops_dispatch sends GET CONFIGURATION, GET EVENT STATUS "
+                                   "NOTIFICATION, READ DISC INFORMATION, READ DVD STRUCTURE and MECHANISM STATUS to "
+                                   "scsi_disk_emulate_command, whose helpers return -1 unless the type is ROM: "
+                                   "illegal_request, INVALID FIELD. Departure: READ TOC (43h), which QEMU answers "
+                                   "with a CD table of contents even for a disk, is INVALID OPCODE here"),
+    "unit_attention_exempt": Fact((0x12, 0xA0, 0x46, 0x4A), f"{Q72} hw/scsi/scsi-bus.c scsi_req_new: INQUIRY, "
+                                                           "REPORT LUNS, GET CONFIGURATION and GET EVENT STATUS "
+                                                           "NOTIFICATION are not stopped by a unit attention"),
     "unit_attention_clear": Fact("on-completion", f"{Q72} hw/scsi/scsi-bus.c scsi_req_complete -> "
                                                   "scsi_clear_unit_attention: every request but INQUIRY, GET "
                                                   "CONFIGURATION and GET EVENT STATUS NOTIFICATION clears the pending "
@@ -155,6 +164,9 @@ _QEMU_14.update({
     "verify_bytchk": Fact("no-compare", f"{SD14} scsi_write_data: VERIFY completes without comparing"),
     "protect_check": Fact("all", f"{SD14} scsi_disk_dma_command: buf[1] & 0xe0 -> INVALID FIELD for READ, "
                                  "WRITE and VERIFY (WRITE SAME never looks)"),
+    "invalid_field_commands": Fact((0x46, 0x4A, 0x51, 0xAD, 0xBD), f"{SD14} scsi_disk_reqops_dispatch and "
+                                                                   "scsi_disk_emulate_command, as in 7.2"),
+    "unit_attention_exempt": Fact((0x12, 0xA0, 0x46, 0x4A), f"{Q14} hw/scsi-bus.c scsi_req_new, as in 7.2"),
     "unit_attention_clear": Fact("on-completion", f"{Q14} hw/scsi-bus.c scsi_req_complete -> "
                                                   "scsi_clear_unit_attention, as in 7.2"),
     "mode_select_block_lengths": Fact(0, f"{SD14} scsi_disk_emulate_mode_select skips the block descriptor: "
@@ -247,6 +259,10 @@ _STRICT.update({
     "power_on_unit_attention": Fact(True, "SAM-5: power on establishes UNIT ATTENTION 29h/00h"),
     "request_sense_unit_attention": Fact("parameter-data", f"{SPC4}: REQUEST SENSE returns a pending "
                                                            "unit attention as its data, GOOD, and clears it"),
+    "invalid_field_commands": Fact((), f"{SPC4}: an operation code the device does not support is INVALID "
+                                       "COMMAND OPERATION CODE (MMC commands are not a disk's)"),
+    "unit_attention_exempt": Fact((0x12, 0xA0), f"{SPC4} (recalled): INQUIRY and REPORT LUNS are processed with a "
+                                                "unit attention pending; REQUEST SENSE has its own rule"),
     "unit_attention_clear": Fact("when-reported", "SAM-5 5.14 / SPC-4 (recalled): a unit attention condition is "
                                                   "cleared when it is reported; a command rejected for another reason "
                                                   "leaves it pending"),

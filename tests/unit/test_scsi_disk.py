@@ -102,6 +102,31 @@ def test_a_cdb_qemu_cannot_parse_loses_the_unit_attention_only_before_8_1(tmp_pa
     assert run(disk, bytes(6)).ok                                     # 7.2: scsi_req_complete cleared it
 
 
+MMC_ON_A_DISK = {0x46: bytes([0x46]) + bytes(6) + (8).to_bytes(2, "big") + b"\0",      # GET CONFIGURATION
+                 0x4A: bytes([0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8, 0]),                  # GESN, polled
+                 0xBD: bytes([0xBD]) + bytes(7) + (8).to_bytes(2, "big") + bytes(2)}  # MECHANISM STATUS
+
+
+@pytest.mark.parametrize("op", MMC_ON_A_DISK)
+@pytest.mark.parametrize("profile", ["qemu-7.2", "strict"])
+def test_mmc_commands_on_a_disk_as_qemu_answers_them(tmp_path, profile, op):
+    """QEMU's scsi-hd dispatches these and refuses them for a disk (INVALID FIELD); GET CONFIGURATION and GESN even
+    pass a pending unit attention by. The strict disk does not know them."""
+    path = str(tmp_path / "d.raw")
+    create_image(path, "raw", SIZE)
+    disk = ScsiDisk(Drive(open_image(path, "raw")), scsi_disk_config(profile, SIZE // 512))
+    res = run(disk, MMC_ON_A_DISK[op])
+    if profile == "strict":
+        fails(res, S.POWER_ON_RESET)                                  # reported first ...
+        fails(run(disk, MMC_ON_A_DISK[op]), S.INVALID_OPCODE)         # ... then not a disk's command
+    elif op == 0xBD:
+        fails(res, S.POWER_ON_RESET)
+        fails(run(disk, MMC_ON_A_DISK[op]), S.INVALID_FIELD)
+    else:
+        fails(res, S.INVALID_FIELD)                                   # the unit attention is still pending
+        fails(run(disk, bytes(6)), S.POWER_ON_RESET)
+
+
 def test_qemu_request_sense_first_gets_check_condition_then_reports_it(tmp_path):
     path = str(tmp_path / "d.raw")
     create_image(path, "raw", SIZE)
