@@ -70,7 +70,7 @@ from controllers.ata.layouts import (
     AtaCommand,
     port_register,
 )
-from controllers.drivers.libata import Translated, discard_write_sames, lba_28_ok, write_same_to_dsm
+from controllers.drivers.libata import discard_dsms, lba_28_ok
 
 if TYPE_CHECKING:
     from controllers.ahci import AhciHba
@@ -241,9 +241,7 @@ class AhciDriver:
         outcomes: list[AhciOutcome] = []
         if not self.identity or not self.identity["trim"]:
             return outcomes
-        for start, n in discard_write_sames(ranges):
-            cmd = write_same_to_dsm(start, n)
-            assert isinstance(cmd, Translated)          # the requests are within libata's limit
+        for cmd in discard_dsms(ranges):
             out = yield from self.raw(cmd.registers, cmd.payload, 0)
             outcomes.append(out)
             if not out.ok:

@@ -42,13 +42,7 @@ from controllers.ata.layouts import (
     AtaCommand,
 )
 from controllers.drivers.blk_layer import BLK_DEF_MAX_SECTORS
-from controllers.drivers.libata import (
-    ATA_MAX_SECTORS,
-    Translated,
-    discard_write_sames,
-    lba_28_ok,
-    write_same_to_dsm,
-)
+from controllers.drivers.libata import ATA_MAX_SECTORS, discard_dsms, lba_28_ok
 from controllers.ide import REG_CONTROL
 
 if TYPE_CHECKING:
@@ -170,15 +164,17 @@ class PiixDriver:
     def trim(self, ranges) -> Generator[simpy.Event, Any, list[AtaOutcome]]:
         """Discard (lba, count) ranges as Linux does over libata: the block layer's requests, each a WRITE
         SAME(16) that libata translates into one DSM TRIM with one 512-byte block of entries, sent by DMA.
-        Nothing is sent when IDENTIFY does not advertise TRIM (sd leaves provisioning off). One outcome per DSM."""
+        Nothing is sent when IDENTIFY does not advertise TRIM (sd leaves provisioning off). One outcome per DSM;
+        stops at the first failing command."""
         yield from self._ensure_identified()
         outcomes: list[AtaOutcome] = []
         if not self.info or not self.info["trim"]:
             return outcomes
-        for start, n in discard_write_sames(ranges):
-            cmd = write_same_to_dsm(start, n)
-            assert isinstance(cmd, Translated)          # the requests are within libata's limit
-            outcomes.append((yield from self.raw(cmd.registers, cmd.payload, 0, dma=True)))
+        for cmd in discard_dsms(ranges):
+            out = yield from self.raw(cmd.registers, cmd.payload, 0, dma=True)
+            outcomes.append(out)
+            if not out.ok:
+                break
         return outcomes
 
     # -- one command, byte-exact -----------------------------------------------------------------------------

@@ -69,6 +69,14 @@ def discard_write_sames(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, in
     return [request[0] for request in discard_requests(ranges, DISCARD_LIMITS)]
 
 
+def discard_dsms(ranges: Sequence[tuple[int, int]]) -> list[Translated]:
+    """The DSM TRIM commands, with their payloads, that a Linux guest sends for discarding `ranges`: libata's
+    translation of each WRITE SAME(16) (`discard_write_sames`, always within libata's own limit)."""
+    commands = [write_same_to_dsm(lba, n) for lba, n in discard_write_sames(ranges)]
+    assert all(isinstance(cmd, Translated) for cmd in commands)
+    return commands
+
+
 def trim_entries(lba: int, n_block: int) -> list[tuple[int, int]]:
     """ata_format_dsm_trim_descr: consecutive entries of at most 65535 sectors, at most 64 of them; a
     zero-length WRITE SAME still gives one (zero-length) entry."""
