@@ -1,4 +1,5 @@
-"""The image backend contract shared by every format, and the generic block-status rules.
+"""The base every image format builds on: the block layer's backend contract (`emu.block.backend`) with the
+rules every format shares.
 
 A backend answers for its own layer: `read`, `write`, `discard`, `write_zeroes`, `_block_status`.
 What QEMU's generic block layer adds on top of a driver's answer (ALLOCATED, zeros for unallocated
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 
 from emu.errors import BlockError, UnsupportedFeature, UsageError
 from emu.memory import scatter
-from emu.trace import Trace
+from emu.block.backend import BlockLimits, BlockStatus, Status
+from emu.trace import NULL_TRACE, Trace
 from images.hostfile import HostFile
 
 
@@ -34,37 +36,6 @@ def zeros(length: int) -> bytes:
         if length <= 2 << 20 and len(_ZEROS) < 64:
             _ZEROS[length] = z
     return z
-
-
-class Status:
-    """Block status flags, with the meaning of QEMU's BDRV_BLOCK_* (include/block/block-common.h).
-    Plain ints, not an enum.IntFlag: block status is asked on every copy-on-write and map step, and
-    IntFlag arithmetic made it several times slower."""
-
-    NONE = 0
-    DATA = 1           # reads come from this layer's data
-    ZERO = 2           # reads as zeros
-    OFFSET_VALID = 4   # host_offset is where the data lives in this layer's file
-    ALLOCATED = 8      # this layer answers for the range (set by the generic rules, not by formats)
-    RECURSE = 16       # ask the host file too: data may sit in a hole (preallocated metadata)
-
-
-@dataclass(slots=True, frozen=True)
-class BlockStatus:
-    flags: int    # Status bits
-    length: int
-    host_offset: int = 0
-
-
-@dataclass(slots=True, frozen=True)
-class BlockLimits:
-    """Alignment and size limits a backend imposes; the Drive splits requests by them (QEMU BlockLimits)."""
-
-    request_alignment: int = 1
-    discard_alignment: int = 1      # pdiscard_alignment
-    zero_alignment: int = 1         # pwrite_zeroes_alignment
-    max_discard: int = 0            # 0 = no limit
-    max_write_zeroes: int = 0
 
 
 @dataclass(slots=True)
@@ -128,13 +99,13 @@ class ImageBackend:
         """Read `sum(len(b) for b in buffers)` bytes at `offset` into the buffers, in order (scatter)."""
         scatter(self.read(offset, sum(len(b) for b in buffers)), buffers)
 
-    def write(self, offset: int, data: bytes, trace: Trace | None = None) -> None:
+    def write(self, offset: int, data: bytes, trace: Trace = NULL_TRACE) -> None:
         raise NotImplementedError
 
-    def discard(self, offset: int, length: int, trace: Trace | None = None) -> None:
+    def discard(self, offset: int, length: int, trace: Trace = NULL_TRACE) -> None:
         """Deallocate what the format can; silently ignore what it cannot (recorded in the trace)."""
 
-    def write_zeroes(self, offset: int, length: int, may_unmap: bool, trace: Trace | None = None) -> bool:
+    def write_zeroes(self, offset: int, length: int, may_unmap: bool, trace: Trace = NULL_TRACE) -> bool:
         """Make the range read as zeros efficiently; False means "cannot, write zero buffers instead"."""
         return False
 

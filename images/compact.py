@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 
 from emu.errors import UnsupportedFeature, UsageError
-from images.backend import Status
+from emu.block.backend import Status
 from images.chain import relink, sparse_options
 from images.convert import convert
 from images.probe import create_image, open_image

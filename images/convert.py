@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from emu.errors import UsageError
-from images.backend import ImageBackend, Status
+from emu.block.backend import Status
+from images.backend import ImageBackend
 
 CHUNK = 2 << 20   # qemu-img convert's default buffer (IO_BUF_SIZE)
 DEFAULT_MIN_SPARSE = 4096

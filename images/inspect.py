@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from images.backend import ImageBackend, Status
+from emu.block.backend import Status
+from images.backend import ImageBackend
 
 _COMPARE_CHUNK = 1 << 20
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 
 from emu.errors import ImageError, UsageError
-from emu.trace import Act, Trace
-from images.backend import BlockStatus, ImageBackend, Status
+from emu.trace import Act, NULL_TRACE, Trace
+from emu.block.backend import BlockStatus, Status
+from images.backend import ImageBackend
 from images.hostfile import HostFile
 
 FORMAT = "raw"
@@ -33,32 +34,28 @@ class RawImage(ImageBackend):
     def read_into(self, offset: int, buffers: list[memoryview]) -> None:
         self.host.preadv(offset, buffers)
 
-    def write(self, offset: int, data: bytes, trace: Trace | None = None) -> None:
+    def write(self, offset: int, data: bytes, trace: Trace = NULL_TRACE) -> None:
         self.check_writable()
         self.host.pwrite(offset, data)
-        if trace is not None:
-            trace.add("file", Act.WRITTEN, offset, len(data))
+        trace.add("file", Act.WRITTEN, offset, len(data))
 
-    def discard(self, offset: int, length: int, trace: Trace | None = None) -> None:
+    def discard(self, offset: int, length: int, trace: Trace = NULL_TRACE) -> None:
         self.check_writable()
         freed = self.host.punch_hole(offset, length)
-        if trace is not None:
-            if self.host.can_punch:
-                trace.add("file", Act.PUNCHED, offset, length, host_bytes=freed)
-            else:
-                trace.add("file", Act.IGNORED, offset, length, "host file system cannot punch holes")
+        if self.host.can_punch:
+            trace.add("file", Act.PUNCHED, offset, length, host_bytes=freed)
+        else:
+            trace.add("file", Act.IGNORED, offset, length, "host file system cannot punch holes")
 
-    def write_zeroes(self, offset: int, length: int, may_unmap: bool, trace: Trace | None = None) -> bool:
+    def write_zeroes(self, offset: int, length: int, may_unmap: bool, trace: Trace = NULL_TRACE) -> bool:
         self.check_writable()
         if may_unmap and self.host_unmap and self.host.can_punch:
             freed = self.host.punch_hole(offset, length)
-            if trace is not None:
-                trace.add("file", Act.PUNCHED, offset, length, "write-zeroes with MAY_UNMAP", freed)
+            trace.add("file", Act.PUNCHED, offset, length, "write-zeroes with MAY_UNMAP", freed)
             return True
         self.host.zero_range(offset, length)
-        if trace is not None:
-            why = "MAY_UNMAP stripped: drive has discard=ignore" if may_unmap else "allocated zeros"
-            trace.add("file", Act.ZEROED, offset, length, why)
+        why = "MAY_UNMAP stripped: drive has discard=ignore" if may_unmap else "allocated zeros"
+        trace.add("file", Act.ZEROED, offset, length, why)
         return True
 
     def reclaim(self) -> dict[str, str]:

@@ -27,10 +27,11 @@ from controllers.scsi.disk import ScsiDisk
 from controllers.virtio.blk import VirtioBlkDevice
 from controllers.virtio.pci import VirtioPciTransport
 from controllers.virtio.scsi import VirtioScsiDevice
+from emu.block import Drive
 from emu.errors import UsageError
 from emu.memory import GuestMemory
 from emu.sim import InterruptLine, LatencyModel, Simulation
-from scenarios.profiles import get_profile, read_zeroes_after_trim
+from scenarios.profiles import get_profile
 from scenarios.profiles.scsi import scsi_disk_config
 from scenarios.profiles.virtio_blk import virtio_blk_config, virtio_pci_config
 from scenarios.profiles.virtio_scsi import virtio_scsi_config
@@ -148,7 +149,7 @@ class Machine:
         self.mem.close()
 
 
-def build(controller: str, drive, profile_name: str, *, timing: LatencyModel | None = None) -> Machine:
+def build(controller: str, drive: Drive, profile_name: str, *, timing: LatencyModel | None = None) -> Machine:
     """A booted guest with `drive` behind `controller` as profile `profile_name` describes the device; the
     driver has probed it (IDENTIFY / feature negotiation) and is ready. UsageError for an unknown controller or
     profile, or a device the driver will not take."""
@@ -171,21 +172,10 @@ def build(controller: str, drive, profile_name: str, *, timing: LatencyModel | N
     return machine
 
 
-def _reads_zeroes_after_discard(drive, sector_size: int = SECTOR) -> bool:
-    """Whether every discarded `sector_size` block of `drive` reads zeros: what the strict profiles advertise."""
-    backend = drive.backend
-    return read_zeroes_after_trim(drive.options.discard, backend.limits.discard_alignment, backend.supports_discard,
-                                  sector_size=sector_size)
-
-
-def _read_only(drive) -> bool:
-    return drive.options.read_only or drive.backend.read_only
-
-
-def _ata(controller: str, drive, profile_name: str, sim: Simulation, mem: GuestMemory, irq: InterruptLine,
+def _ata(controller: str, drive: Drive, profile_name: str, sim: Simulation, mem: GuestMemory, irq: InterruptLine,
          timing: LatencyModel | None) -> Machine:
     profile = get_profile(profile_name)
-    rzat = _reads_zeroes_after_discard(drive)
+    rzat = drive.zeroes_after_discard(SECTOR)
     device = AtaDevice(drive, profile.ata_config(drive.capacity // SECTOR, controller, read_zeroes_after_trim=rzat))
     if controller == "ahci":
         hba = AhciHba(sim, mem, irq, [device], timing=timing, config=profile.ahci_config())
@@ -197,10 +187,10 @@ def _ata(controller: str, drive, profile_name: str, sim: Simulation, mem: GuestM
     return Machine(controller, profile_name, sim, mem, driver, GuestDisk(driver))
 
 
-def _virtio_blk(controller: str, drive, profile_name: str, sim: Simulation, mem: GuestMemory, irq: InterruptLine,
+def _virtio_blk(controller: str, drive: Drive, profile_name: str, sim: Simulation, mem: GuestMemory, irq: InterruptLine,
                 timing: LatencyModel | None) -> Machine:
     device = VirtioBlkDevice(drive, virtio_blk_config(profile_name, drive.capacity // SECTOR,
-                                                      read_only=_read_only(drive)))
+                                                      read_only=drive.read_only))
     transport = VirtioPciTransport(sim, mem, irq, device, timing=timing, config=virtio_pci_config(profile_name))
     driver = VirtioBlkDriver(sim, mem, transport, irq)
     if not sim.run(until=sim.process(driver.probe())):
@@ -208,10 +198,10 @@ def _virtio_blk(controller: str, drive, profile_name: str, sim: Simulation, mem:
     return Machine(controller, profile_name, sim, mem, driver, VirtioBlkDisk(driver))
 
 
-def _virtio_scsi(controller: str, drive, profile_name: str, sim: Simulation, mem: GuestMemory, irq: InterruptLine,
+def _virtio_scsi(controller: str, drive: Drive, profile_name: str, sim: Simulation, mem: GuestMemory, irq: InterruptLine,
                  timing: LatencyModel | None) -> Machine:
-    config = scsi_disk_config(profile_name, drive.capacity // SECTOR, SECTOR, _read_only(drive),
-                              read_zeroes_after_unmap=_reads_zeroes_after_discard(drive))
+    config = scsi_disk_config(profile_name, drive.capacity // SECTOR, SECTOR, drive.read_only,
+                              read_zeroes_after_unmap=drive.zeroes_after_discard(SECTOR))
     device = VirtioScsiDevice({0: ScsiDisk(drive, config)}, virtio_scsi_config(profile_name))
     transport = VirtioPciTransport(sim, mem, irq, device, timing=timing, config=virtio_pci_config(profile_name))
     driver = VirtioScsiDriver(sim, mem, transport, irq)

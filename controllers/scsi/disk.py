@@ -198,7 +198,7 @@ class ScsiDisk:
         self.luns = luns                         # REPORT LUNS content (QEMU: LUN 0 and every other LUN)
         self.bs = config.block_size
         self.blocks = config.capacity_blocks
-        self.read_only = config.read_only or drive.options.read_only or drive.backend.read_only
+        self.read_only = config.read_only or drive.read_only
         self.write_cache = config.write_cache    # caching page WCE; MODE SELECT changes it
         self.d_sense = False                     # control page D_SENSE; MODE SELECT changes it (strict)
         self.unit_attention: S.Sense | None = S.POWER_ON_RESET if config.power_on_unit_attention else None

@@ -4,20 +4,23 @@ This is QEMU's generic block layer for one node (block/io.c, block/block-backend
 discard=ignore dropping discards, detect-zeroes, the head/bulk/tail split of discards and zero
 writes at the backend's alignment (the unaligned pieces go down on their own and the format decides),
 the zero-buffer fallback for write-zeroes, FUA as a flush. Every request leaves a `Trace`.
-The Drive knows no time: `emu.sim` wraps it for simulated latency.
+The Drive knows no time: it hands every request's trace to its monitor (an `emu.sim.Monitor` in a run), and
+`emu.sim` decides when completions are delivered. Everything above the block layer asks the Drive, never the
+image behind it: size, read-only, limits, what a discard leaves, block status.
 """
 
 from __future__ import annotations
 
 import errno
 from collections import Counter
+from typing import Protocol
 
 from emu.block.options import DriveOptions
 from emu.block.request import Completion, Flags, Op, Request
 from emu.errors import BlockError, ImageError
-from emu.trace import Act, Trace
 from emu.memory import scatter
-from images.backend import ImageBackend, Status
+from emu.trace import Act, Trace
+from emu.block.backend import Backend, BlockLimits, Status
 
 MAX_BOUNCE_BUFFER = 32768 * 512  # QEMU MAX_BOUNCE_BUFFER: largest zero buffer of the fallback
 _ZEROS = bytes(1 << 20)
@@ -65,18 +68,34 @@ def split(offset: int, length: int, align: int, request_alignment: int, max_chun
     return chunks
 
 
+class DriveMonitor(Protocol):
+    """Who hears of every request the Drive served: how a run learns which layer dropped a discard the guest
+    sent through a controller (the controller only sees the status). `emu.sim.Monitor` is one."""
+
+    def request(self, trace: Trace) -> None: ...
+
+
+class _Unmonitored:
+    """The monitor of a Drive nobody watches."""
+
+    def request(self, trace: Trace) -> None:
+        pass
+
+
+UNMONITORED: DriveMonitor = _Unmonitored()
+
+
 class Drive:
     """Owns one image backend (and through it the backing chain) and applies the drive options."""
 
-    def __init__(self, backend: ImageBackend, options: DriveOptions | None = None) -> None:
+    def __init__(self, backend: Backend, options: DriveOptions | None = None,
+                 monitor: DriveMonitor = UNMONITORED) -> None:
         self.backend = backend
         self.options = options or DriveOptions()
         backend.host_unmap = self.options.unmap   # the node's BDRV_O_UNMAP
         self.capacity = backend.virtual_size
         self.stats: Counter[str] = Counter()
-        # When a list, every request's Trace is appended to it: how a scenario learns which layer dropped a
-        # discard the guest sent through a controller (the controller only sees the status).
-        self.recorder: list[Trace] | None = None
+        self.monitor = monitor
         self._plain_reads = self.options.request_alignment == 1
         self._handlers = {Op.READ: self._read, Op.WRITE: self._write, Op.DISCARD: self._discard,
                           Op.WRITE_ZEROES: self._write_zeroes, Op.FLUSH: self._flush}
@@ -103,6 +122,38 @@ class Drive:
 
     def close(self) -> None:
         self.backend.close()
+
+    # -- what the drive is: asked by devices and guests, never of the image behind it ------------------------
+    @property
+    def read_only(self) -> bool:
+        """Writes are refused: the drive's read-only option or an image opened read-only."""
+        return self.options.read_only or self.backend.read_only
+
+    @property
+    def format_name(self) -> str:
+        return self.backend.format_name
+
+    @property
+    def limits(self) -> BlockLimits:
+        """The alignments and maximum sizes requests are split at (the image's, QEMU's BlockLimits)."""
+        return self.backend.limits
+
+    def zeroes_after_discard(self, sector_size: int) -> bool:
+        """Whether every `sector_size` block a guest discards reads zeros afterwards: what a device may promise
+        (ATA RZAT, SCSI LBPRZ). It must hold for every sector, since a guest relies on it (Linux treats such a
+        discard as zeroing), so only a drive that passes discards (discard=unmap) to a format whose discard
+        zeroes, at a granularity that divides the sector, says yes. raw punching holes: granularity 512;
+        qcow2 v3: whole clusters (a partial one keeps its data); vdi, vpc, vmdk in QEMU: no discard."""
+        if sector_size < 1:
+            raise ValueError(f"sector size {sector_size} must be at least 1 byte")
+        return (self.options.unmap and self.backend.supports_discard
+                and sector_size % self.backend.limits.discard_alignment == 0)
+
+    def allocated(self, offset: int, length: int) -> tuple[bool, int]:
+        """Whether this image alone (not its backing files) holds the range at `offset`, and how many bytes from
+        `offset` share the answer (bdrv_is_allocated, what qemu-io's map prints)."""
+        status = self.backend.block_status(offset, length)
+        return bool(status.flags & Status.ALLOCATED), status.length
 
     def mapped(self, offset: int, length: int) -> tuple[bool, int]:
         """Whether the guest range at `offset` holds data in any layer of the chain (`qemu-img map`'s "data")
@@ -136,15 +187,13 @@ class Drive:
         except OSError as exc:
             return self._fail(req, BlockError(exc.errno or errno.EIO, f"host I/O error: {exc.strerror}"), trace)
         self.stats[op] += 1
-        if self.recorder is not None:
-            self.recorder.append(trace)
+        self.monitor.request(trace)
         return Completion(req, None, data, trace)
 
     def _fail(self, req: Request, exc: BlockError, trace: Trace) -> Completion:
         trace.add("drive", Act.REJECTED, req.offset, req.length, str(exc))
         self.stats["errors"] += 1
-        if self.recorder is not None:
-            self.recorder.append(trace)
+        self.monitor.request(trace)
         return Completion(req, exc, None, trace)
 
     def _check_range(self, req: Request) -> None:
@@ -157,7 +206,7 @@ class Drive:
             raise BlockError(errno.EINVAL, "write payload length differs from the request length")
 
     def _check_writable(self) -> None:
-        if self.options.read_only or self.backend.read_only:
+        if self.read_only:
             raise BlockError(errno.EPERM, "drive is read-only")
 
     # -- reads and writes --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from controllers.ata.layouts import DSM_MAX_RANGE_SECTORS
 from emu.block import Drive, DriveOptions
 from emu.cli.common import Parser
 from emu.errors import BlockError
+from emu.sim import Monitor
 from emu.trace import Act
 from emu.units import MiB, human_size, parse_size
 from images import create_image, open_image, snapshots
@@ -49,8 +50,10 @@ def _controller_cell(directory: str, controller: str, fmt: str, discard: str, pr
     """A guest writes `data` bytes through `controller`, flushes, discards it all and flushes again."""
     path = os.path.join(directory, f"{controller}-{discard}.{fmt}")
     create_image(path, fmt, disk, {})
-    drive = Drive(open_image(path, fmt), DriveOptions(discard=discard))
+    monitor = Monitor()
+    drive = Drive(open_image(path, fmt), DriveOptions(discard=discard), monitor)
     guest = machines.build(controller, drive, profile)
+    monitor.clock = lambda: guest.sim.now
     try:
         disk_ops = guest.disk
         payload = bytes(range(256)) * (WRITE_CHUNK // 256)
@@ -60,10 +63,10 @@ def _controller_cell(directory: str, controller: str, fmt: str, discard: str, pr
                 raise BlockError(5, f"{controller}: the guest's write at {offset} failed")
         guest.run(disk_ops.flush())
         written = _host_bytes(path)
-        drive.recorder = []
+        since = len(monitor.requests)
         sent, ok = guest.run(disk_ops.discard([(0, data // 512)]))
         guest.run(disk_ops.flush())
-        discards = [t for t in drive.recorder if t.op == "discard"]
+        discards = list(monitor.traces("discard", since))
         command = disk_ops.discard_command
         return {"controller": controller, "format": fmt, "discard": discard, "written": written,
                 "discarded": _host_bytes(path), "sent": sent, "command": command,

@@ -312,7 +312,7 @@ def _progress(done: int, total: int) -> None:
 
 # -- bench -----------------------------------------------------------------------------------------
 def cmd_bench(argv: list[str]) -> int:
-    from emu.bench import BenchConfig, run_bench
+    from emu.block.bench import BenchConfig, run_bench
     p = Parser("emu img bench", "Time a stream of reads or writes through the block layer (qemu-img bench). "
                                 "The last line is qemu-img bench's own 'Run completed in S seconds.'")
     p.add_argument("-c", dest="count", type=int, default=75000)

@@ -18,7 +18,6 @@ from emu.block import Completion, Drive, DriveOptions, Request
 from emu.cli.common import Parser, open_for_cli, parse_options
 from emu.errors import UsageError
 from emu.units import parse_size
-from images.backend import Status
 
 
 def qemu_io_size(value: float) -> str:
@@ -159,19 +158,17 @@ class Session:
 
     def map(self, args: list[str]) -> bool:
         """qemu-io map: runs allocated or not in this image alone (bdrv_is_allocated)."""
-        image = self.drive.backend
-        offset, total = 0, image.virtual_size
+        offset, total = 0, self.drive.capacity
         while offset < total:
             allocated = None
             start = offset
             while offset < total:
-                status = image.block_status(offset, total - offset)
-                here = bool(status.flags & Status.ALLOCATED)
+                here, run = self.drive.allocated(offset, total - offset)
                 if allocated is None:
                     allocated = here
                 elif here != allocated:
                     break
-                offset += status.length
+                offset += run
             num = offset - start
             word = "    allocated" if allocated else "not allocated"
             print(f"{qemu_io_size(num)} (0x{num:x}) bytes {word} at offset {qemu_io_size(start)} (0x{start:x})")

@@ -6,7 +6,8 @@ controllers that use it.
 
 from emu.sim.irq import InterruptLine
 from emu.sim.kernel import Simulation
+from emu.sim.monitor import Monitor, Row
 from emu.sim.timing import DEFAULT_FIXED, DEFAULT_PER_BYTE, LatencyModel, TimedDrive, TimedRequest
 
-__all__ = ["DEFAULT_FIXED", "DEFAULT_PER_BYTE", "InterruptLine", "LatencyModel", "Simulation", "TimedDrive",
+__all__ = ["DEFAULT_FIXED", "DEFAULT_PER_BYTE", "InterruptLine", "LatencyModel", "Monitor", "Row", "Simulation", "TimedDrive",
            "TimedRequest"]

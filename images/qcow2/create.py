@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from emu.errors import EmuError, ImageError, UsageError
 from emu.units import parse_size
+from emu.trace import NULL_TRACE
 from images.backend import backing_path
 from images.hostfile import HostFile
 from images.qcow2 import layout as L
@@ -209,7 +210,7 @@ def _link_data(image: Qcow2Image, first: int, count: int, host_start: int | None
     ci = first
     end = first + count
     while ci < end:
-        table = image._l2_for_write(ci >> image.l2_bits, None)
+        table = image._l2_for_write(ci >> image.l2_bits, NULL_TRACE)
         index = ci & image.l2_mask
         n = min(end - ci, image.l2_entries - index)
         base = image.refs.alloc(n) if host_start is None else host_start + (ci - first) * cs

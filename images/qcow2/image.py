@@ -18,8 +18,9 @@ from array import array
 
 from emu.errors import BlockError, CorruptImage, ImageError, InvalidImage, UsageError
 from emu.units import human_size
-from emu.trace import Act, Trace
-from images.backend import BlockLimits, BlockStatus, ImageBackend, Status, zeros
+from emu.trace import Act, NULL_TRACE, Trace
+from emu.block.backend import BlockLimits, BlockStatus, Status
+from images.backend import ImageBackend, zeros
 from images.hostfile import HostFile
 from images.qcow2 import layout as L
 from images.qcow2.header import Qcow2Header
@@ -150,7 +151,7 @@ class Qcow2Image(ImageBackend):
             return 0
         return self.l1[l1_index] & L.L1E_OFFSET_MASK
 
-    def _l2_for_write(self, l1_index: int, trace: Trace | None) -> array:
+    def _l2_for_write(self, l1_index: int, trace: Trace) -> array:
         """The L2 table for l1_index, allocated or copied (if shared with a snapshot) as needed."""
         entry = self.l1[l1_index]
         offset = entry & L.L1E_OFFSET_MASK
@@ -161,14 +162,12 @@ class Qcow2Image(ImageBackend):
         if offset:
             table = array("Q", self._l2(offset))
             self._free_host(offset, self.cluster_size, DISCARD_OTHER, None)
-            if trace is not None:
-                trace.add(self.format_name, Act.COW, l1_index << self._l1_shift, 1 << self._l1_shift,
-                          f"L2 table shared with a snapshot copied to {new_offset:#x}")
+            trace.add(self.format_name, Act.COW, l1_index << self._l1_shift, 1 << self._l1_shift,
+                      f"L2 table shared with a snapshot copied to {new_offset:#x}")
         else:
             table = array("Q", bytes(self.cluster_size))
-            if trace is not None:
-                trace.add(self.format_name, Act.ALLOCATED, l1_index << self._l1_shift, 1 << self._l1_shift,
-                          f"new L2 table at host {new_offset:#x}", self.cluster_size)
+            trace.add(self.format_name, Act.ALLOCATED, l1_index << self._l1_shift, 1 << self._l1_shift,
+                      f"new L2 table at host {new_offset:#x}", self.cluster_size)
         self.l2_cache.put_new(new_offset, table)
         self._last_l2_offset, self._last_l2 = new_offset, table
         self.l1[l1_index] = new_offset | L.OFLAG_COPIED
@@ -327,7 +326,7 @@ class Qcow2Image(ImageBackend):
         return bytes(self.cluster_size)
 
     # -- writes ------------------------------------------------------------------------------------
-    def write(self, offset: int, data: bytes, trace: Trace | None = None) -> None:
+    def write(self, offset: int, data: bytes, trace: Trace = NULL_TRACE) -> None:
         self.check_writable()
         cs, cb = self.cluster_size, self.cluster_bits
         in_cluster = offset & self._cmask
@@ -344,16 +343,15 @@ class Qcow2Image(ImageBackend):
                     if host_ci in fixed or host_ci in l2 or host_ci in self.refs.block_clusters:
                         self._check_overlap(host_ci, 1)
                     self.host.pwrite(host + in_cluster, data)
-                    if trace is not None:
-                        trace.add(self.format_name, Act.WRITTEN, offset, length,
-                                  f"in place at host {host + in_cluster:#x}")
+                    trace.add(self.format_name, Act.WRITTEN, offset, length,
+                              f"in place at host {host + in_cluster:#x}")
                     return
         view = memoryview(data)
         pos = 0
         while pos < length:
             pos += self._write_in_table(offset + pos, view[pos:], trace)
 
-    def _write_in_table(self, offset: int, data: memoryview, trace: Trace | None) -> int:
+    def _write_in_table(self, offset: int, data: memoryview, trace: Trace) -> int:
         """Write as much of data as falls in one L2 table; returns the bytes consumed."""
         cs, cb = self.cluster_size, self.cluster_bits
         ci = offset >> cb
@@ -377,8 +375,7 @@ class Qcow2Image(ImageBackend):
                 self.l2_cache.mark_dirty(self._table_offset(ci), table)
             else:
                 self.host.pwrite(host + in_cluster, data[:n])
-            if trace is not None:
-                trace.add(self.format_name, Act.WRITTEN, offset, n, f"in place at host {host + in_cluster:#x}")
+            trace.add(self.format_name, Act.WRITTEN, offset, n, f"in place at host {host + in_cluster:#x}")
             return n
         # allocate a run of clusters that all need a new host cluster
         count = 1
@@ -413,12 +410,11 @@ class Qcow2Image(ImageBackend):
             table[index + k] = (new_host + k * cs) | L.OFLAG_COPIED
             self._free_entry(old, DISCARD_OTHER, None)
         self.l2_cache.mark_dirty(table_offset, table)
-        if trace is not None:
-            why = {UNALLOCATED: "backing data copied" if self.backing else "zero filled",
-                   COMPRESSED: "decompressed", NORMAL: "shared cluster copied"}.get(kind, "zero filled")
-            trace.add(self.format_name, Act.ALLOCATED, (ci << cb), count * cs,
-                      f"{count} cluster(s) at host {new_host:#x}" + (f"; {why}" if n < count * cs else ""),
-                      count * cs)
+        why = {UNALLOCATED: "backing data copied" if self.backing else "zero filled",
+               COMPRESSED: "decompressed", NORMAL: "shared cluster copied"}.get(kind, "zero filled")
+        trace.add(self.format_name, Act.ALLOCATED, (ci << cb), count * cs,
+                  f"{count} cluster(s) at host {new_host:#x}" + (f"; {why}" if n < count * cs else ""),
+                  count * cs)
         return n
 
     def _cow_reads_zero(self, table: array, index: int, count: int, ci: int, head: int, end: int) -> bool:
@@ -474,7 +470,7 @@ class Qcow2Image(ImageBackend):
                 elif self._passthrough(reason):
                     self.host.punch_hole(ci << cb, self.cluster_size)
 
-    def _release(self, freed: list[int], reason: str, trace: Trace | None, offset: int, length: int) -> None:
+    def _release(self, freed: list[int], reason: str, trace: Trace, offset: int, length: int) -> None:
         """Hand clusters whose refcount dropped to zero back to the host, merged into ranges."""
         if not freed:
             return
@@ -491,36 +487,33 @@ class Qcow2Image(ImageBackend):
                 released += self.host.punch_hole(start << cb, (prev - start + 1) << cb)
             if ci is not None:
                 start = prev = ci
-        if trace is not None:
-            trace.add(self.format_name, Act.FREED, offset, length,
-                      f"{len(freed)} cluster(s), refcount now 0", len(freed) * cs)
-            if punch:
-                trace.add("file", Act.PUNCHED, freed[0] << cb, (freed[-1] - freed[0] + 1) << cb,
-                          "pass-discard-request", released)
-            else:
-                why = "drive has discard=ignore" if reason == DISCARD_REQUEST and not self.host_unmap else \
-                    "host file cannot punch holes" if self.host_unmap else "not passed down"
-                trace.add(self.format_name, Act.KEPT, offset, length,
-                          f"host space kept ({why}); clusters are reused by later writes")
+        trace.add(self.format_name, Act.FREED, offset, length,
+                  f"{len(freed)} cluster(s), refcount now 0", len(freed) * cs)
+        if punch:
+            trace.add("file", Act.PUNCHED, freed[0] << cb, (freed[-1] - freed[0] + 1) << cb,
+                      "pass-discard-request", released)
+        else:
+            why = "drive has discard=ignore" if reason == DISCARD_REQUEST and not self.host_unmap else \
+                "host file cannot punch holes" if self.host_unmap else "not passed down"
+            trace.add(self.format_name, Act.KEPT, offset, length,
+                      f"host space kept ({why}); clusters are reused by later writes")
 
     # -- discard and write-zeroes ------------------------------------------------------------------
-    def discard(self, offset: int, length: int, trace: Trace | None = None) -> None:
+    def discard(self, offset: int, length: int, trace: Trace = NULL_TRACE) -> None:
         self.check_writable()
         if self.version < 3 and self.backing is not None:
-            if trace is not None:
-                trace.add(self.format_name, Act.IGNORED, offset, length,
-                          "v2 image with a backing file: no zero flag, discard would expose backing data")
+            trace.add(self.format_name, Act.IGNORED, offset, length,
+                      "v2 image with a backing file: no zero flag, discard would expose backing data")
             return
         if (offset | length) & self._cmask:
             if offset & self._cmask or offset + length != self.virtual_size:
-                if trace is not None:
-                    trace.add(self.format_name, Act.IGNORED, offset, length,
-                              f"partial cluster (cluster size {self.cluster_size})")
+                trace.add(self.format_name, Act.IGNORED, offset, length,
+                          f"partial cluster (cluster size {self.cluster_size})")
                 return
         self._discard_clusters(offset, length, full=False, reason=DISCARD_REQUEST, trace=trace)
 
     def _discard_clusters(self, offset: int, length: int, *, full: bool, reason: str,
-                          trace: Trace | None) -> None:
+                          trace: Trace) -> None:
         """qcow2_cluster_discard: zero clusters (v3), or clear entries (v2, or full to show the backing)."""
         zero_entry = L.OFLAG_ZERO if self.version >= 3 and not full else 0
 
@@ -531,17 +524,16 @@ class Qcow2Image(ImageBackend):
 
         freed: list[int] = []
         changed = self._rewrite_entries(offset, length, discarded, reason, freed, trace)
-        if trace is not None:
-            if changed:
-                detail = "zero flag set" if zero_entry else "entries cleared"
-                trace.add(self.format_name, Act.ZEROED if zero_entry else Act.UNMAPPED, offset, length,
-                          f"{changed} cluster(s): {detail}")
-            else:
-                trace.add(self.format_name, Act.IGNORED, offset, length, "already unallocated")
+        if changed:
+            detail = "zero flag set" if zero_entry else "entries cleared"
+            trace.add(self.format_name, Act.ZEROED if zero_entry else Act.UNMAPPED, offset, length,
+                      f"{changed} cluster(s): {detail}")
+        else:
+            trace.add(self.format_name, Act.IGNORED, offset, length, "already unallocated")
         self._release(freed, reason, trace, offset, length)
 
     def _rewrite_entries(self, offset: int, length: int, rule, reason: str, freed: list[int],
-                         trace: Trace | None) -> int:
+                         trace: Trace) -> int:
         """Apply rule(old_entry, kind) -> (new_entry, drop_old) to the L2 entries of the clusters in the
         range, freeing dropped clusters. Returns how many entries changed."""
         self._mark_dirty()
@@ -568,7 +560,7 @@ class Qcow2Image(ImageBackend):
             ci = stop
         return changed
 
-    def write_zeroes(self, offset: int, length: int, may_unmap: bool, trace: Trace | None = None) -> bool:
+    def write_zeroes(self, offset: int, length: int, may_unmap: bool, trace: Trace = NULL_TRACE) -> bool:
         self.check_writable()
         cs = self.cluster_size
         head = offset & self._cmask
@@ -597,10 +589,9 @@ class Qcow2Image(ImageBackend):
 
         freed: list[int] = []
         changed = self._rewrite_entries(offset, length, zeroed, DISCARD_REQUEST, freed, trace)
-        if trace is not None:
-            trace.add(self.format_name, Act.ZEROED, offset, length,
-                      f"{changed} cluster(s): zero flag set" + (" (MAY_UNMAP)" if may_unmap else
-                                                                   ", clusters kept allocated"))
+        trace.add(self.format_name, Act.ZEROED, offset, length,
+                  f"{changed} cluster(s): zero flag set" + (" (MAY_UNMAP)" if may_unmap else
+                                                               ", clusters kept allocated"))
         self._release(freed, DISCARD_REQUEST, trace, offset, length)
         return True
 
@@ -806,10 +797,10 @@ class Qcow2Image(ImageBackend):
                 continue
             offset = index << shift
             length = min(self.virtual_size, (index + 1) << shift) - offset
-            self._rewrite_entries(offset, length, lambda old, kind: (0, True), DISCARD_ALWAYS, freed, None)
+            self._rewrite_entries(offset, length, lambda old, kind: (0, True), DISCARD_ALWAYS, freed, NULL_TRACE)
             index += 1
         self.write_metadata()
-        self._release(freed, DISCARD_ALWAYS, None, 0, self.virtual_size)
+        self._release(freed, DISCARD_ALWAYS, NULL_TRACE, 0, self.virtual_size)
 
 
 def open_qcow2(host: HostFile, *, read_only: bool, check_mode: bool = False,

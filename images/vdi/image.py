@@ -29,8 +29,9 @@ from construct import ConstructError
 
 from emu.errors import CorruptImage, ImageError, InvalidImage, UnsupportedFeature, UsageError
 from emu.units import human_size
-from emu.trace import Act, Trace
-from images.backend import BlockStatus, CheckResult, ImageBackend, Status, backing_path, zeros
+from emu.trace import Act, NULL_TRACE, Trace
+from emu.block.backend import BlockStatus, Status
+from images.backend import CheckResult, ImageBackend, backing_path, zeros
 from images.hostfile import HostFile
 from images.vdi import layout as L
 
@@ -117,7 +118,7 @@ class VdiImage(ImageBackend):
             length -= n
         return b"".join(pieces)
 
-    def write(self, offset: int, data: bytes, trace: Trace | None = None) -> None:
+    def write(self, offset: int, data: bytes, trace: Trace = NULL_TRACE) -> None:
         self.check_writable()
         bs = self.block_size
         view = memoryview(data)
@@ -141,14 +142,13 @@ class VdiImage(ImageBackend):
                 self.bmap[block] = index
                 self.header.blocks_allocated += 1
                 changed.append(block)
-                if trace is not None:
-                    why = "parent data copied" if entry == L.BLOCK_FREE and self.is_diff else "zero filled"
-                    trace.add(FORMAT, Act.ALLOCATED, block * bs, bs,
-                              f"block {block} at host {self._data_offset(index):#x}; {why}", bs)
+                why = "parent data copied" if entry == L.BLOCK_FREE and self.is_diff else "zero filled"
+                trace.add(FORMAT, Act.ALLOCATED, block * bs, bs,
+                          f"block {block} at host {self._data_offset(index):#x}; {why}", bs)
             pos += n
         if changed:
             self._write_metadata(changed)
-        elif trace is not None:
+        else:
             trace.add(FORMAT, Act.WRITTEN, offset, len(data), "in place")
 
     def _write_metadata(self, blocks: list[int]) -> None:
@@ -161,7 +161,7 @@ class VdiImage(ImageBackend):
                              _encode_bmap(self.bmap[first:first + per_sector]).ljust(L.SECTOR_SIZE, b"\0"))
 
     # -- discard (VirtualBox) ----------------------------------------------------------------------
-    def discard(self, offset: int, length: int, trace: Trace | None = None) -> None:
+    def discard(self, offset: int, length: int, trace: Trace = NULL_TRACE) -> None:
         self.check_writable()
         bs = self.block_size
         end = offset + length
@@ -192,21 +192,20 @@ class VdiImage(ImageBackend):
             for block in hidden:
                 self.bmap[block] = L.BLOCK_ZERO
             self._write_metadata(hidden)
-        if trace is not None:
-            if hidden:
-                trace.add(FORMAT, Act.ZEROED, hidden[0] * bs, len(hidden) * bs,
-                          f"{len(hidden)} unallocated block(s) of a differencing image marked zero, hiding the "
-                          "parent's data")
-            if freed:
-                trace.add(FORMAT, Act.FREED, freed[0] * bs, len(freed) * bs,
-                          f"{len(freed)} block(s) marked zero; last blocks moved into the holes, file "
-                          "truncated", released)
-            if pending:
-                trace.add(FORMAT, Act.DEFERRED, end - length, length,
-                          f"{pending} bytes of partly discarded blocks remembered until the whole block is "
-                          "discarded (kept in memory only)")
-            if not freed and not pending and not hidden:
-                trace.add(FORMAT, Act.IGNORED, end - length, length, "nothing allocated there")
+        if hidden:
+            trace.add(FORMAT, Act.ZEROED, hidden[0] * bs, len(hidden) * bs,
+                      f"{len(hidden)} unallocated block(s) of a differencing image marked zero, hiding the "
+                      "parent's data")
+        if freed:
+            trace.add(FORMAT, Act.FREED, freed[0] * bs, len(freed) * bs,
+                      f"{len(freed)} block(s) marked zero; last blocks moved into the holes, file "
+                      "truncated", released)
+        if pending:
+            trace.add(FORMAT, Act.DEFERRED, end - length, length,
+                      f"{pending} bytes of partly discarded blocks remembered until the whole block is "
+                      "discarded (kept in memory only)")
+        if not freed and not pending and not hidden:
+            trace.add(FORMAT, Act.IGNORED, end - length, length, "nothing allocated there")
 
     def _free_block(self, block: int) -> int:
         """VirtualBox vdiDiscardBlock: mark ZERO, move the last block into the hole, truncate."""

@@ -31,8 +31,9 @@ from array import array
 from construct import ConstructError
 
 from emu.errors import ImageError, InvalidImage, UnsupportedFeature, UsageError
-from emu.trace import Act, Trace
-from images.backend import BlockStatus, ImageBackend, Status, backing_path, zeros
+from emu.trace import Act, NULL_TRACE, Trace
+from emu.block.backend import BlockStatus, Status
+from images.backend import ImageBackend, backing_path, zeros
 from images.hostfile import HostFile
 from images.vhd import layout as L
 
@@ -264,7 +265,7 @@ class VhdImage(ImageBackend):
         return b"".join(pieces)
 
     # -- writes --------------------------------------------------------------------------------------
-    def write(self, offset: int, data: bytes, trace: Trace | None = None) -> None:
+    def write(self, offset: int, data: bytes, trace: Trace = NULL_TRACE) -> None:
         self.check_writable()
         if self.fixed:
             self.host.pwrite(offset, data)
@@ -287,7 +288,7 @@ class VhdImage(ImageBackend):
                 self.host.pwrite(data_start + within, view[pos:pos + n])
             pos += n
 
-    def _allocate(self, block: int, trace: Trace | None) -> None:
+    def _allocate(self, block: int, trace: Trace) -> None:
         """qemu's alloc_block: bitmap at the old footer's place, footer after the block, BAT entry."""
         offset = self.free_data_offset
         fill = b"\0" if self.is_diff else b"\xff"
@@ -303,9 +304,8 @@ class VhdImage(ImageBackend):
             self._bitmaps[block] = bytearray(self.bitmap_size)
         else:
             self._full_bitmaps.add(block)
-        if trace is not None:
-            trace.add(FORMAT, Act.ALLOCATED, block * self.block_size, self.block_size,
-                      f"block {block} at host {offset:#x}", self.bitmap_size + self.block_size)
+        trace.add(FORMAT, Act.ALLOCATED, block * self.block_size, self.block_size,
+                  f"block {block} at host {offset:#x}", self.bitmap_size + self.block_size)
 
     def _write_diff(self, block: int, within: int, data: memoryview, data_start: int) -> None:
         """Copy-on-write in 4 KiB pages (8 sectors, one bitmap byte): what a page holds besides the new

@@ -34,8 +34,9 @@ from array import array
 
 from emu.errors import InvalidImage, UnsupportedFeature
 from emu.units import human_size
-from emu.trace import Act, Trace
-from images.backend import BlockLimits, BlockStatus, CheckResult, ImageBackend, Status, zeros
+from emu.trace import Act, NULL_TRACE, Trace
+from emu.block.backend import BlockLimits, BlockStatus, Status
+from images.backend import CheckResult, ImageBackend, zeros
 from images.hostfile import HostFile
 from images.vhdx import layout as L
 from images.vhdx.headers import (format_guid, parse_parent_locator, read_headers, read_metadata,
@@ -405,7 +406,7 @@ class VhdxImage(ImageBackend):
             pos = max(pos, end)
         return slots[::-1]
 
-    def _allocate(self, length: int, need_zero: bool, trace: Trace | None, what: str) -> int:
+    def _allocate(self, length: int, need_zero: bool, trace: Trace, what: str) -> int:
         """A 1 MiB aligned slot: one freed by a discard in this session, else at the end of the file
         (qemu vhdx_allocate_block: the file is extended, so the slot reads as zeros)."""
         if length == self.block_size and self.free_slots is None:
@@ -421,12 +422,11 @@ class VhdxImage(ImageBackend):
             offset = -(-self.host.size() // L.MiB) * L.MiB
             self.host.truncate(offset + length)
             how = "file extended"
-        if trace is not None:
-            trace.add(FORMAT, Act.ALLOCATED, 0, length, f"{what} at host {offset:#x} ({how})", length)
+        trace.add(FORMAT, Act.ALLOCATED, 0, length, f"{what} at host {offset:#x} ({how})", length)
         return offset
 
     # -- writes ------------------------------------------------------------------------------------
-    def write(self, offset: int, data: bytes, trace: Trace | None = None) -> None:
+    def write(self, offset: int, data: bytes, trace: Trace = NULL_TRACE) -> None:
         self._begin_change()
         bs = self.block_size
         view = memoryview(data)
@@ -441,8 +441,7 @@ class VhdxImage(ImageBackend):
             chunk = view[pos:pos + n]
             if state == L.PAYLOAD_FULLY_PRESENT:
                 self.host.pwrite((entry & L.OFFSET_MASK) + within, chunk)
-                if trace is not None:
-                    trace.add(FORMAT, Act.WRITTEN, offset + pos, n, "in place")
+                trace.add(FORMAT, Act.WRITTEN, offset + pos, n, "in place")
             elif state == L.PAYLOAD_PARTIALLY_PRESENT:
                 self._write_partial(block, entry & L.OFFSET_MASK, within, chunk, pages, trace)
             elif self.is_diff and state == L.PAYLOAD_NOT_PRESENT and n < self._block_len(block):
@@ -458,7 +457,7 @@ class VhdxImage(ImageBackend):
             pos += n
         self._commit(pages)
 
-    def _ensure_bitmap(self, block: int, pages: dict[int, bytes], trace: Trace | None) -> None:
+    def _ensure_bitmap(self, block: int, pages: dict[int, bytes], trace: Trace) -> None:
         index = self._bitmap_index(block)
         if self.bat[index] & L.STATE_MASK != L.SB_PRESENT:
             # zeroed: a reused slot holds a discarded block's data, which would read as set bits
@@ -466,7 +465,7 @@ class VhdxImage(ImageBackend):
             self._set_entry(index, L.SB_PRESENT, slot, pages)
 
     def _write_partial(self, block: int, base: int, within: int, data: memoryview, pages: dict[int, bytes],
-                       trace: Trace | None) -> None:
+                       trace: Trace) -> None:
         """Write into a partially present block in whole 4 KiB pages (8 sectors, one bitmap byte): sectors
         of a touched page that this file does not hold yet are copied from the parent first."""
         block_len = self._block_len(block)
@@ -493,10 +492,9 @@ class VhdxImage(ImageBackend):
             if held != full_mask:
                 bitmap[bit >> 3] |= full_mask
                 pages[page_offset] = bytes(bitmap)
-        if trace is not None:
-            detail = f"{copied} bytes of the parent copied; " if copied else ""
-            detail += "sector bitmap updated"
-            trace.add(FORMAT, Act.COW if copied else Act.WRITTEN, block * self.block_size + within, len(data), detail)
+        detail = f"{copied} bytes of the parent copied; " if copied else ""
+        detail += "sector bitmap updated"
+        trace.add(FORMAT, Act.COW if copied else Act.WRITTEN, block * self.block_size + within, len(data), detail)
 
     # -- discard and write-zeroes ------------------------------------------------------------------
     def _whole_blocks(self, offset: int, length: int):
@@ -516,21 +514,21 @@ class VhdxImage(ImageBackend):
             freed.append(entry & L.OFFSET_MASK)
         self._set_entry(index, state, 0, pages)
 
-    def _punch(self, slots: list[int], trace: Trace | None, first: int, length: int) -> None:
+    def _punch(self, slots: list[int], trace: Trace, first: int, length: int) -> None:
         released = 0
         for slot in slots:
             if self.host_unmap:
                 released += self.host.punch_hole(slot, self.block_size)
             if self.free_slots is not None:
                 self.free_slots.append(slot)
-        if trace is not None and slots:
+        if slots:
             if self.host_unmap:
                 trace.add("file", Act.PUNCHED, first, length, f"{len(slots)} block slot(s), reused by later "
                           "allocations", released)
             else:
                 trace.add(FORMAT, Act.KEPT, first, length, "block slots kept in the file (discard passthrough off)")
 
-    def discard(self, offset: int, length: int, trace: Trace | None = None) -> None:
+    def discard(self, offset: int, length: int, trace: Trace = NULL_TRACE) -> None:
         self._begin_change()
         if self.fixed:
             released = 0
@@ -539,10 +537,9 @@ class VhdxImage(ImageBackend):
                     entry = self.bat[self._index(block)]
                     if entry & L.STATE_MASK == L.PAYLOAD_FULLY_PRESENT:   # a ZERO block (qemu's default
                         released += self.host.punch_hole((entry & L.OFFSET_MASK) + within, n)   # fixed) has none
-            if trace is not None:
-                trace.add("file", Act.PUNCHED if self.host_unmap else Act.IGNORED, offset, length,
-                          "fixed VHDX: blocks stay allocated, the host range is punched"
-                          if self.host_unmap else "fixed VHDX and discard passthrough off", released)
+            trace.add("file", Act.PUNCHED if self.host_unmap else Act.IGNORED, offset, length,
+                      "fixed VHDX: blocks stay allocated, the host range is punched"
+                      if self.host_unmap else "fixed VHDX and discard passthrough off", released)
             return
         target = L.PAYLOAD_ZERO if self.is_diff else L.PAYLOAD_UNMAPPED
         pages: dict[int, bytes] = {}
@@ -556,20 +553,19 @@ class VhdxImage(ImageBackend):
                 self._release(block, target, pages, freed)
                 changed += 1
         self._commit(pages)
-        if trace is not None:
-            if changed:
-                trace.add(FORMAT, Act.UNMAPPED if target == L.PAYLOAD_UNMAPPED else Act.ZEROED, offset, length,
-                          f"{changed} block(s) set to {L.STATE_NAMES[target]}")
-            if ignored:
-                trace.add(FORMAT, Act.IGNORED, offset, ignored, "partial block: VHDX deallocates whole blocks only")
-            if not changed and not ignored:
-                trace.add(FORMAT, Act.IGNORED, offset, length, "nothing allocated there")
+        if changed:
+            trace.add(FORMAT, Act.UNMAPPED if target == L.PAYLOAD_UNMAPPED else Act.ZEROED, offset, length,
+                      f"{changed} block(s) set to {L.STATE_NAMES[target]}")
+        if ignored:
+            trace.add(FORMAT, Act.IGNORED, offset, ignored, "partial block: VHDX deallocates whole blocks only")
+        if not changed and not ignored:
+            trace.add(FORMAT, Act.IGNORED, offset, length, "nothing allocated there")
         self._punch(freed, trace, offset, length)
 
     def _reads_zero(self, state: int) -> bool:
         return state in _ABSENT and (state != L.PAYLOAD_NOT_PRESENT or not self.is_diff)
 
-    def write_zeroes(self, offset: int, length: int, may_unmap: bool, trace: Trace | None = None) -> bool:
+    def write_zeroes(self, offset: int, length: int, may_unmap: bool, trace: Trace = NULL_TRACE) -> bool:
         pieces = [(block, within, n, whole, self.bat[self._index(block)] & L.STATE_MASK)
                   for block, within, n, whole in self._whole_blocks(offset, length)]
         if any(not whole and state != L.PAYLOAD_FULLY_PRESENT and not self._reads_zero(state)
@@ -592,9 +588,8 @@ class VhdxImage(ImageBackend):
             elif whole and state != L.PAYLOAD_ZERO and not (state == L.PAYLOAD_NOT_PRESENT and not self.is_diff):
                 self._release(block, L.PAYLOAD_ZERO, pages, freed)
         self._commit(pages)
-        if trace is not None:
-            trace.add(FORMAT, Act.ZEROED, offset, length,
-                      f"{sum(1 for p in pieces if p[3])} whole block(s) made to read zeros")
+        trace.add(FORMAT, Act.ZEROED, offset, length,
+                  f"{sum(1 for p in pieces if p[3])} whole block(s) made to read zeros")
         self._punch(freed, trace, offset, length)
         return True
 

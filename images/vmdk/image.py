@@ -25,8 +25,9 @@ from construct import ConstructError
 
 from emu.errors import BlockError, ImageError, InvalidImage, UnsupportedFeature, UsageError
 from emu.units import human_size
-from emu.trace import Act, Trace
-from images.backend import BlockStatus, CheckResult, ImageBackend, Status, backing_path, zeros
+from emu.trace import Act, NULL_TRACE, Trace
+from emu.block.backend import BlockStatus, Status
+from images.backend import CheckResult, ImageBackend, backing_path, zeros
 from images.hostfile import HostFile
 from images.vmdk import layout as L
 
@@ -239,7 +240,7 @@ class VmdkImage(ImageBackend):
             length -= n
         return b"".join(pieces)
 
-    def write(self, offset: int, data: bytes, trace: Trace | None = None) -> None:
+    def write(self, offset: int, data: bytes, trace: Trace = NULL_TRACE) -> None:
         self.check_writable()
         gb = self.grain_bytes
         view = memoryview(data)
@@ -255,7 +256,7 @@ class VmdkImage(ImageBackend):
             pos += n
             self._update_cid()
 
-    def _allocate(self, grain: int, entry: int, within: int, data: memoryview, trace: Trace | None) -> None:
+    def _allocate(self, grain: int, entry: int, within: int, data: memoryview, trace: Trace) -> None:
         gb = self.grain_bytes
         if (self.next_grain // L.SECTOR) >= L.MAX_HOST_SECTORS:
             raise BlockError(errno.ENOSPC, f"{self.path}: no room for another grain (2 TiB extent limit)")
@@ -269,9 +270,8 @@ class VmdkImage(ImageBackend):
         else:
             self.host.pwrite(host, data)
         self._set_entry(grain, host // L.SECTOR)
-        if trace is not None:
-            why = "parent data copied" if self.backing is not None else "zero filled"
-            trace.add(FORMAT, Act.ALLOCATED, grain * gb, gb, f"grain at host {host:#x}; {why}", gb)
+        why = "parent data copied" if self.backing is not None else "zero filled"
+        trace.add(FORMAT, Act.ALLOCATED, grain * gb, gb, f"grain at host {host:#x}; {why}", gb)
 
     def _update_cid(self) -> None:
         """qemu: a new random CID on the first write after every open."""
@@ -285,7 +285,7 @@ class VmdkImage(ImageBackend):
                          text.ljust(self.header.descriptor_size * L.SECTOR, b"\0"))
         self.host.sync()
 
-    def write_zeroes(self, offset: int, length: int, may_unmap: bool, trace: Trace | None = None) -> bool:
+    def write_zeroes(self, offset: int, length: int, may_unmap: bool, trace: Trace = NULL_TRACE) -> bool:
         """Whole grains only, and only with zeroed_grain=on (vmdk_co_pwrite_zeroes)."""
         self.check_writable()
         gb = self.grain_bytes
@@ -295,8 +295,7 @@ class VmdkImage(ImageBackend):
             if self._entry(grain) != L.GTE_ZEROED:
                 self._set_entry(grain, L.GTE_ZEROED)
         self._update_cid()
-        if trace is not None:
-            trace.add(FORMAT, Act.ZEROED, offset, length, "zeroed grain entries (the grains stay in the file)")
+        trace.add(FORMAT, Act.ZEROED, offset, length, "zeroed grain entries (the grains stay in the file)")
         return True
 
     # -- status, check, info -----------------------------------------------------------------------

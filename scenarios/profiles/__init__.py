@@ -3,15 +3,13 @@
 A controller is created from a profile's values, never from a version check in controller code. Each device
 family keeps its own table per profile name: `ata` (ATA device and AHCI HBA), `virtio_blk` (virtio-blk and the
 virtio-pci transport), `scsi` (the SCSI disk), `virtio_scsi` (the virtio-scsi HBA); `registry` holds the names
-they share and the listing of every fact. `discard` turns a drive's facts into "does a discarded sector read
-zeros", which the strict profiles need and which only the creator of the controller knows. Scenarios may import
-controllers, never images or emu.block.
+they share and the listing of every fact. What a discard really leaves behind (ATA RZAT, SCSI LBPRZ in the strict
+profiles) is the Drive's answer (`Drive.zeroes_after_discard`), handed in by whoever creates the device.
 """
 
 from __future__ import annotations
 
 from scenarios.profiles.ata import DEFAULT_PROFILE, Profile, get_profile
-from scenarios.profiles.discard import read_zeroes_after_trim
 from scenarios.profiles.facts import FROM_DRIVE, Fact, UnknownProfile
 from scenarios.profiles.registry import NAMES, check_name, describe
 
@@ -25,5 +23,4 @@ __all__ = [
     "check_name",
     "describe",
     "get_profile",
-    "read_zeroes_after_trim",
 ]

@@ -51,7 +51,7 @@ class Profile:
                    read_zeroes_after_trim: bool | None = None) -> AtaConfig:
         """The device configuration for a disk of `capacity_sectors` behind `controller`.
 
-        `read_zeroes_after_trim` is what the drive really does (scenarios.profiles.discard.read_zeroes_after_trim
+        `read_zeroes_after_trim` is what the drive really does (Drive.zeroes_after_discard
         computes it from the drive's facts); only fields whose value is FROM_DRIVE use it, and None there means
         "not known", which must not promise zeros. QEMU profiles ignore it: QEMU never sets RZAT.
         """

@@ -292,7 +292,7 @@ def scsi_disk_config(profile_name: str, capacity_blocks: int, block_size: int = 
                      read_zeroes_after_unmap: bool | None = None) -> ScsiDiskConfig:
     """The disk configuration of `profile_name` for an image of `capacity_blocks` blocks.
 
-    `read_zeroes_after_unmap` is what the drive really does (scenarios.profiles.discard.read_zeroes_after_trim
+    `read_zeroes_after_unmap` is what the drive really does (Drive.zeroes_after_discard
     with sector_size=block_size computes it); only FROM_DRIVE facts use it, and None (unknown) never promises
     zeros. The QEMU profiles ignore it: QEMU never reports LBPRZ.
     """

@@ -10,6 +10,7 @@ import pytest
 from emu.block import Drive, DriveOptions, Request
 from emu.block.drive import is_zero, split
 from emu.errors import UsageError
+from emu.sim import Monitor
 from emu.trace import Act
 from images import create_image, open_image
 
@@ -282,15 +283,23 @@ def test_freed_clusters_are_reused_by_later_allocations(tmp_path):
     assert image.read(8 * 65536, 4 * 65536) == b"\x62" * (4 * 65536)
 
 
-def test_the_recorder_collects_every_trace_in_order(tmp_path):
-    drive, _ = make(tmp_path, discard="ignore")
+def test_the_monitor_hears_every_request_in_order_with_its_time(tmp_path):
+    now = [0.0]
+    monitor = Monitor(lambda: now[0])
+    path = str(tmp_path / "disk.qcow2")
+    create_image(path, "qcow2", 16 * MiB, {})
+    drive = Drive(open_image(path, "qcow2"), DriveOptions(discard="ignore"), monitor)
     drive.write(0, bytes(512))
-    drive.recorder = []
+    since = len(monitor.requests)
+    now[0] = 2.5
     drive.discard(0, 4096)
     drive.read(1 << 40, 512)                       # rejected: past the end
     drive.flush()
-    assert [t.op for t in drive.recorder] == ["discard", "read", "flush"]
-    assert drive.recorder[0].has(Act.DROPPED) and drive.recorder[1].has(Act.REJECTED)
+    assert [(s.time, s.trace.op) for s in monitor.requests] == [(0.0, "write"), (2.5, "discard"), (2.5, "read"),
+                                                                 (2.5, "flush")]
+    assert [t.op for t in monitor.traces(since=since)] == ["discard", "read", "flush"]
+    assert [t.op for t in monitor.traces("discard")] == ["discard"]
+    assert monitor.requests[1].trace.has(Act.DROPPED) and monitor.requests[2].trace.has(Act.REJECTED)
     drive.close()
 
 
@@ -334,3 +343,52 @@ def test_a_written_view_is_not_kept_by_any_format(tmp_path, fmt):
     view.release()
     ram[:] = bytes(65536)
     assert drive.read(65536, 65536).data == b"\x5a" * 65536
+
+
+# -- what the drive answers for the devices above it ---------------------------------------------------
+ZEROES_AFTER_DISCARD = [  # format, create options, discard=, every discarded 512-byte sector reads zeros
+    ("raw", {}, "unmap", True),                                 # hole punching zeroes any 512-byte range
+    ("raw", {}, "ignore", False),                               # the drive drops the discard: old data stays
+    ("qcow2", {}, "unmap", False),                              # 64 KiB clusters: a partial cluster keeps data
+    ("qcow2", {"cluster_size": "512"}, "unmap", True),          # every sector is a whole cluster
+    ("qcow2", {"cluster_size": "512"}, "ignore", False),
+    ("vdi", {}, "unmap", False),                                # QEMU's vdi has no discard
+    ("vpc", {}, "unmap", False),
+    ("vmdk", {}, "unmap", False),
+]
+
+
+@pytest.mark.parametrize("fmt, options, discard, expected", ZEROES_AFTER_DISCARD)
+def test_zeroes_after_discard_is_a_promise_every_sector_keeps(tmp_path, fmt, options, discard, expected):
+    """What strict devices advertise (RZAT, LBPRZ) comes from the drive, and it holds: a drive that says yes
+    reads zeros in every sector it discarded, one that says no keeps the old data of some sector."""
+    drive, _ = make(tmp_path, fmt, 1 * MiB, options, discard=discard)
+    assert drive.zeroes_after_discard(512) is expected
+    assert drive.write(0, b"\xa5" * 256 * 1024).ok
+    for sector in (0, 1, 7, 130, 1000):
+        assert drive.discard(sector * 512, 512).ok
+    reads = [drive.read(sector * 512, 512).data for sector in (0, 1, 7, 130, 1000)]
+    assert all(r == bytes(512) for r in reads[:-1]) is expected
+    assert reads[-1] == b"\0" * 512   # past the written area: zeros whatever the drive does
+
+
+def test_zeroes_after_discard_refuses_a_sector_of_no_bytes(tmp_path):
+    drive, _ = make(tmp_path, "raw", 1 * MiB, discard="unmap")
+    with pytest.raises(ValueError):
+        drive.zeroes_after_discard(0)
+
+
+def test_the_drive_answers_read_only_limits_and_allocation_itself(tmp_path):
+    path = str(tmp_path / "ro.qcow2")
+    create_image(path, "qcow2", 4 * MiB, {})
+    drive = Drive(open_image(path, "qcow2"), DriveOptions(read_only=True))
+    assert drive.read_only and drive.format_name == "qcow2" and drive.limits.discard_alignment == 65536
+    assert drive.allocated(0, 4 * MiB) == (False, 4 * MiB)
+    writable = Drive(open_image(path, "qcow2"))
+    assert not writable.read_only
+    assert writable.write(65536, b"x" * 512).ok
+    assert writable.allocated(0, 4 * MiB) == (False, 65536)
+    assert writable.allocated(65536, 4 * MiB - 65536)[0] is True
+    writable.close()
+    drive.close()
+    assert Drive(open_image(path, "qcow2", read_only=True)).read_only

@@ -20,7 +20,6 @@ from scenarios.profiles import (
     UnknownProfile,
     describe,
     get_profile,
-    read_zeroes_after_trim,
 )
 from scenarios.profiles.ata import PROFILE_FIELDS, PROFILES
 from scenarios.profiles.registry import FAMILY_NAMES, sections
@@ -185,34 +184,8 @@ def test_describe_lists_every_family_field_value_and_source():
         describe("nope")
 
 
-# discard option, granularity (bytes), format discard reads zeros -> every trimmed sector reads zeros
-@pytest.mark.parametrize("discard, granularity, zeroes, expected", [
-    ("unmap", 512, True, True),          # raw on a file system that punches holes
-    ("on", 512, True, True),             # QEMU's alias
-    ("ignore", 512, True, False),        # discard dropped by the drive: old data stays
-    ("off", 512, True, False),
-    ("unmap", 65536, True, False),       # qcow2 v3, 64 KiB clusters: partial clusters keep data
-    ("unmap", 512, True, True),          # qcow2 v3 with 512-byte clusters
-    ("unmap", 4096, True, False),
-    ("unmap", 1, True, True),
-    ("unmap", 1 << 20, False, False),    # vdi (QEMU: no discard)
-    ("unmap", 512, False, False),        # vpc / vmdk / raw where the host cannot punch
-    ("ignore", 65536, False, False),
-])
-def test_read_zeroes_after_trim_truth_table(discard, granularity, zeroes, expected):
-    assert read_zeroes_after_trim(discard, granularity, zeroes) is expected
-
-
-def test_read_zeroes_after_trim_refuses_bad_facts():
-    with pytest.raises(UsageError, match="discard='trim'"):
-        read_zeroes_after_trim("trim", 512, True)
-    with pytest.raises(ValueError):
-        read_zeroes_after_trim("unmap", 0, True)
-
-
 def test_derived_rzat_feeds_the_strict_profile():
-    raw = read_zeroes_after_trim("unmap", 512, True)
-    qcow2 = read_zeroes_after_trim("unmap", 65536, True)
+    raw, qcow2 = True, False     # Drive.zeroes_after_discard(512) of raw and 64 KiB-cluster qcow2 with unmap
     assert words(build_identify(get_profile("strict").ata_config(SECTORS, "ahci", raw)))[69] == 0x4020
     assert words(build_identify(get_profile("strict").ata_config(SECTORS, "ahci", qcow2)))[69] == 0x4000
 
