@@ -4,14 +4,13 @@ How completions and errors are reported changed in QEMU 8.2; `AhciConfig` (contr
 those choices, defaulting to 8.2, which follows AHCI 1.3.1; profiles give 7.2's.
 
 The HBA only moves registers, FISes and bytes; what a command means is `AtaDevice`'s business
-(controllers/ata/device.py). Facts: ../shared/research/controllers.md section 2 (registers, command issue,
-completion) and 8.1 (what QEMU's ahci-test checks). QEMU function names are cited where a behaviour is theirs.
+(controllers/ata/device.py). QEMU function names are cited where a behaviour is theirs.
 
-Timing: a command's effects (data moved, image changed) happen when it is issued; its completion (FISes,
-PxTFD, PxIS, the interrupt, PxCI/PxSACT bits) is delivered `timing.cost(...)` simulated seconds later by a
-SimPy process. Non-NCQ commands of a port run one after another (QEMU skips slots while BSY/DRQ is set and
-rescans from a bottom half, check_cmd / ahci_cmd_done); NCQ commands overlap, one process per tag. With
-`timing=None` everything completes inside the register write that issued it.
+Timing: a command's effects (data moved, image changed) happen when it is issued; the port's `DeviceClock`
+delivers its completion (FISes, PxTFD, PxIS, the interrupt, PxCI/PxSACT bits) once the cost of the block-layer
+requests it caused has passed. Non-NCQ commands of a port run one after another (QEMU skips slots while BSY/DRQ
+is set and rescans from a bottom half, check_cmd / ahci_cmd_done); NCQ commands overlap, one delivery per tag.
+With `timing=None` everything completes inside the register write that issued it.
 
 Deliberate differences from QEMU, for DESIGN.md's "never crash, exact error" rule (QEMU's own outcome noted):
 - A PRDT that is shorter than the transfer ends the command with ERR/ABRT, PxIS.OFS and TFES. (QEMU: NCQ
@@ -23,9 +22,8 @@ Deliberate differences from QEMU, for DESIGN.md's "never crash, exact error" rul
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from controllers.ahci_config import AhciConfig
 from controllers.ata.codec import (
@@ -113,6 +111,7 @@ from controllers.ata.layouts import (
 )
 from emu.errors import DmaError
 from emu.memory import scatter
+from emu.sim import DeviceClock
 
 if TYPE_CHECKING:
     from emu.memory import GuestMemory
@@ -182,7 +181,7 @@ class AhciPort:
         self.ncq_used: set[int] = set()
         self.init_d2h_sent = False
         self.in_reset = False                    # STATE_RESET after a C=0 FIS with SRST
-        self.generation = 0                      # bumped on reset: pending completions are dropped
+        self.clock = DeviceClock(hba.sim, hba.timing)    # reset with the port: pending completions are dropped
         # IDEState registers: status, error, LBA bytes (FIS bytes 4-6 and 8-10), device/select, count
         self.status = STATUS_AFTER_RESET
         self.error = 0x01
@@ -269,7 +268,7 @@ class AhciPort:
     def reset(self) -> None:
         """ahci_reset_port: PxSERR/PxSACT 0, PxTFD 0x7F, PxSIG all ones, in-flight commands dropped; a disk
         then shows status 0x30, error 0x01 and the signature, sent as the initial D2H FIS once FRE is on."""
-        self.generation += 1
+        self.clock.reset()
         self.serr = self.sact = 0
         if self.hba.config.pxci_rule == "on-success":
             self.ci = 0                          # ahci_reset_port, since eabb921250
@@ -461,12 +460,6 @@ class AhciPort:
             mem.release(views)
         return result, (transfer.nbytes if result.ok else 0), 0
 
-    def _cost(self, result: AtaResult) -> float:
-        timing = self.hba.timing
-        if timing is None:
-            return 0.0
-        return sum(timing.cost(c.request.op, c.request.length if c.ok else 0) for c in result.completions)
-
     def _start(self, slot: int, header: int, ctba: int, prdtl: int, regs: AtaRegisters) -> str | None:
         """A non-NCQ command: task file from the FIS, PRDBC reset, the device runs it at once; the completion
         (PIO Setup FIS, D2H FIS, PxCI) comes after the modelled time (ahci_cmd_done)."""
@@ -478,16 +471,10 @@ class AhciPort:
         transfer = self.device.plan(regs)
         result, nbytes, fault = self._run(regs, transfer, ctba, prdtl)
         record.nbytes = nbytes
-        generation = self.generation
-
-        def complete() -> str | None:
-            if generation != self.generation:
-                return "stop"
+        if not self.clock.timed:                 # check_cmd goes on with the next slot unless this one stops it
             return self._complete(slot, header, regs, transfer, result, nbytes, fault, record)
-
-        if self.hba.timing is None:
-            return complete()
-        self.hba.later(self._cost(result), complete)
+        self.clock.later(self.clock.cost(result.completions), self._complete, slot, header, regs, transfer, result,
+                         nbytes, fault, record)
         return "stop"
 
     def _complete(self, slot: int, header: int, regs: AtaRegisters, transfer: Transfer, result: AtaResult,
@@ -520,7 +507,7 @@ class AhciPort:
         record.done_time, record.status, record.error = self.hba.sim.now, self.status, self.error
         if self.status & STATUS_ERR and self.hba.config.pxci_rule == "on-success":
             return "stop"                        # 8.2: no rescan after an error; the guest must recover
-        if self.hba.timing is not None and self.ci:
+        if self.clock.timed and self.ci:
             self.check_cmd()                     # ahci_check_cmd_bh
         return None
 
@@ -604,26 +591,22 @@ class AhciPort:
             return
         result, nbytes, fault = self._run(regs, self.device.plan(regs), ctba, prdtl)
         record.nbytes = nbytes
-        generation = self.generation
-
-        def complete() -> None:
-            if generation != self.generation:
-                return
-            self.ncq_used.discard(tag)
-            if result.ok:
-                self.status = STATUS_NCQ_OK       # ncq_cb; the error register is left as it was
-            else:
-                self._ncq_err(tag)
-            self._write_fis_sdb(self._ncq_finished(tag, result.ok))
-            if fault:
-                self.trigger(fault)
-            record.done_time, record.status, record.error = self.hba.sim.now, self.status, self.error
-
-        if self.hba.timing is None:
-            complete()
+        if self.clock.timed:
+            self.clock.later(self.clock.cost(result.completions), self._ncq_complete, tag, result, fault, record)
         else:
-            self.hba.later(self._cost(result), complete)
+            self._ncq_complete(tag, result, fault, record)
 
+    def _ncq_complete(self, tag: int, result: AtaResult, fault: int, record: CommandRecord) -> None:
+        """ncq_cb: the tag is free again; a Set Device Bits FIS reports it."""
+        self.ncq_used.discard(tag)
+        if result.ok:
+            self.status = STATUS_NCQ_OK           # the error register is left as it was
+        else:
+            self._ncq_err(tag)
+        self._write_fis_sdb(self._ncq_finished(tag, result.ok))
+        if fault:
+            self.trigger(fault)
+        record.done_time, record.status, record.error = self.hba.sim.now, self.status, self.error
 
     def _ncq_err(self, tag: int) -> None:
         """ncq_err: ERR + ABRT; QEMU 7.2 also wrote the tag's bit into PxSERR (config.ncq_error "serr-tag")."""
@@ -656,7 +639,7 @@ class AhciHba:
         self.sim = sim
         self.mem = mem
         self.irq = irq
-        self.timing = timing
+        self.timing = timing                     # each port's clock times its completions with it
         self.config = config or AhciConfig()
         devices = list(ports) + [None] * (ICH9_PORTS - len(ports))
         self.ports = [AhciPort(self, n, dev) for n, dev in enumerate(devices)]
@@ -739,18 +722,11 @@ class AhciHba:
         else:
             self.irq.lower()
 
-    # -- time ------------------------------------------------------------------------------------------
+    # -- records -------------------------------------------------------------------------------------
     def record(self, port: int, slot: int, command: int, *, ncq: bool) -> CommandRecord:
         rec = CommandRecord(port, slot, command, ncq, self.sim.now)
         self.records.append(rec)
         return rec
-
-    def later(self, delay: float, action) -> None:
-        """Run `action` after `delay` simulated seconds, in its own SimPy process."""
-        def proc() -> Generator[Any, Any, None]:
-            yield self.sim.timeout(delay)
-            action()
-        self.sim.process(proc())
 
 
 def _inside(mem: GuestMemory, addr: int, length: int) -> bool:

@@ -3,7 +3,7 @@
 The channel only moves registers and bytes; what a command means is `AtaDevice`'s business (plan/execute).
 Behaviour follows QEMU 8.2 hw/ide/core.c (ide_ioport_read/write, ide_bus_exec_cmd, ide_sector_read/write,
 ide_dma_cb, ide_ctrl_write), hw/ide/pci.c (bmdma_cmd_writeb, bmdma_prepare_buf, bmdma_irq) and hw/ide/piix.c
-(bmdma_read/write), as ../shared/research/controllers.md sections 1 and 3 describe them.
+(bmdma_read/write).
 
 Port offsets are relative to the command block base (0x1F0 / 0x170): 0-7 the command block, `REG_CONTROL`
 (0x206, i.e. 0x3F6 / 0x376) the control block. Bus-master offsets are relative to this channel's 8 bytes of
@@ -53,12 +53,13 @@ from controllers.ata.layouts import (
     bm_prd_length,
 )
 from emu.errors import DmaError
+from emu.sim import DeviceClock
 
 if TYPE_CHECKING:
     import simpy
 
     from emu.memory import GuestMemory
-    from emu.sim import InterruptLine, LatencyModel, Simulation
+    from emu.sim import Delivery, InterruptLine, LatencyModel, Simulation
 
 C = AtaCommand
 
@@ -139,21 +140,13 @@ class _Dma:
     transfer: Transfer
 
 
-@dataclass
-class _Pending:
-    """A completion waiting out its modelled time; `finish` delivers it (at once if BM START=0 drains it)."""
-
-    finish: Callable[[], None]
-    dma: bool = False
-
-
 class IdeChannel:
     """A PIIX IDE channel with up to two ATA disks, its bus-master DMA engine and its interrupt line.
 
     `timing` decides when a completion is delivered: the command's effect on the image happens when it
-    starts; status and interrupt follow `timing.cost(op, nbytes)` seconds later, summed over the block-layer
-    requests the command caused. With no timing every command completes at the current simulated time,
-    inside the port access that started it.
+    starts; status and interrupt follow the cost of the block-layer requests it caused (`clock`), one at a
+    time: a newer completion replaces the pending one. A command that costs nothing (every command, with no
+    timing) completes at the current simulated time, inside the port access that started it.
     """
 
     def __init__(self, sim: Simulation, mem: GuestMemory, irq: InterruptLine,
@@ -165,7 +158,7 @@ class IdeChannel:
         self.mem = mem
         self.irq = irq
         self.devices = tuple(devices)
-        self.timing = timing
+        self.clock = DeviceClock(sim, timing)
         self.units = [_Unit(present=d is not None) for d in self.devices]
         for unit in self.units:
             unit.reset()
@@ -176,7 +169,8 @@ class IdeChannel:
         self.bm_addr = 0
         self._pio: _Pio | None = None
         self._dma: _Dma | None = None
-        self._pending: _Pending | None = None
+        self._pending: Delivery | None = None      # the completion waiting out its modelled time
+        self._pending_dma = False                   # ... of a DMA command: BM START=0 drains it
 
     # -- port I/O ------------------------------------------------------------------------------------------
     def io_read(self, port_offset: int, size: int = 1) -> int:
@@ -312,7 +306,7 @@ class IdeChannel:
     def _srst(self) -> Generator[simpy.Event, Any, None]:
         """ide_bus_perform_srst: cancel whatever runs, reset and diagnose both devices, drop SRST."""
         yield self.sim.timeout(0)
-        self._pending = None
+        self.clock.reset()
         self._pio = None
         self._dma = None
         for u in self.units:
@@ -403,7 +397,7 @@ class IdeChannel:
                 self._run_dma()
         elif protocol is Protocol.NONE:
             result = device.execute(regs, transfer=transfer)
-            self._later(self._cost(result), lambda: self._finish(i, result))
+            self._later(result, lambda: self._finish(i, result))
         else:                       # NCQ has no entry in PIIX's ide_cmd_table
             self._finish(i, AtaResult(STATUS_FAIL, ERROR_ABRT))
 
@@ -428,25 +422,17 @@ class IdeChannel:
             u.nsector = result.count
         self._set_irq()
 
-    def _cost(self, result: AtaResult) -> float:
-        """Modelled seconds of the block-layer requests a command caused (a failed one moves no bytes)."""
-        if self.timing is None:
-            return 0.0
-        return sum(self.timing.cost(c.request.op, c.request.length if c.ok else 0) for c in result.completions)
-
-    def _later(self, cost: float, finish: Callable[[], None], *, dma: bool = False) -> None:
-        """Deliver `finish` after `cost` simulated seconds (at once with no timing)."""
-        if cost <= 0:
-            finish()
-            return
-        pending = self._pending = _Pending(finish, dma)
-        self.sim.process(self._deliver(cost, pending))
-
-    def _deliver(self, cost: float, pending: _Pending) -> Generator[simpy.Event, Any, None]:
-        yield self.sim.timeout(cost)
-        if self._pending is pending:
-            self._pending = None
-            pending.finish()
+    def _later(self, result: AtaResult, finish: Callable[[], None], *, dma: bool = False) -> None:
+        """Deliver `finish` once the cost of `result`'s requests has passed: at once if it costs nothing (always,
+        untimed). A newer completion replaces the one pending."""
+        if self.clock.timed:
+            cost = self.clock.cost(result.completions)
+            if cost > 0:
+                if self._pending is not None:
+                    self._pending.cancel()
+                self._pending, self._pending_dma = self.clock.later(cost, finish), dma
+                return
+        finish()
 
     # -- PIO ---------------------------------------------------------------------------------------------------
     def _block_size(self, device: AtaDevice, command: int) -> int:
@@ -478,10 +464,10 @@ class IdeChannel:
             final = device.execute(regs) if result.ok else result
         self.units[i].status = STATUS_READY | STATUS_BSY
         if not data:
-            self._later(self._cost(result), lambda: self._finish(i, final))
+            self._later(result, lambda: self._finish(i, final))
             return
         pio = _Pio(i, "in", regs, bytearray(data), block, final=final)
-        self._later(self._cost(result), lambda: self._next_in_block(pio))
+        self._later(result, lambda: self._next_in_block(pio))
 
     def _next_in_block(self, pio: _Pio) -> None:
         """ide_sector_read_cb: the next block is ready: registers advance, DRQ, interrupt."""
@@ -557,7 +543,7 @@ class IdeChannel:
                 if result.ok:
                     self._advance(i, sectors)
                 self._finish(i, result)
-            self._later(self._cost(result), finish)
+            self._later(result, finish)
             return
         self._advance(i, sectors)   # ide_sector_write_cb: next block, DRQ and an interrupt per block
         pio.end = min(pio.pos + pio.block, len(pio.buf))
@@ -569,10 +555,8 @@ class IdeChannel:
         """bmdma_cmd_writeb: a START edge starts an armed command; clearing it drains one in flight."""
         if (value & BM_CMD_START) != (self.bm_cmd & BM_CMD_START):
             if not value & BM_CMD_START:
-                pending = self._pending
-                if pending is not None and pending.dma:     # ide_cancel_dma_sync: the request completes now
-                    self._pending = None
-                    pending.finish()
+                if self._pending is not None and self._pending_dma:    # ide_cancel_dma_sync: it completes now
+                    self._pending.deliver()
                 self.bm_status &= ~BM_STATUS_ACTIVE
             elif not self.bm_status & BM_STATUS_ACTIVE:
                 self.bm_status |= BM_STATUS_ACTIVE
@@ -606,7 +590,7 @@ class IdeChannel:
         nbytes = dma.transfer.nbytes
         if nbytes == 0:             # DSM COUNT 0: nsector == 0, the end of the transfer at once
             result = device.execute(dma.regs, b"" if out else None, transfer=dma.transfer)
-            self._later(self._cost(result), lambda: self._dma_done(i, result, 0, False), dma=True)
+            self._later(result, lambda: self._dma_done(i, result, 0, False), dma=True)
             return
         try:
             regions, described = self._walk_prdt(nbytes)
@@ -629,8 +613,7 @@ class IdeChannel:
                 result = device.execute(dma.regs, into=views, transfer=dma.transfer)
         finally:
             self.mem.release(views)
-        self._later(self._cost(result), lambda: self._dma_done(i, result, nbytes // SECTOR_SIZE,
-                                                                 described > nbytes), dma=True)
+        self._later(result, lambda: self._dma_done(i, result, nbytes // SECTOR_SIZE, described > nbytes), dma=True)
 
     def _dma_done(self, i: int, result: AtaResult, sectors: int, stay_active: bool) -> None:
         """End of ide_dma_cb: status, interrupt, then ide_set_inactive (ACTIVE stays if PRDs were longer)."""

@@ -19,16 +19,15 @@ device broken as QEMU's virtio_error does: NEEDS_RESET in the status (with VERSI
 configuration interrupt (when DRIVER_OK), and no queue is processed again until the driver resets the device.
 
 Timing: without a `timing` model each kick is processed inside the notify write. With one, the device pops and
-executes every available request at once (so the image changes in submission order), and each request's used
-element and interrupt are delivered `timing.cost(...)` simulated seconds later by a SimPy process, requests
-overlapping as a multi-queue SSD's would; a reset drops completions still pending.
+executes every available request at once (so the image changes in submission order), and the transport's
+`DeviceClock` delivers each request's used element and interrupt once the cost of its block-layer requests has
+passed, requests overlapping as a multi-queue SSD's would; a reset drops completions still pending.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 from controllers.virtio.layouts import (
     COMMON_CFG_FIELDS,
@@ -50,6 +49,7 @@ from controllers.virtio.layouts import (
     bit,
 )
 from controllers.virtio.virtqueue import Element, SplitQueue, VirtioError
+from emu.sim import DeviceClock
 
 if TYPE_CHECKING:
     from emu.block import Completion
@@ -161,10 +161,9 @@ class VirtioPciTransport:
         self.mem = mem
         self.irq = irq
         self.device = device
-        self.timing = timing
+        self.clock = DeviceClock(sim, timing)
         self.config = config or VirtioPciConfig()
         self.records: list[RequestRecord] = []
-        self._epoch = 0                 # bumped on reset: completions still pending are dropped
         self._reset_state()
         bind = getattr(device, "bind", None)
         if bind is not None:
@@ -341,7 +340,7 @@ class VirtioPciTransport:
     def reset(self) -> None:
         """Writing 0 to device_status (and power-on): status, features, ISR and every queue back to their reset
         values, the device reset, pending completions dropped, the interrupt line lowered."""
-        self._epoch += 1
+        self.clock.reset()
         self.device.reset()
         generation = self.state.generation
         self._reset_state()
@@ -420,18 +419,16 @@ class VirtioPciTransport:
             return                                      # the device keeps the element (bind / complete)
         record.written = handled.written
         record.requests = tuple(c.request for c in handled.completions)
-        if self.timing is None:
+        if not self.clock.timed:
             if not self.state.broken:
                 self._push(ring, element, handled.written, record)
             return
-        epoch = self._epoch
+        self.clock.later(self.clock.cost(handled.completions), self._used, ring, element, handled.written, record)
 
-        def complete() -> None:
-            if epoch == self._epoch and not self.state.broken:
-                self._push(ring, element, handled.written, record)
-
-        cost = sum(self.timing.cost(c.request.op, c.request.length if c.ok else 0) for c in handled.completions)
-        self.sim.process(self._later(cost, complete))
+    def _used(self, ring: SplitQueue, element: Element, written: int, record: RequestRecord) -> None:
+        """A handled element's completion once its time has passed: pushed unless the device broke meanwhile."""
+        if not self.state.broken:
+            self._push(ring, element, written, record)
 
     def _push(self, ring: SplitQueue, element: Element, written: int, record: RequestRecord) -> None:
         """virtqueue_push and virtio_notify."""
@@ -453,10 +450,6 @@ class VirtioPciTransport:
     def fail(self, reason: str) -> None:
         """virtio_error raised by the device outside `handle` (on an element it kept)."""
         self._break(reason)
-
-    def _later(self, delay: float, action) -> Generator[Any, Any, None]:
-        yield self.sim.timeout(delay)
-        action()
 
 
 _COMMON_BY_OFFSET = {offset: name for name, (offset, _size) in COMMON_CFG_FIELDS.items()}

@@ -1,23 +1,16 @@
-"""Simulated time for the block layer: a latency model and a Drive wrapper that queues and overlaps requests.
+"""How long a device takes per block-layer request: the latency model a `DeviceClock` times completions with.
 
 Time wraps the functional layers and never lives inside them (SimPy's `Cable` pattern): the Drive runs
-each request at once and deterministically; `TimedDrive` only decides when its completion is delivered.
+each request at once and deterministically; the device's clock only decides when its completion is delivered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
 
-import simpy
-
-from emu.block.request import Completion, Op, Request
-
-if TYPE_CHECKING:
-    from emu.block.drive import Drive
-    from emu.sim.kernel import Simulation
+from emu.block.request import Op
 
 # A model, not a measurement: round numbers in the range of a SATA/NVMe SSD behind a host page cache,
 # chosen so reads, writes, discards and flushes are distinguishable on a timeline. Seconds, per request.
@@ -74,64 +67,3 @@ class LatencyModel:
     def cost(self, op: str, nbytes: int) -> float:
         """Simulated seconds for one request of `op` moving `nbytes`."""
         return self.fixed.get(op, 0.0) + self.per_byte.get(op, 0.0) * nbytes
-
-
-@dataclass(slots=True)
-class TimedRequest:
-    """One request's passage through a TimedDrive: what it was, what it gave, and when (simulated seconds)."""
-
-    request: Request
-    completion: Completion
-    cost: float
-    submit_time: float
-    start_time: float | None = None      # when it got a queue slot
-    end_time: float | None = None        # when its completion was delivered
-
-
-class TimedDrive:
-    """A Drive behind a device queue of `queue_depth` slots (1: one command at a time; 32: AHCI NCQ).
-
-    `submit()` runs the request on the Drive at once, in submission order, so the data effect is
-    deterministic whatever the timing; the returned process then waits for a slot, holds it for the
-    modelled time and ends with the block layer's `Completion` as its value. Requests holding slots
-    overlap in simulated time. A failed request costs the fixed part only (the device rejects it
-    before moving data). The Drive stays owned by the caller.
-    """
-
-    def __init__(self, sim: Simulation, drive: Drive, model: LatencyModel | None = None,
-                 queue_depth: int = 1) -> None:
-        if queue_depth < 1:
-            raise ValueError(f"queue_depth must be at least 1, not {queue_depth}")
-        self.sim = sim
-        self.drive = drive
-        self.model = model if model is not None else LatencyModel()
-        self.queue_depth = queue_depth
-        self.slots = simpy.Resource(sim.env, capacity=queue_depth)
-        self.records: list[TimedRequest] = []
-
-    def submit(self, request: Request) -> simpy.Process:
-        """Execute `request` now and return the process that delivers its Completion after the modelled time."""
-        completion = self.drive.execute(request)
-        nbytes = request.length if completion.error is None else 0
-        record = TimedRequest(request, completion, self.model.cost(request.op, nbytes), self.sim.env.now)
-        self.records.append(record)
-        return self.sim.env.process(self._serve(record))
-
-    def _serve(self, record: TimedRequest) -> Generator[simpy.Event, Any, Completion]:
-        env = self.sim.env
-        with self.slots.request() as slot:
-            yield slot
-            record.start_time = env.now
-            yield env.timeout(record.cost)
-            record.end_time = env.now
-        return record.completion
-
-    @property
-    def in_flight(self) -> int:
-        """Requests holding a queue slot now."""
-        return self.slots.count
-
-    @property
-    def waiting(self) -> int:
-        """Requests submitted but still waiting for a slot."""
-        return len(self.slots.queue)

@@ -1,9 +1,7 @@
-"""Simulated time: the run kernel, interrupt lines, latency models and the queued, timed Drive."""
+"""Simulated time: the run kernel, interrupt lines, latency models and the device clock that times completions."""
 
 from __future__ import annotations
 
-import errno
-import heapq
 import struct
 
 import pytest
@@ -12,7 +10,7 @@ from hypothesis import strategies as st
 
 from emu.block import Drive, DriveOptions, Op, Request
 from emu.memory import GuestMemory
-from emu.sim import DEFAULT_FIXED, DEFAULT_PER_BYTE, InterruptLine, LatencyModel, Simulation, TimedDrive
+from emu.sim import DEFAULT_FIXED, DEFAULT_PER_BYTE, DeviceClock, InterruptLine, LatencyModel, Simulation
 from images import create_image, open_image
 
 MiB = 1 << 20
@@ -23,22 +21,11 @@ MODEL = LatencyModel(fixed={"read": 2.0 ** -10, "write": 2.0 ** -9, "flush": 2.0
                      per_byte={"read": 2.0 ** -20, "write": 2.0 ** -19})
 
 
-def _drive(path) -> Drive:
-    create_image(str(path), "raw", DISK, {})
-    return Drive(open_image(str(path), "raw"), DriveOptions())
-
-
 @pytest.fixture
 def drive(tmp_path):
-    d = _drive(tmp_path / "disk.raw")
-    yield d
-    d.close()
-
-
-@pytest.fixture(scope="module")
-def shared_drive(tmp_path_factory):
-    """One drive for hypothesis tests that only read (function-scoped fixtures do not mix with @given)."""
-    d = _drive(tmp_path_factory.mktemp("sim") / "disk.raw")
+    path = str(tmp_path / "disk.raw")
+    create_image(path, "raw", DISK, {})
+    d = Drive(open_image(path, "raw"), DriveOptions())
     yield d
     d.close()
 
@@ -265,121 +252,126 @@ def test_model_refuses_unknown_operations_and_negative_costs(fixed, per_byte, ma
         LatencyModel(fixed=fixed, per_byte=per_byte)
 
 
-# -- timed drive --------------------------------------------------------------------------------------------
-def run_all(sim, timed, requests):
-    procs = [timed.submit(r) for r in requests]
-    sim.run()
-    return [p.value for p in procs]
-
-
-def test_queue_depth_one_serialises_requests(drive):
-    sim = Simulation()
-    timed = TimedDrive(sim, drive, MODEL, queue_depth=1)
-    a, b = Request.read(0, 4096), Request.write(4096, b"x" * 1024)
-    ca, cb = MODEL.cost("read", 4096), MODEL.cost("write", 1024)
-    completions = run_all(sim, timed, [a, b])
-    assert [c.request for c in completions] == [a, b] and all(c.ok for c in completions)
-    times = [(r.submit_time, r.start_time, r.end_time) for r in timed.records]
-    assert times == [(0, 0, ca), (0, ca, ca + cb)]
-    assert sim.now == ca + cb
-
-
-def test_queue_depth_two_overlaps_requests(drive):
-    sim = Simulation()
-    timed = TimedDrive(sim, drive, MODEL, queue_depth=2)
-    ca, cb = MODEL.cost("read", 65536), MODEL.cost("write", 512)
-    run_all(sim, timed, [Request.read(0, 65536), Request.write(0, b"y" * 512)])
-    assert [(r.start_time, r.end_time) for r in timed.records] == [(0, ca), (0, cb)]
-    assert sim.now == max(ca, cb)
-
-
-def test_a_third_request_waits_for_the_first_free_slot(drive):
-    sim = Simulation()
-    timed = TimedDrive(sim, drive, LatencyModel(fixed={"read": 1.0}, per_byte={"read": 1 / 4096}), queue_depth=2)
-    procs = [timed.submit(Request.read(0, n)) for n in (8192, 4096, 4096)]   # costs 3, 2, 2
-    sim.run(until=0.5)
-    assert (timed.in_flight, timed.waiting) == (2, 1)
-    sim.run()
-    assert [(r.start_time, r.end_time) for r in timed.records] == [(0, 3), (0, 2), (2, 4)]
-    assert all(p.value.ok for p in procs)
-
-
-def test_data_effect_follows_submission_order_not_completion_order(drive):
-    """The write is slow and the read fast; the read was submitted after it and must see its data."""
-    sim = Simulation()
-    timed = TimedDrive(sim, drive, MODEL, queue_depth=32)
-    write, read = run_all(sim, timed, [Request.write(8192, b"\x42" * 65536), Request.read(8192, 512)])
-    assert read.data == b"\x42" * 512
-    w, r = timed.records
-    assert r.end_time < w.end_time
-
-
-def test_a_failed_request_completes_with_its_error_after_the_fixed_cost_only(drive):
-    sim = Simulation()
-    timed = TimedDrive(sim, drive, MODEL)
-    (completion,) = run_all(sim, timed, [Request.read(DISK - 512, 4096)])
-    assert not completion.ok and completion.errno == errno.EIO
-    assert timed.records[0].end_time == MODEL.fixed["read"]
+# -- device clock -----------------------------------------------------------------------------------------------
+def test_cost_sums_the_requests_and_a_failed_one_costs_the_fixed_part_only(drive):
+    clock = DeviceClock(Simulation(), MODEL)
+    ok, failed = drive.execute(Request.read(0, 4096)), drive.execute(Request.read(DISK - 512, 4096))
+    assert ok.ok and not failed.ok
+    assert clock.cost([ok]) == MODEL.cost("read", 4096)
+    assert clock.cost([failed]) == MODEL.fixed["read"]
+    assert clock.cost([ok, failed, ok]) == 2 * MODEL.cost("read", 4096) + MODEL.fixed["read"]
+    assert clock.cost([]) == 0.0
+    assert DeviceClock(Simulation()).cost([ok]) == 0.0      # untimed
 
 
 def test_default_model_and_flush(drive):
+    clock = DeviceClock(Simulation(), LatencyModel())
+    assert clock.cost([drive.execute(Request.flush())]) == DEFAULT_FIXED["flush"]
+
+
+def test_timed_deliveries_overlap_and_come_in_order_of_their_time(drive):
+    """Three commands started at once: each completes after its own cost, none waits for another; the data
+    effect followed submission order (the fast read sees the slow write's bytes)."""
     sim = Simulation()
-    timed = TimedDrive(sim, drive)
-    (completion,) = run_all(sim, timed, [Request.flush()])
-    assert completion.ok and sim.now == DEFAULT_FIXED["flush"]
-
-
-def test_queue_depth_must_be_positive(drive):
-    with pytest.raises(ValueError):
-        TimedDrive(Simulation(), drive, MODEL, queue_depth=0)
-
-
-@given(depth=st.integers(1, 4),
-       arrivals=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 16)), min_size=1, max_size=12))
-def test_schedule_matches_a_fifo_slot_model(shared_drive, depth, arrivals):
-    """Requests arrive at integer times with integer costs; each starts at max(arrival, first free slot)."""
-    sim = Simulation()
-    timed = TimedDrive(sim, shared_drive, LatencyModel(fixed={}, per_byte={"read": 1 / 512}), queue_depth=depth)
-
-    def submitter():
-        for gap, sectors in arrivals:
-            yield sim.timeout(gap)
-            timed.submit(Request.read(0, sectors * 512))
-
-    sim.process(submitter())
+    clock = DeviceClock(sim, MODEL)
+    log = []
+    write = drive.execute(Request.write(8192, b"\x42" * 65536))
+    read = drive.execute(Request.read(8192, 512))
+    flush = drive.execute(Request.flush())
+    for name, completion in (("write", write), ("read", read), ("flush", flush)):
+        clock.later(clock.cost([completion]), lambda name=name: log.append((name, sim.now)))
+    assert log == [] and clock.timed
     sim.run()
-    slots = [0] * depth
-    expected, now = [], 0
-    for gap, cost in arrivals:
+    costs = {"write": MODEL.cost("write", 65536), "read": MODEL.cost("read", 512), "flush": MODEL.fixed["flush"]}
+    assert log == sorted(costs.items(), key=lambda item: item[1])
+    assert read.data == b"\x42" * 512
+
+
+def test_a_zero_delay_is_still_later_than_the_caller():
+    sim = Simulation()
+    clock = DeviceClock(sim, MODEL)
+    log = []
+    clock.later(clock.cost([]), log.append, "done")     # costs nothing, yet is delivered by the simulation
+    assert log == []
+    sim.run()
+    assert log == ["done"] and sim.now == 0
+
+
+def test_a_reset_drops_every_pending_delivery_and_later_ones_still_come():
+    sim = Simulation()
+    clock = DeviceClock(sim, MODEL)
+    log = []
+    pending = [clock.later(t, log.append, t) for t in (1.0, 2.0)]
+    sim.run(until=0.5)
+    clock.reset()
+    after = clock.later(1.0, log.append, "after")
+    assert not any(d.pending for d in pending) and after.pending
+    sim.run()
+    assert log == ["after"] and sim.now == 2.0 and not after.pending
+
+
+def test_a_delivery_runs_once_cancelled_or_drained_early():
+    """IDE's one pending completion: a newer one cancels it; stopping the bus master delivers it now."""
+    sim = Simulation()
+    clock = DeviceClock(sim, MODEL)
+    log = []
+    cancelled = clock.later(1.0, log.append, "cancelled")
+    cancelled.cancel()
+    drained = clock.later(2.0, lambda: log.append(("drained", sim.now)))
+    sim.run(until=0.5)
+    drained.deliver()
+    drained.deliver()                                   # a second time: nothing
+    sim.run()
+    assert log == [("drained", 0.5)] and sim.now == 2.0
+    assert not cancelled.pending and not drained.pending
+
+
+@given(arrivals=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 16)), min_size=1, max_size=12))
+def test_each_delivery_comes_its_cost_after_its_start(arrivals):
+    """Commands start at integer times with integer costs: each is delivered at start + cost, ties in start order."""
+    sim = Simulation()
+    clock = DeviceClock(sim, LatencyModel(fixed={}, per_byte={"read": 1.0}))
+    log = []
+
+    def device():
+        for n, (gap, cost) in enumerate(arrivals):
+            yield sim.timeout(gap)
+            clock.later(cost, lambda n=n: log.append((sim.now, n)))
+
+    sim.process(device())
+    sim.run()
+    starts, now = [], 0
+    for gap, _ in arrivals:
         now += gap
-        start = max(now, heapq.heappop(slots))
-        heapq.heappush(slots, start + cost)
-        expected.append((now, start, start + cost))
-    assert [(r.submit_time, r.start_time, r.end_time) for r in timed.records] == expected
+        starts.append(now)
+    assert log == sorted((start + cost, n) for n, (start, (_, cost)) in enumerate(zip(starts, arrivals)))
 
 
-# -- a guest driver, a toy controller and the timed drive together ---------------------------------------------
+# -- a guest driver, a toy controller and its clock together -----------------------------------------------------
 CMD = struct.Struct("<BxxxIQQ")     # op (0 read, 1 write), length, disk offset, guest buffer address
 STATUS_OFFSET = CMD.size            # one status byte after the command: 0 pending, 1 ok, 2 error
 
 
 class ToyController:
-    """Just enough of a device to show the pattern: fetch a command from guest memory, submit, DMA, interrupt."""
+    """Just enough of a device to show the pattern: fetch a command from guest memory, run it on the Drive at
+    once, and deliver the status and the interrupt when the clock says so (untimed: inside the doorbell)."""
 
-    def __init__(self, sim, mem, timed, irq):
-        self.sim, self.mem, self.timed, self.irq = sim, mem, timed, irq
+    def __init__(self, sim, mem, drive, clock, irq):
+        self.sim, self.mem, self.drive, self.clock, self.irq = sim, mem, drive, clock, irq
 
     def doorbell(self, cmd_addr):
-        self.sim.process(self._execute(cmd_addr))
-
-    def _execute(self, cmd_addr):
         op, length, offset, buf = self.mem.unpack(CMD, cmd_addr)
         if op == 1:
-            with self.mem.view(buf, length) as payload:     # zero-copy: the Drive consumes it during submit
-                done = self.timed.submit(Request.write(offset, payload))
+            with self.mem.view(buf, length) as payload:     # zero-copy: the Drive consumes it at once
+                completion = self.drive.execute(Request.write(offset, payload))
         else:
-            done = self.timed.submit(Request.read(offset, length))
-        completion = yield done
+            completion = self.drive.execute(Request.read(offset, length))
+        if self.clock.timed:
+            self.clock.later(self.clock.cost([completion]), self._complete, cmd_addr, buf, completion)
+        else:
+            self._complete(cmd_addr, buf, completion)
+
+    def _complete(self, cmd_addr, buf, completion):
         if completion.ok and completion.data is not None:
             self.mem.write(buf, completion.data)             # DMA to the guest when the command completes
         self.mem.write_u8(cmd_addr + STATUS_OFFSET, 1 if completion.ok else 2)
@@ -389,12 +381,13 @@ class ToyController:
         self.irq.lower()
 
 
-def test_guest_driver_writes_memory_submits_waits_for_the_interrupt_and_reads_back(drive):
+@pytest.mark.parametrize("model", [MODEL, None], ids=["timed", "untimed"])
+def test_guest_driver_writes_memory_submits_waits_for_the_interrupt_and_reads_back(drive, model):
     sim = Simulation(seed=1)
     irq = InterruptLine(sim, "toy")
     log = []
     with GuestMemory(MiB) as mem:
-        ctrl = ToyController(sim, mem, TimedDrive(sim, drive, MODEL, queue_depth=1), irq)
+        ctrl = ToyController(sim, mem, drive, DeviceClock(sim, model), irq)
 
         def driver():
             cmd = mem.alloc(CMD.size + 1)
@@ -408,6 +401,9 @@ def test_guest_driver_writes_memory_submits_waits_for_the_interrupt_and_reads_ba
                 mem.pack(CMD, cmd, op, 4096, offset, buf)
                 mem.write_u8(cmd + STATUS_OFFSET, 0)
                 ctrl.doorbell(cmd)
+                if model is None:           # untimed: done inside the doorbell, nothing left to simulate
+                    assert irq.level and mem.read_u8(cmd + STATUS_OFFSET) == 1
+                    assert sim.env.peek() == float("inf")
                 yield irq.wait()
                 log.append((sim.now, "write" if op else "read", mem.read_u8(cmd + STATUS_OFFSET)))
                 ctrl.acknowledge()
@@ -419,7 +415,7 @@ def test_guest_driver_writes_memory_submits_waits_for_the_interrupt_and_reads_ba
         proc = sim.process(driver())
         sim.run()
         assert proc.value == "done" and mem.allocated() == {}
-    t_write, t_read = MODEL.cost("write", 4096), MODEL.cost("read", 4096)
+    t_write, t_read = (MODEL.cost("write", 4096), MODEL.cost("read", 4096)) if model else (0, 0)
     assert log == [(t_write, "write", 1), (t_write + t_read, "read", 1)]
     assert irq.raises == 2 and not irq.level
     assert drive.read(65536, 4096).data == driver_pattern(1)
