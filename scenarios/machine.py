@@ -1,5 +1,8 @@
-"""A simulated guest machine: one disk behind a controller chosen by name, configured from a profile, and the
-guest driver a Linux guest would load for it.
+"""A simulated guest machine: one disk behind a controller chosen by name, configured from a hypervisor profile,
+and the guest driver a Linux guest would load for it, configured from a guest profile.
+
+Each controller is one entry of `TABLE`: how its emulated function is built around a Drive, which Linux driver
+takes it, and the GuestDisk over that driver; a new controller is a new entry.
 
 `emu replay` hands the driver raw commands; `emu demo` and the benchmarks use `Machine.disk`, the same
 sector-level operations (write, read, flush, discard) whatever the controller, so a table can compare IDE, AHCI,
@@ -11,7 +14,7 @@ images themselves); its options and its backend's discard facts decide what the 
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +22,7 @@ from controllers.ahci import AhciHba
 from controllers.ata.device import AtaDevice
 from controllers.drivers.ahci import AhciDriver
 from controllers.drivers.ata_piix import PiixDriver
+from controllers.drivers.config import GuestConfig
 from controllers.drivers.sd import ProvisioningMode, SdDriver, SdError
 from controllers.drivers.virtio_blk import VirtioBlkDriver
 from controllers.drivers.virtio_scsi import VirtioScsiDriver
@@ -31,12 +35,12 @@ from emu.block import Drive
 from emu.errors import UsageError
 from emu.memory import GuestMemory
 from emu.sim import InterruptLine, LatencyModel, Simulation
-from scenarios.profiles import get_profile
+from scenarios.profiles import DEFAULT_GUEST, check_name, guest_config
+from scenarios.profiles.ata import ahci_config, ata_config
 from scenarios.profiles.scsi import scsi_disk_config
 from scenarios.profiles.virtio_blk import virtio_blk_config, virtio_pci_config
 from scenarios.profiles.virtio_scsi import virtio_scsi_config
 
-CONTROLLERS = ("ide", "ahci", "virtio-blk", "virtio-scsi")
 GUEST_RAM = 256 << 20     # rings, command tables, PRDs and buffers of up to a 32 MiB transfer
 SECTOR = 512
 
@@ -93,10 +97,10 @@ class SdGuestDisk(GuestDisk):
     """Linux sd over virtio_scsi on LUN 0: probed on first use, then READ/WRITE(10/16), SYNCHRONIZE CACHE and
     the discard commands of the provisioning mode sd chose (UNMAP, WRITE SAME(16/10) with UNMAP, or none)."""
 
-    def __init__(self, driver: VirtioScsiDriver) -> None:
+    def __init__(self, driver: VirtioScsiDriver, guest: GuestConfig) -> None:
         super().__init__(driver)
         self.sd = SdDriver(lambda cdb, data_out, data_in_len: driver.command(0, cdb, data_out, data_in_len),
-                           max_hw_sectors=driver.limits.max_sectors)
+                           guest=guest, max_hw_sectors=driver.limits.max_sectors)
 
     @property
     def discard_command(self) -> str:
@@ -130,6 +134,104 @@ class SdGuestDisk(GuestDisk):
         return (yield from self.sd.discard(ranges))
 
 
+Driver = PiixDriver | AhciDriver | VirtioBlkDriver | VirtioScsiDriver
+Function = IdeChannel | AhciHba | VirtioPciTransport
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What every controller is built from: the guest's simulation, RAM and interrupt line, the drive, the
+    hypervisor profile's name, the guest drivers' configuration and the device timing."""
+
+    sim: Simulation
+    mem: GuestMemory
+    irq: InterruptLine
+    drive: Drive
+    profile: str
+    guest: GuestConfig
+    timing: LatencyModel | None
+
+    def bring_up(self, step: Generator[Any, Any, bool], refused: str) -> None:
+        """Run a driver's bring-up (port start, feature negotiation); UsageError `refused` when it fails."""
+        if not self.sim.run(until=self.sim.process(step)):
+            raise UsageError(refused)
+
+
+@dataclass(frozen=True)
+class Controller:
+    """One controller: the emulated function a Drive sits behind (device and transport, as the profile describes
+    them), the Linux driver on it, brought up, and the GuestDisk over that driver."""
+
+    function: Callable[[Parts], Function]
+    driver: Callable[[Parts, Any], Driver]
+    disk: Callable[[Parts, Any], GuestDisk]
+
+
+def _ata_device(parts: Parts, controller: str) -> AtaDevice:
+    drive = parts.drive
+    return AtaDevice(drive, ata_config(parts.profile, drive.capacity // SECTOR, controller,
+                                       read_zeroes_after_trim=drive.zeroes_after_discard(SECTOR)))
+
+
+def _ide_channel(parts: Parts) -> IdeChannel:
+    return IdeChannel(parts.sim, parts.mem, parts.irq, (_ata_device(parts, "ide"), None), parts.timing)
+
+
+def _ahci_hba(parts: Parts) -> AhciHba:
+    return AhciHba(parts.sim, parts.mem, parts.irq, [_ata_device(parts, "ahci")], timing=parts.timing,
+                   config=ahci_config(parts.profile))
+
+
+def _virtio_pci(parts: Parts, device: VirtioBlkDevice | VirtioScsiDevice) -> VirtioPciTransport:
+    return VirtioPciTransport(parts.sim, parts.mem, parts.irq, device, timing=parts.timing,
+                              config=virtio_pci_config(parts.profile))
+
+
+def _virtio_blk_function(parts: Parts) -> VirtioPciTransport:
+    drive = parts.drive
+    config = virtio_blk_config(parts.profile, drive.capacity // SECTOR, read_only=drive.read_only)
+    return _virtio_pci(parts, VirtioBlkDevice(drive, config))
+
+
+def _virtio_scsi_function(parts: Parts) -> VirtioPciTransport:
+    drive = parts.drive
+    config = scsi_disk_config(parts.profile, drive.capacity // SECTOR, SECTOR, drive.read_only,
+                              read_zeroes_after_unmap=drive.zeroes_after_discard(SECTOR))
+    return _virtio_pci(parts, VirtioScsiDevice({0: ScsiDisk(drive, config)}, virtio_scsi_config(parts.profile)))
+
+
+def _piix_driver(parts: Parts, channel: IdeChannel) -> PiixDriver:
+    return PiixDriver(channel, parts.mem, guest=parts.guest)
+
+
+def _ahci_driver(parts: Parts, hba: AhciHba) -> AhciDriver:
+    driver = AhciDriver(parts.sim, parts.mem, hba, parts.irq, guest=parts.guest)
+    parts.bring_up(driver.start(0), "the AHCI port did not come up")
+    return driver
+
+
+def _virtio_blk_driver(parts: Parts, transport: VirtioPciTransport) -> VirtioBlkDriver:
+    driver = VirtioBlkDriver(parts.sim, parts.mem, transport, parts.irq, guest=parts.guest)
+    parts.bring_up(driver.probe(), "the virtio-blk device refused the driver's features")
+    return driver
+
+
+def _virtio_scsi_driver(parts: Parts, transport: VirtioPciTransport) -> VirtioScsiDriver:
+    driver = VirtioScsiDriver(parts.sim, parts.mem, transport, parts.irq, guest=parts.guest)
+    parts.bring_up(driver.probe(), "the virtio-scsi device refused the driver's features")
+    return driver
+
+
+TABLE: dict[str, Controller] = {
+    "ide": Controller(_ide_channel, _piix_driver, lambda parts, driver: GuestDisk(driver)),
+    "ahci": Controller(_ahci_hba, _ahci_driver, lambda parts, driver: AhciDisk(driver)),
+    "virtio-blk": Controller(_virtio_blk_function, _virtio_blk_driver, lambda parts, driver: VirtioBlkDisk(driver)),
+    "virtio-scsi": Controller(_virtio_scsi_function, _virtio_scsi_driver,
+                              lambda parts, driver: SdGuestDisk(driver, parts.guest)),
+}
+CONTROLLERS: tuple[str, ...] = tuple(TABLE)
+
+
 @dataclass
 class Machine:
     """One guest: its simulation, RAM, the controller's guest driver (for raw commands) and `disk`."""
@@ -138,7 +240,7 @@ class Machine:
     profile: str
     sim: Simulation
     mem: GuestMemory
-    driver: PiixDriver | AhciDriver | VirtioBlkDriver | VirtioScsiDriver
+    driver: Driver
     disk: GuestDisk
 
     def run(self, gen: Generator[Any, Any, Any]) -> Any:
@@ -149,62 +251,23 @@ class Machine:
         self.mem.close()
 
 
-def build(controller: str, drive: Drive, profile_name: str, *, timing: LatencyModel | None = None) -> Machine:
-    """A booted guest with `drive` behind `controller` as profile `profile_name` describes the device; the
-    driver has probed it (IDENTIFY / feature negotiation) and is ready. UsageError for an unknown controller or
-    profile, or a device the driver will not take."""
-    get_profile(profile_name)
+def build(controller: str, drive: Drive, profile_name: str, *, timing: LatencyModel | None = None,
+          guest: str = DEFAULT_GUEST) -> Machine:
+    """A booted guest with `drive` behind `controller` as hypervisor profile `profile_name` describes the device,
+    its drivers configured by guest profile `guest`; the driver has probed the device (IDENTIFY / feature
+    negotiation) and is ready. UsageError for an unknown controller or profile, or a device the driver will not
+    take."""
+    check_name(profile_name)
+    config = guest_config(guest)
+    entry = TABLE.get(controller)
+    if entry is None:
+        raise UsageError(f"controller '{controller}': known controllers are {', '.join(CONTROLLERS)}")
     sim = Simulation()
     mem = GuestMemory(GUEST_RAM)
-    irq = InterruptLine(sim, controller)
+    parts = Parts(sim, mem, InterruptLine(sim, controller), drive, profile_name, config, timing)
     try:
-        if controller == "virtio-blk":
-            machine = _virtio_blk(controller, drive, profile_name, sim, mem, irq, timing)
-        elif controller == "virtio-scsi":
-            machine = _virtio_scsi(controller, drive, profile_name, sim, mem, irq, timing)
-        elif controller in ("ide", "ahci"):
-            machine = _ata(controller, drive, profile_name, sim, mem, irq, timing)
-        else:
-            raise UsageError(f"controller '{controller}': known controllers are {', '.join(CONTROLLERS)}")
+        driver = entry.driver(parts, entry.function(parts))
+        return Machine(controller, profile_name, sim, mem, driver, entry.disk(parts, driver))
     except BaseException:
         mem.close()
         raise
-    return machine
-
-
-def _ata(controller: str, drive: Drive, profile_name: str, sim: Simulation, mem: GuestMemory, irq: InterruptLine,
-         timing: LatencyModel | None) -> Machine:
-    profile = get_profile(profile_name)
-    rzat = drive.zeroes_after_discard(SECTOR)
-    device = AtaDevice(drive, profile.ata_config(drive.capacity // SECTOR, controller, read_zeroes_after_trim=rzat))
-    if controller == "ahci":
-        hba = AhciHba(sim, mem, irq, [device], timing=timing, config=profile.ahci_config())
-        driver = AhciDriver(sim, mem, hba, irq)
-        if not sim.run(until=sim.process(driver.start(0))):
-            raise UsageError("the AHCI port did not come up")
-        return Machine(controller, profile_name, sim, mem, driver, AhciDisk(driver))
-    driver = PiixDriver(IdeChannel(sim, mem, irq, (device, None), timing), mem)
-    return Machine(controller, profile_name, sim, mem, driver, GuestDisk(driver))
-
-
-def _virtio_blk(controller: str, drive: Drive, profile_name: str, sim: Simulation, mem: GuestMemory, irq: InterruptLine,
-                timing: LatencyModel | None) -> Machine:
-    device = VirtioBlkDevice(drive, virtio_blk_config(profile_name, drive.capacity // SECTOR,
-                                                      read_only=drive.read_only))
-    transport = VirtioPciTransport(sim, mem, irq, device, timing=timing, config=virtio_pci_config(profile_name))
-    driver = VirtioBlkDriver(sim, mem, transport, irq)
-    if not sim.run(until=sim.process(driver.probe())):
-        raise UsageError("the virtio-blk device refused the driver's features")
-    return Machine(controller, profile_name, sim, mem, driver, VirtioBlkDisk(driver))
-
-
-def _virtio_scsi(controller: str, drive: Drive, profile_name: str, sim: Simulation, mem: GuestMemory, irq: InterruptLine,
-                 timing: LatencyModel | None) -> Machine:
-    config = scsi_disk_config(profile_name, drive.capacity // SECTOR, SECTOR, drive.read_only,
-                              read_zeroes_after_unmap=drive.zeroes_after_discard(SECTOR))
-    device = VirtioScsiDevice({0: ScsiDisk(drive, config)}, virtio_scsi_config(profile_name))
-    transport = VirtioPciTransport(sim, mem, irq, device, timing=timing, config=virtio_pci_config(profile_name))
-    driver = VirtioScsiDriver(sim, mem, transport, irq)
-    if not sim.run(until=sim.process(driver.probe())):
-        raise UsageError("the virtio-scsi device refused the driver's features")
-    return Machine(controller, profile_name, sim, mem, driver, SdGuestDisk(driver))

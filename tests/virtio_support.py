@@ -16,11 +16,13 @@ from emu.block import Drive, DriveOptions
 from emu.memory import GuestMemory
 from emu.sim import InterruptLine, LatencyModel, Simulation
 from images import create_image, open_image
+from scenarios.profiles import guest_config
 from scenarios.profiles.scsi import scsi_disk_config
 
 MiB = 1 << 20
 DISK = 16 * MiB
 RAM = 8 * MiB
+GUEST = guest_config("linux-6.1")      # the drivers' configuration: a Linux 6.1 guest
 
 
 def make_virtio_blk(directory, fmt: str = "raw", size: int = DISK, *, discard: str = "unmap",
@@ -36,7 +38,7 @@ def make_virtio_blk(directory, fmt: str = "raw", size: int = DISK, *, discard: s
     irq = InterruptLine(sim, "virtio-blk")
     dev = VirtioBlkDevice(drive, config)
     transport = VirtioPciTransport(sim, mem, irq, dev, timing=timing, config=pci)
-    drv = VirtioBlkDriver(sim, mem, transport, irq)
+    drv = VirtioBlkDriver(sim, mem, transport, irq, guest=GUEST)
     env = SimpleNamespace(path=path, drive=drive, dev=dev, sim=sim, mem=mem, irq=irq, transport=transport, drv=drv)
     if probe:
         assert run(env, drv.probe()) is True
@@ -61,7 +63,7 @@ def make_virtio_scsi(directory, fmt: str = "raw", size: int = DISK, *, discard: 
     irq = InterruptLine(sim, "virtio-scsi")
     dev = VirtioScsiDevice(disks, config)
     transport = VirtioPciTransport(sim, mem, irq, dev, config=pci)
-    drv = VirtioScsiDriver(sim, mem, transport, irq)
+    drv = VirtioScsiDriver(sim, mem, transport, irq, guest=GUEST)
     env = SimpleNamespace(path=paths[0], paths=paths, disks=disks, disk=disks[luns[0]], drive=disks[luns[0]].drive,
                           dev=dev, sim=sim, mem=mem, irq=irq, transport=transport, drv=drv)
     if probe:

@@ -26,6 +26,7 @@ from controllers.ata.layouts import (
     AHCI_PRDT_DBC_MASK,
     AHCI_PRDT_ENTRY_SIZE,
     AHCI_RX_FIS_SIZE,
+    ATA_D2H_FIS,
     DEVICE_LBA,
     FIS_TYPE_REG_D2H,
     FIS_TYPE_REG_H2D,
@@ -66,10 +67,10 @@ from controllers.ata.layouts import (
     STATUS_BSY,
     STATUS_DRQ,
     STATUS_ERR,
-    ATA_D2H_FIS,
     AtaCommand,
     port_register,
 )
+from controllers.drivers.config import GuestConfig, LibataConfig
 from controllers.drivers.libata import discard_dsms, lba_28_ok
 
 if TYPE_CHECKING:
@@ -83,7 +84,6 @@ PRD_MAX_BYTES = AHCI_PRDT_DBC_MASK + 1      # 4 MiB per PRDT entry
 # PIO setup | D2H; OFS is added here so that an overflow always interrupts the model.
 DEF_PORT_IRQ = (PXIS_TFES | PXIS_HBFS | 1 << 28 | 1 << 27 | PXIS_OFS | 1 << 23 | 1 << 22 | 1 << 6 | 1 << 4
                 | PXIS_SDBS | 1 << 2 | PXIS_PSS | PXIS_DHRS)
-COMMAND_TIMEOUT = 30.0                      # libata ATA_TMOUT_INTERNAL-ish: simulated seconds before EH
 _REPORTS_LBA = (C.READ_NATIVE_MAX_ADDRESS, C.READ_NATIVE_MAX_ADDRESS_EXT)   # answer with an LBA in the D2H FIS
 
 
@@ -138,13 +138,14 @@ class _Cmd:
 
 
 class AhciDriver:
-    """Linux ahci/libata on one HBA: `start(port)` brings a port up, the rest issue commands to that port.
+    """Linux ahci/libata on one HBA, as `guest` configures libata (and sd, whose command timer ends a command
+    that never completes, before EH): `start(port)` brings a port up, the rest issue commands to that port.
 
     `prd_bytes` caps each PRDT entry (Linux: 4 MiB; tests use 32 bytes to fragment, like ahci-test).
     """
 
-    def __init__(self, sim: Simulation, mem: GuestMemory, hba: AhciHba, irq: InterruptLine, *,
-                 prd_bytes: int = PRD_MAX_BYTES, timeout: float = COMMAND_TIMEOUT) -> None:
+    def __init__(self, sim: Simulation, mem: GuestMemory, hba: AhciHba, irq: InterruptLine, *, guest: GuestConfig,
+                 prd_bytes: int = PRD_MAX_BYTES) -> None:
         if not 2 <= prd_bytes <= PRD_MAX_BYTES or prd_bytes & 1:
             raise ValueError(f"prd_bytes {prd_bytes} must be even and in 2..{PRD_MAX_BYTES}")
         self.sim = sim
@@ -152,7 +153,8 @@ class AhciDriver:
         self.hba = hba
         self.irq = irq
         self.prd_bytes = prd_bytes
-        self.timeout = timeout
+        self.libata = guest.libata
+        self.timeout = guest.sd.command_timeout
         self.port: int | None = None
         self.port_mmio: int | None = None        # ahci_port_base: ABAR offset of the port's registers
         self.clb: int | None = None
@@ -216,7 +218,7 @@ class AhciDriver:
              lba48: bool = False) -> Generator[Any, Any, AhciOutcome]:
         """READ FPDMA QUEUED, READ DMA (EXT) or READ SECTORS (EXT), as ata_build_rw_tf chooses (`lba48` forces
         the EXT form even where LBA28 would do)."""
-        regs = _rw_registers(lba, count, write=False, ncq=ncq, pio=pio, lba48=lba48)
+        regs = _rw_registers(lba, count, self.libata, write=False, ncq=ncq, pio=pio, lba48=lba48)
         return (yield from self.raw(regs, None, count * SECTOR_SIZE))
 
     def write(self, lba: int, data: bytes, ncq: bool = False, *, pio: bool = False,
@@ -224,7 +226,7 @@ class AhciDriver:
         """WRITE FPDMA QUEUED, WRITE DMA (EXT) or WRITE SECTORS (EXT); `data` is whole sectors."""
         if not data or len(data) % SECTOR_SIZE:
             raise ValueError(f"write of {len(data)} bytes is not whole 512-byte sectors")
-        regs = _rw_registers(lba, len(data) // SECTOR_SIZE, write=True, ncq=ncq, pio=pio, lba48=lba48)
+        regs = _rw_registers(lba, len(data) // SECTOR_SIZE, self.libata, write=True, ncq=ncq, pio=pio, lba48=lba48)
         return (yield from self.raw(regs, data, 0))
 
     def flush(self) -> Generator[Any, Any, AhciOutcome]:
@@ -241,7 +243,7 @@ class AhciDriver:
         outcomes: list[AhciOutcome] = []
         if not self.identity or not self.identity["trim"]:
             return outcomes
-        for cmd in discard_dsms(ranges):
+        for cmd in discard_dsms(ranges, self.libata):
             out = yield from self.raw(cmd.registers, cmd.payload, 0)
             outcomes.append(out)
             if not out.ok:
@@ -257,10 +259,10 @@ class AhciDriver:
         for tag, command in enumerate(commands):
             kind, lba, arg = command
             if kind == "read":
-                regs = _rw_registers(lba, arg, write=False, ncq=True, tag=tag)
+                regs = _rw_registers(lba, arg, self.libata, write=False, ncq=True, tag=tag)
                 data_out, data_in = None, arg * SECTOR_SIZE
             elif kind == "write":
-                regs = _rw_registers(lba, len(arg) // SECTOR_SIZE, write=True, ncq=True, tag=tag)
+                regs = _rw_registers(lba, len(arg) // SECTOR_SIZE, self.libata, write=True, ncq=True, tag=tag)
                 data_out, data_in = arg, 0
             else:
                 raise ValueError(f"unknown NCQ batch command {kind!r}")
@@ -414,16 +416,16 @@ def _fis_of(regs: AtaRegisters) -> bytes:
                         device=regs.device, control=regs.control)
 
 
-def _rw_registers(lba: int, count: int, *, write: bool, ncq: bool, pio: bool = False, tag: int = 0,
-                  lba48: bool = False) -> AtaRegisters:
+def _rw_registers(lba: int, count: int, libata: LibataConfig, *, write: bool, ncq: bool, pio: bool = False,
+                  tag: int = 0, lba48: bool = False) -> AtaRegisters:
     """ata_build_rw_tf: NCQ (FEATURES = count, COUNT = tag << 3), else LBA28 when lba_28_ok (the command ends below
-    0FFFFFFFh, at most 256 sectors), else LBA48."""
+    0FFFFFFFh, at most ATA_MAX_SECTORS), else LBA48."""
     if not 1 <= count <= 0x10000:
         raise ValueError(f"sector count {count} is outside 1..65536")
     if ncq:
         command = C.WRITE_FPDMA_QUEUED if write else C.READ_FPDMA_QUEUED
         return AtaRegisters(command, features=count & 0xFFFF, lba=lba, count=tag << 3, device=DEVICE_LBA)
-    if not lba48 and lba_28_ok(lba, count):
+    if not lba48 and lba_28_ok(lba, count, libata):
         if pio:
             command = C.WRITE_SECTORS if write else C.READ_SECTORS
         else:

@@ -7,9 +7,9 @@ ata_bmdma_fill_sg: 64 KiB boundaries, a 64 KiB entry written as 0, EOT on the la
 PIO data phases (one DRQ block per interrupt, 16-bit data port), ata_bmdma_port_intr on the interrupt (BM
 status, BM stop, status read which acknowledges, BM status written back) and ata_sff_tf_read on an error.
 
-A command whose interrupt never comes (a PRD table shorter than the transfer) ends after `timeout` simulated
-seconds, as libata's command timer does, with `timed_out` set. The timer leaves its timeout event in the
-simulation's queue: run the simulation until the driver's process, not to exhaustion, when the clock matters.
+A command whose interrupt never comes (a PRD table shorter than the transfer) ends after `timeout` simulated seconds
+(sd's command timer, which libata's commands run under), with `timed_out` set. The timer leaves its timeout event in
+the simulation's queue: run the simulation until the driver's process, not to exhaustion, when the clock matters.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from controllers.ata.layouts import (
     STATUS_ERR,
     AtaCommand,
 )
-from controllers.drivers.blk_layer import BLK_DEF_MAX_SECTORS
-from controllers.drivers.libata import ATA_MAX_SECTORS, discard_dsms, lba_28_ok
+from controllers.drivers.config import GuestConfig
+from controllers.drivers.libata import discard_dsms, lba_28_ok
 from controllers.ide import REG_CONTROL
 
 if TYPE_CHECKING:
@@ -87,9 +87,10 @@ class AtaOutcome:
 
 
 class PiixDriver:
-    """libata on one device (0 = master, 1 = slave) of an `IdeChannel`; buffers come from `mem.alloc`."""
+    """libata on one device (0 = master, 1 = slave) of an `IdeChannel`, as `guest` configures libata, sd and the
+    block layer; buffers come from `mem.alloc`."""
 
-    def __init__(self, channel: IdeChannel, mem: GuestMemory, *, device: int = 0, timeout: float | None = 30.0,
+    def __init__(self, channel: IdeChannel, mem: GuestMemory, *, guest: GuestConfig, device: int = 0,
                  poll_interval: float = 1e-6) -> None:
         if device not in (0, 1):
             raise ValueError(f"an IDE device is 0 (master) or 1 (slave), not {device}")
@@ -98,7 +99,9 @@ class PiixDriver:
         self.sim = channel.sim
         self.irq = channel.irq
         self.device = device
-        self.timeout = timeout
+        self.libata = guest.libata
+        self.block_max_sectors = guest.block.max_sectors
+        self.timeout = guest.sd.command_timeout
         self.poll_interval = poll_interval
         self.info: dict | None = None       # parse_identify of the last IDENTIFY
         self._last_ctl: int | None = None
@@ -115,7 +118,8 @@ class PiixDriver:
 
     @property
     def max_sectors(self) -> int:
-        return BLK_DEF_MAX_SECTORS if self.lba48 else ATA_MAX_SECTORS
+        """The queue's max_sectors: the block layer's default for an LBA48 disk, else libata's ATA_MAX_SECTORS."""
+        return self.block_max_sectors if self.lba48 else self.libata.max_sectors
 
     # -- high-level commands ----------------------------------------------------------------------------------
     def identify(self) -> Generator[simpy.Event, Any, AtaOutcome]:
@@ -170,7 +174,7 @@ class PiixDriver:
         outcomes: list[AtaOutcome] = []
         if not self.info or not self.info["trim"]:
             return outcomes
-        for cmd in discard_dsms(ranges):
+        for cmd in discard_dsms(ranges, self.libata):
             out = yield from self.raw(cmd.registers, cmd.payload, 0, dma=True)
             outcomes.append(out)
             if not out.ok:
@@ -354,7 +358,7 @@ class PiixDriver:
     def _wait_irq(self) -> Generator[simpy.Event, Any, bool]:
         """Wait for the channel's interrupt, or `timeout` seconds (libata's command timer)."""
         event = self.irq.wait()
-        if event.triggered or self.timeout is None:
+        if event.triggered:
             yield event
             return True
         yield event | self.sim.timeout(self.timeout)
@@ -370,7 +374,7 @@ class PiixDriver:
     def _poll(self, bits: int) -> Generator[simpy.Event, Any, int]:
         status = self._in(7)
         waited = 0.0
-        while status & bits and status != 0xFF and (self.timeout is None or waited < self.timeout):
+        while status & bits and status != 0xFF and waited < self.timeout:
             yield self.sim.timeout(self.poll_interval)
             waited += self.poll_interval
             status = self._in(7)
@@ -391,8 +395,9 @@ class PiixDriver:
 
     def _rw_regs(self, lba: int, n: int, *, write: bool, dma: bool) -> AtaRegisters:
         """ata_build_rw_tf + ata_rwcmd_protocol: LBA28 when lba_28_ok (the command ends below 0FFFFFFFh, at most
-        256 sectors), else LBA48; DMA, or PIO with READ/WRITE MULTIPLE when IDENTIFY word 59 gave a multiple count."""
-        lba48 = not lba_28_ok(lba, n)
+        ATA_MAX_SECTORS), else LBA48; DMA, or PIO with READ/WRITE MULTIPLE when IDENTIFY word 59 gave a multiple
+        count."""
+        lba48 = not lba_28_ok(lba, n, self.libata)
         if lba48 and not self.lba48:
             raise ValueError(f"sectors {lba}+{n} need LBA48, which the disk does not advertise")
         if dma:

@@ -4,8 +4,8 @@ request may be, and how discards become requests.
 Every Linux disk driver gets its requests from the same code, so the rules live here once and each driver model
 (virtio_blk, sd, libata under sd) only turns requests into commands. All numbers are 512-byte sectors.
 
-Reads and writes: a queue's max_sectors is BLK_DEF_MAX_SECTORS unless the driver or the device sets less
-(blk_queue_max_hw_sectors caps max_sectors at it; 6.1).
+Reads and writes: a queue's max_sectors is the block layer's default (`BlockLayerConfig.max_sectors`, a guest
+profile's fact) unless the driver or the device sets less (blk_queue_max_hw_sectors caps max_sectors at it; 6.1).
 
 Discards:
 
@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 UINT_MAX = 0xFFFFFFFF
 SECTOR = 512
-BLK_DEF_MAX_SECTORS = 2560              # include/linux/blkdev.h (6.1): 1280 KiB per read or write request
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 `command(cdb, data_out, data_in_len)` is a generator returning an outcome with `ok`, `status`, `sense_code` and
 `data_in` (VirtioScsiDriver.command bound to a LUN is one; libata's SCSI translation could be another).
 
-probe(): TEST UNIT READY until GOOD (sd_spinup_disk: a power-on unit attention is retried, at most 3 tries),
+probe(): TEST UNIT READY until GOOD (sd_spinup_disk: a power-on unit attention is retried, `SdConfig.spinup_tries`),
 INQUIRY, READ CAPACITY(16) when the device claims more than SPC-2 (sd_try_rc16_first) falling back to (10) when
 (16) fails, READ CAPACITY(10) otherwise (and (16) after it when the last LBA is FFFFFFFFh); then VPD 00h and, when
 listed, B2h (sd_read_block_provisioning, only with LBPME) and B0h (sd_read_block_limits). The provisioning mode is
@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from controllers.drivers import blk_layer
-from controllers.drivers.blk_layer import BLK_DEF_MAX_SECTORS
+from controllers.drivers.config import GuestConfig, SdConfig
 from controllers.scsi import sense as S
 from controllers.scsi.layouts import (
     BLOCK_LIMITS,
@@ -51,12 +51,7 @@ from controllers.scsi.layouts import (
 )
 
 SECTOR = 512
-SD_MAX_WS10_BLOCKS = 0xFFFF
-SD_MAX_WS16_BLOCKS = 0x7FFFFF
-SD_MAX_XFER_BLOCKS = 0xFFFFFFFF
 UINT_MAX = 0xFFFFFFFF
-SPINUP_TRIES = 3
-VPD_LEN = {0x00: 255, 0xB0: 64, 0xB2: 8}    # scsi_get_vpd_page buffer sizes sd uses
 
 
 class ProvisioningMode(StrEnum):
@@ -141,16 +136,17 @@ class DiscardLimits:
     alignment: int
 
 
-def discard_limits(mode: ProvisioningMode, block_size: int, physical_block_size: int,
-                   limits: BlockLimits | None) -> DiscardLimits:
-    """sd_config_discard: max discard blocks per mode (0 = no discard), granularity = max(physical block,
-    OPTIMAL UNMAP GRANULARITY), alignment = UNMAP GRANULARITY ALIGNMENT (when UGAVALID)."""
+def discard_limits(mode: ProvisioningMode, block_size: int, physical_block_size: int, limits: BlockLimits | None,
+                   sd: SdConfig) -> DiscardLimits:
+    """sd_config_discard: max discard blocks per mode (0 = no discard, else capped at SD_MAX_WS16_BLOCKS or
+    SD_MAX_WS10_BLOCKS), granularity = max(physical block, OPTIMAL UNMAP GRANULARITY), alignment = UNMAP
+    GRANULARITY ALIGNMENT (when UGAVALID)."""
     lim = limits or BlockLimits(0, 0, 0, 0, None, 0)
     max_unmap = lim.max_unmap_blocks
     granularity = max(physical_block_size, lim.unmap_granularity * block_size)
     alignment = (lim.unmap_alignment or 0) * block_size
-    cap = {ProvisioningMode.UNMAP: SD_MAX_WS16_BLOCKS, ProvisioningMode.WS16: SD_MAX_WS16_BLOCKS,
-           ProvisioningMode.WS10: SD_MAX_WS10_BLOCKS, ProvisioningMode.ZERO: SD_MAX_WS10_BLOCKS}.get(mode)
+    cap = {ProvisioningMode.UNMAP: sd.max_ws16_blocks, ProvisioningMode.WS16: sd.max_ws16_blocks,
+           ProvisioningMode.WS10: sd.max_ws10_blocks, ProvisioningMode.ZERO: sd.max_ws10_blocks}.get(mode)
     if cap is None:
         return DiscardLimits(0, granularity, alignment)
     limit = max_unmap if mode is ProvisioningMode.UNMAP else lim.max_ws_blocks
@@ -211,12 +207,15 @@ class SdDisk:
 
 
 class SdDriver:
-    """sd on one logical unit reached through `command`. `probe()` first; every method is a generator. A
-    `provisioning_override` plays the sysfs provisioning_mode attribute (e.g. writesame_zero)."""
+    """sd on one logical unit reached through `command`, as `guest` configures sd and the block layer. `probe()`
+    first; every method is a generator. A `provisioning_override` plays the sysfs provisioning_mode attribute
+    (e.g. writesame_zero)."""
 
-    def __init__(self, command: Command, *, max_hw_sectors: int = 0xFFFF,
+    def __init__(self, command: Command, *, guest: GuestConfig, max_hw_sectors: int = 0xFFFF,
                  provisioning_override: ProvisioningMode | None = None) -> None:
         self.command = command
+        self.config = guest.sd
+        self.max_sectors = guest.block.max_sectors
         self.max_hw_sectors = max_hw_sectors      # the host's max_sectors (virtio-scsi: config max_sectors)
         self.override = provisioning_override
         self.disk: SdDisk | None = None
@@ -227,7 +226,7 @@ class SdDriver:
         return outcome.data_in
 
     def probe(self) -> Generator[Any, Any, SdDisk]:
-        for _ in range(SPINUP_TRIES):
+        for _ in range(self.config.spinup_tries):
             tur = yield from self.command(TUR_CDB, b"", 0)
             if tur.ok:
                 break
@@ -249,9 +248,10 @@ class SdDriver:
                 limits = yield from self._vpd_b0()
         mode = self.override or provisioning_mode(lbpme, limits, provisioning)
         physical = block_size << lbppbe
-        max_xfer = limits.max_xfer_blocks if limits and limits.max_xfer_blocks else SD_MAX_XFER_BLOCKS
+        max_xfer = limits.max_xfer_blocks if limits and limits.max_xfer_blocks else self.config.max_xfer_blocks
         self.disk = SdDisk(capacity, block_size, physical, lbpme, lbprz, scsi_level, pages, limits, provisioning,
-                           mode, discard_limits(mode, block_size, physical, limits if lbpme else None), max_xfer)
+                           mode, discard_limits(mode, block_size, physical, limits if lbpme else None, self.config),
+                           max_xfer)
         return self.disk
 
     def _read_capacity(self, rc16_first: bool) -> Generator[Any, Any, tuple[int, int, int, bool, bool]]:
@@ -280,7 +280,8 @@ class SdDriver:
         return rc["last_lba"] + 1, rc["block_length"], rc["lbppbe"], rc["lbpme"], rc["lbprz"]
 
     def _vpd(self, page: int) -> Generator[Any, Any, bytes | None]:
-        out = yield from self.command(_inquiry_cdb(True, page, VPD_LEN[page]), b"", VPD_LEN[page])
+        length = self.config.vpd_len[page]
+        out = yield from self.command(_inquiry_cdb(True, page, length), b"", length)
         if not out.ok or len(out.data_in) < 4 or parse(VPD_HEADER, out.data_in[:4])["page_code"] != page:
             return None
         return out.data_in
@@ -311,10 +312,10 @@ class SdDriver:
         return RW_10_FAST.pack(Op.WRITE_10 if write else Op.READ_10, 0, lba, 0, blocks, 0)
 
     def _step(self) -> int:
-        """Blocks per read/write command: the queue's max_sectors (host limit, BLK_DEF_MAX_SECTORS, and the
+        """Blocks per read/write command: the queue's max_sectors (host limit, the block layer's default, and the
         device's MAXIMUM TRANSFER LENGTH)."""
         bs = self.disk.block_size
-        sectors = min(self.max_hw_sectors, BLK_DEF_MAX_SECTORS, self.disk.max_xfer_blocks * (bs // SECTOR))
+        sectors = min(self.max_hw_sectors, self.max_sectors, self.disk.max_xfer_blocks * (bs // SECTOR))
         return max(1, sectors * SECTOR // bs)
 
     def read(self, lba: int, blocks: int) -> Generator[Any, Any, tuple[bool, bytes]]:

@@ -1,14 +1,14 @@
 """A guest virtio-blk driver modelled on Linux 6.1 drivers/block/virtio_blk.c over VirtioPciDriver.
 
-Reads and writes go in requests of at most the block layer's default max_sectors (blk_layer.BLK_DEF_MAX_SECTORS,
-1280 KiB). Requests are laid out as Linux's virtblk_add_req does: the 16-byte header (device-readable), the data
-(readable for writes and discard / write-zeroes payloads, writable for reads and GET_ID), and the status byte
-(device-writable) last. Discards are sent only when DISCARD was negotiated, as the block layer makes requests of
-them (blk_layer: split at max_discard_sectors on the granularity, unsplit bios merged up to max_discard_seg
+Reads and writes go in requests of at most the block layer's default max_sectors (`BlockLayerConfig.max_sectors`,
+1280 KiB in Linux 6.1). Requests are laid out as Linux's virtblk_add_req does: the 16-byte header (device-readable),
+the data (readable for writes and discard / write-zeroes payloads, writable for reads and GET_ID), and the status
+byte (device-writable) last. Discards are sent only when DISCARD was negotiated, as the block layer makes requests
+of them (blk_layer: split at max_discard_sectors on the granularity, unsplit bios merged up to max_discard_seg
 segments, which virtblk_probe takes from the device, else seg_max, at most MAX_DISCARD_SEGMENTS), one segment per
 bio. Zero writes go as WRITE_ZEROES with the UNMAP flag unless the caller passes unmap=False (REQ_NOUNMAP), one
-segment of at most max_write_zeroes_sectors (and what one bio carries) per request; without WRITE_ZEROES they
-become writes of zero pages (__blkdev_issue_zero_pages), as Linux falls back.
+segment of at most max_write_zeroes_sectors (and what one bio carries) per request; without WRITE_ZEROES they become
+writes of zero pages (__blkdev_issue_zero_pages), as Linux falls back.
 
 `raw()` sends a header and buffers of the caller's own (any type, any sector, any payload), which is what tests
 and `emu replay` use to hand the device bytes a real driver would never produce.
@@ -20,12 +20,8 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from controllers.drivers.blk_layer import (
-    BLK_DEF_MAX_SECTORS,
-    DiscardLimits,
-    bio_allowed_max_sectors,
-    discard_requests,
-)
+from controllers.drivers.blk_layer import DiscardLimits, bio_allowed_max_sectors, discard_requests
+from controllers.drivers.config import GuestConfig, feature_bits
 from controllers.drivers.virtio_pci import ChainOutcome, VirtioPciDriver
 from controllers.virtio.layouts import (
     BLK_CONFIG_FIELDS,
@@ -33,13 +29,8 @@ from controllers.virtio.layouts import (
     BLK_F_CONFIG_WCE,
     BLK_F_DISCARD,
     BLK_F_FLUSH,
-    BLK_F_GEOMETRY,
     BLK_F_MQ,
-    BLK_F_RO,
-    BLK_F_SECURE_ERASE,
     BLK_F_SEG_MAX,
-    BLK_F_SIZE_MAX,
-    BLK_F_TOPOLOGY,
     BLK_F_WRITE_ZEROES,
     BLK_ID_BYTES,
     BLK_OUTHDR_FAST,
@@ -51,9 +42,6 @@ from controllers.virtio.layouts import (
     BLK_T_OUT,
     BLK_T_WRITE_ZEROES,
     BLK_WRITE_ZEROES_FLAG_UNMAP,
-    F_EVENT_IDX,
-    F_INDIRECT_DESC,
-    F_VERSION_1,
     SECTOR_SIZE,
     bit,
 )
@@ -63,14 +51,7 @@ if TYPE_CHECKING:
     from emu.memory import GuestMemory
     from emu.sim import InterruptLine, Simulation
 
-# virtio_blk.c features[] (the transport bits come from the virtio core: vring_transport_features)
-LINUX_FEATURES = (bit(BLK_F_SIZE_MAX) | bit(BLK_F_SEG_MAX) | bit(BLK_F_GEOMETRY) | bit(BLK_F_RO)
-                  | bit(BLK_F_BLK_SIZE) | bit(BLK_F_FLUSH) | bit(BLK_F_TOPOLOGY) | bit(BLK_F_CONFIG_WCE) | bit(BLK_F_MQ)
-                  | bit(BLK_F_DISCARD) | bit(BLK_F_WRITE_ZEROES) | bit(BLK_F_SECURE_ERASE) | bit(F_INDIRECT_DESC)
-                  | bit(F_EVENT_IDX) | bit(F_VERSION_1))
-MAX_DISCARD_SEGMENTS = 256              # virtio_blk.c
 UINT_MAX_SECTORS = 0xFFFFFFFF           # the limit Linux uses when the device reports 0
-ZERO_PAGES_BYTES = 1 << 20              # __blkdev_issue_zero_pages: bios of at most BIO_MAX_VECS (256) pages
 
 
 @dataclass
@@ -121,13 +102,16 @@ def header(type_: int, sector: int = 0, ioprio: int = 0) -> bytes:
 
 
 class VirtioBlkDriver:
-    """Linux virtio_blk on one virtio-pci function. Run `probe()` first; every request method is a generator."""
+    """Linux virtio_blk on one virtio-pci function, as `guest` configures it and the block layer above it. Run
+    `probe()` first; every request method is a generator. `supported` is the feature word the driver accepts."""
 
     def __init__(self, sim: Simulation, mem: GuestMemory, transport: VirtioPciTransport, irq: InterruptLine, *,
-                 supported: int = LINUX_FEATURES, timeout: float | None = None) -> None:
-        kwargs = {} if timeout is None else {"timeout": timeout}
-        self.pci = VirtioPciDriver(sim, mem, transport, irq, **kwargs)
-        self.supported = supported
+                 guest: GuestConfig) -> None:
+        self.pci = VirtioPciDriver(sim, mem, transport, irq, timeout=guest.block.request_timeout)
+        self.supported = feature_bits(guest.virtio_blk.features)
+        self.max_sectors = guest.block.max_sectors
+        self.max_discard_segments = guest.virtio_blk.max_discard_segments
+        self.zero_pages_bytes = guest.block.zero_pages_bytes
         self.limits: BlkLimits | None = None
 
     @property
@@ -163,7 +147,8 @@ class VirtioBlkDriver:
             num_queues=self._cfg("num_queues") if self.has(BLK_F_MQ) else 1,
             max_discard_sectors=(self._cfg("max_discard_sectors") or UINT_MAX_SECTORS) if discard else 0,
             # "max_discard_seg == 0 is out of spec but we always handled it": sg_elems instead
-            max_discard_seg=min(self._cfg("max_discard_seg") or seg_max or 1, MAX_DISCARD_SEGMENTS) if discard else 0,
+            max_discard_seg=(min(self._cfg("max_discard_seg") or seg_max or 1, self.max_discard_segments)
+                             if discard else 0),
             discard_granularity=alignment or blk_size // SECTOR_SIZE,
             max_write_zeroes_sectors=(self._cfg("max_write_zeroes_sectors") or UINT_MAX_SECTORS) if zeroes else 0,
             write_zeroes_may_unmap=bool(self._cfg("write_zeroes_may_unmap")) if zeroes else False,
@@ -184,7 +169,7 @@ class VirtioBlkDriver:
     def read(self, sector: int, count: int, queue: int = 0) -> Generator[Any, Any, BlkOutcome]:
         """`count` sectors in requests of at most the queue's max_sectors (`_pieces`); stops at the first failure."""
         outcomes = []
-        for start, n in _pieces(sector, count):
+        for start, n in _pieces(sector, count, self.max_sectors):
             outcome = yield from self.raw(header(BLK_T_IN, start), (), n * SECTOR_SIZE, queue=queue)
             outcomes.append(outcome)
             if not outcome.ok:
@@ -196,7 +181,7 @@ class VirtioBlkDriver:
         if not data or len(data) % SECTOR_SIZE:
             raise ValueError(f"write of {len(data)} bytes is not whole 512-byte sectors")
         view, outcomes = memoryview(data), []
-        for start, n in _pieces(sector, len(data) // SECTOR_SIZE):
+        for start, n in _pieces(sector, len(data) // SECTOR_SIZE, self.max_sectors):
             offset = (start - sector) * SECTOR_SIZE
             outcome = yield from self.raw(header(BLK_T_OUT, start), [view[offset:offset + n * SECTOR_SIZE]], 0,
                                           queue=queue)
@@ -241,7 +226,7 @@ class VirtioBlkDriver:
             requests = [(header(BLK_T_WRITE_ZEROES), [segment(s, min(step, sector + count - s), flags)])
                         for s in range(sector, sector + count, step)]
         else:
-            step = ZERO_PAGES_BYTES // SECTOR_SIZE
+            step = self.zero_pages_bytes // SECTOR_SIZE
             requests = [(header(BLK_T_OUT, s), [bytes(min(step, sector + count - s) * SECTOR_SIZE)])
                         for s in range(sector, sector + count, step)]
         for hdr, data in requests:
@@ -252,11 +237,11 @@ class VirtioBlkDriver:
         return outcomes
 
 
-def _pieces(sector: int, count: int) -> list[tuple[int, int]]:
-    """The requests the block layer makes of one read or write: at most BLK_DEF_MAX_SECTORS each (virtblk_probe sets
-    max_hw_sectors to -1U, so the default max_sectors applies); a 0-sector transfer is one empty request."""
+def _pieces(sector: int, count: int, max_sectors: int) -> list[tuple[int, int]]:
+    """The requests the block layer makes of one read or write: at most its default `max_sectors` each
+    (virtblk_probe sets max_hw_sectors to -1U, so the default applies); a 0-sector transfer is one empty request."""
     end = sector + count
-    return [(s, min(BLK_DEF_MAX_SECTORS, end - s)) for s in range(sector, end, BLK_DEF_MAX_SECTORS)] or [(sector, 0)]
+    return [(s, min(max_sectors, end - s)) for s in range(sector, end, max_sectors)] or [(sector, 0)]
 
 
 def _joined(outcomes: list[BlkOutcome]) -> BlkOutcome:

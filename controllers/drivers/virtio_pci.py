@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from controllers.virtio.layouts import (
+    AVAIL_ALIGN,
     AVAIL_IDX,
     AVAIL_RING,
-    AVAIL_ALIGN,
     DESC_ALIGN,
     DESC_FAST,
     F_EVENT_IDX,
@@ -58,8 +58,6 @@ if TYPE_CHECKING:
     from controllers.virtio.pci import VirtioPciTransport
     from emu.memory import GuestMemory
     from emu.sim import InterruptLine, Simulation
-
-REQUEST_TIMEOUT = 30.0              # simulated seconds before a request counts as lost (blk-mq's default 30 s)
 
 
 class VirtioDriverError(Exception):
@@ -216,10 +214,11 @@ class Virtqueue:
 
 class VirtioPciDriver:
     """Linux's virtio core + virtio_pci_modern over one function. `probe()` negotiates, `setup_queues()` lays
-    out the rings, `driver_ok()` starts the device; `submit()` runs one chain."""
+    out the rings, `driver_ok()` starts the device; `submit()` runs one chain. `timeout`: simulated seconds before
+    a request counts as lost (the timer of the device driver's queue, a guest profile's fact)."""
 
     def __init__(self, sim: Simulation, mem: GuestMemory, transport: VirtioPciTransport, irq: InterruptLine, *,
-                 timeout: float = REQUEST_TIMEOUT) -> None:
+                 timeout: float) -> None:
         self.sim = sim
         self.mem = mem
         self.transport = transport

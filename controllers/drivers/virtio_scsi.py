@@ -2,10 +2,11 @@
 
 virtscsi_probe: negotiate HOTPLUG and CHANGE (and the ring features), read num_queues, seg_max, max_sectors,
 cmd_per_lun, max_target and max_lun, set up the control, event and request queues, write cdb_size = 32 and
-sense_size = 96 back (virtscsi_init), DRIVER_OK, then post 8 event buffers of 16 bytes when HOTPLUG was negotiated
-(virtscsi_kick_event_all). A command is laid out as virtscsi_add_cmd does: the 51-byte request header and the
-data-out (device-readable), then the 108-byte response and the data-in (device-writable); the LUN field is
-virtio_scsi_init_hdr's (1, target, 40h | LUN >> 8, LUN & FFh: flat addressing even below 256), task attribute SIMPLE.
+sense_size = 96 back (virtscsi_init), DRIVER_OK, then post VIRTIO_SCSI_EVENT_LEN event buffers of 16 bytes
+(`VirtioScsiDriverConfig.event_buffers`) when HOTPLUG was negotiated (virtscsi_kick_event_all). A command is laid
+out as virtscsi_add_cmd does: the 51-byte request header and the data-out (device-readable), then the 108-byte
+response and the data-in (device-writable); the LUN field is virtio_scsi_init_hdr's (1, target, 40h | LUN >> 8, LUN
+& FFh: flat addressing even below 256), task attribute SIMPLE.
 
 `raw()` takes request-header bytes of the caller's own (any length, any LUN, any CDB) for tests and `emu replay`;
 `command()`, `tmf()` and `an()` build them as Linux does. Every method that waits is a SimPy generator.
@@ -17,13 +18,11 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from controllers.drivers.config import GuestConfig, feature_bits
 from controllers.drivers.virtio_pci import ChainOutcome, VirtioPciDriver
 from controllers.scsi import sense as S
 from controllers.scsi.layouts import GOOD
 from controllers.virtio.layouts import (
-    F_EVENT_IDX,
-    F_INDIRECT_DESC,
-    F_VERSION_1,
     LUN_FLAT,
     LUN_MAX,
     LUN_METHOD_SHIFT,
@@ -37,19 +36,18 @@ from controllers.virtio.layouts import (
     SCSI_CMD_RESP_SIZE,
     SCSI_CONFIG_FIELDS,
     SCSI_CONTROLQ,
-    SCSI_EVENTQ,
     SCSI_EVENT_FAST,
     SCSI_EVENT_SIZE,
-    SCSI_F_CHANGE,
+    SCSI_EVENTQ,
     SCSI_F_HOTPLUG,
     SCSI_LUN_FAST,
     SCSI_REQUESTQ,
-    SCSI_SENSE_DEFAULT_SIZE,
     SCSI_S_OK,
     SCSI_S_SIMPLE,
+    SCSI_SENSE_DEFAULT_SIZE,
+    SCSI_T_TMF,
     SCSI_TMF_REQ_FAST,
     SCSI_TMF_RESP_SIZE,
-    SCSI_T_TMF,
     bit,
 )
 
@@ -57,12 +55,6 @@ if TYPE_CHECKING:
     from controllers.virtio.pci import VirtioPciTransport
     from emu.memory import GuestMemory
     from emu.sim import InterruptLine, Simulation
-
-# virtio_scsi.c features[] (T10_PI only with CONFIG_BLK_DEV_INTEGRITY, left out) and the ring features the
-# virtio core keeps (vring_transport_features).
-LINUX_FEATURES = (bit(SCSI_F_HOTPLUG) | bit(SCSI_F_CHANGE) | bit(F_INDIRECT_DESC) | bit(F_EVENT_IDX)
-                  | bit(F_VERSION_1))
-EVENT_BUFFERS = 8                   # VIRTIO_SCSI_EVENT_LEN
 
 
 @dataclass
@@ -128,13 +120,14 @@ def command_header(target: int, lun: int, cdb: bytes, tag: int = 0, cdb_size: in
 
 
 class VirtioScsiDriver:
-    """Linux virtio_scsi on one virtio-pci function, addressing `target`. Run `probe()` first."""
+    """Linux virtio_scsi on one virtio-pci function, addressing `target`, as `guest` configures it (its commands
+    come from sd, whose timer they run under). Run `probe()` first. `supported` is the feature word it accepts."""
 
     def __init__(self, sim: Simulation, mem: GuestMemory, transport: VirtioPciTransport, irq: InterruptLine, *,
-                 supported: int = LINUX_FEATURES, timeout: float | None = None, target: int = 0) -> None:
-        kwargs = {} if timeout is None else {"timeout": timeout}
-        self.pci = VirtioPciDriver(sim, mem, transport, irq, **kwargs)
-        self.supported = supported
+                 guest: GuestConfig, target: int = 0) -> None:
+        self.pci = VirtioPciDriver(sim, mem, transport, irq, timeout=guest.sd.command_timeout)
+        self.supported = feature_bits(guest.virtio_scsi.features)
+        self.event_buffers = guest.virtio_scsi.event_buffers
         self.target = target
         self.limits: ScsiLimits | None = None
         self.sense_size = SCSI_SENSE_DEFAULT_SIZE
@@ -163,7 +156,7 @@ class VirtioScsiDriver:
         self.cdb_size, self.sense_size = SCSI_CDB_DEFAULT_SIZE, SCSI_SENSE_DEFAULT_SIZE
         self.pci.driver_ok()
         if self.has(SCSI_F_HOTPLUG):
-            for _ in range(EVENT_BUFFERS):
+            for _ in range(self.event_buffers):
                 self._post_event_buffer()
             if self.pci.queues[SCSI_EVENTQ].kick_prepare():
                 self.pci.kick(self.pci.queues[SCSI_EVENTQ])

@@ -1,71 +1,64 @@
-"""One set of profile names over every device family's tables, and the listing `emu profiles` prints.
+"""Every profile by name, the guest configuration a guest profile gives, and the listing `emu profiles` prints.
 
-Each family module (ata, virtio_blk, scsi, virtio_scsi) keeps its facts per profile name in the shape its configuration
-needs; a profile name means the same hypervisor or standard in all of them. This module checks that every
-family knows every name and turns a name into sections of (label, Fact) for a reader.
+Hypervisor profiles (a QEMU release, the standards) name the emulated devices' behaviour and are what `--profile`
+chooses; guest profiles name a kernel's drivers. A profile is one file of facts (qemu_7_2.py, linux_6_1.py...);
+this module only gathers them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-from scenarios.profiles import ata, scsi, virtio_blk, virtio_scsi
-from scenarios.profiles.ata import DEFAULT_PROFILE
-from scenarios.profiles.facts import FROM_DRIVE, Fact, UnknownProfile
+from controllers.drivers.config import GuestConfig
+from scenarios.profiles import linux_6_1, qemu_1_4_pc, qemu_7_2, qemu_8_2, strict
+from scenarios.profiles.facts import FROM_DRIVE, Fact, lookup
+from scenarios.profiles.families import BLOCK, LIBATA, SD, VIRTIO_BLK_DRIVER, VIRTIO_SCSI_DRIVER
+from scenarios.profiles.family import Profile
 
-NAMES: tuple[str, ...] = tuple(ata.PROFILES)
-
-
-@dataclass(frozen=True)
-class Section:
-    """One family's part of a profile: what it models, every fact, and notes."""
-
-    family: str
-    description: str
-    facts: tuple[tuple[str, Fact], ...]
-    notes: tuple[str, ...] = field(default=())
+HYPERVISORS: dict[str, Profile] = {p.name: p for p in (qemu_7_2.PROFILE, qemu_8_2.PROFILE, qemu_1_4_pc.PROFILE,
+                                                       strict.PROFILE)}
+GUESTS: dict[str, Profile] = {p.name: p for p in (linux_6_1.PROFILE,)}
+NAMES: tuple[str, ...] = tuple(HYPERVISORS)
+GUEST_NAMES: tuple[str, ...] = tuple(GUESTS)
+DEFAULT_PROFILE = "qemu-7.2"
+DEFAULT_GUEST = "linux-6.1"
 
 
-def _ata(name: str) -> Section:
-    profile = ata.get_profile(name)
-    return Section("ata", profile.description, tuple(profile.facts()), profile.notes)
-
-
-def _virtio_blk(name: str) -> Section:
-    profile = virtio_blk.get_profile(name)
-    facts = [(f"blk.{label}", fact) for label, fact in profile.blk.items()]
-    facts += [(f"pci.{label}", fact) for label, fact in profile.pci.items()]
-    return Section("virtio-blk", profile.description, tuple(facts), profile.notes)
-
-
-def _scsi(name: str) -> Section:
-    return Section("scsi", scsi.DESCRIPTIONS[name], tuple(scsi.PROFILES[name].items()))
-
-
-def _virtio_scsi(name: str) -> Section:
-    profile = virtio_scsi.get_profile(name)
-    return Section("virtio-scsi", profile.description, tuple(profile.scsi.items()), profile.notes)
-
-
-FAMILIES: dict[str, Callable[[str], Section]] = {"ata": _ata, "virtio-blk": _virtio_blk, "scsi": _scsi,
-                                                 "virtio-scsi": _virtio_scsi}
-FAMILY_NAMES: dict[str, tuple[str, ...]] = {"ata": NAMES, "virtio-blk": tuple(virtio_blk.PROFILES),
-                                             "scsi": tuple(scsi.PROFILES), "virtio-scsi": tuple(virtio_scsi.PROFILES)}
+def get_profile(name: str) -> Profile:
+    """The hypervisor profile called `name`; an unknown name is a usage error naming the known ones."""
+    return lookup(HYPERVISORS, name)
 
 
 def check_name(name: str) -> str:
-    """`name` if it is a profile, else a usage error naming the known ones."""
-    if name not in NAMES:
-        raise UnknownProfile(f"unknown profile '{name}': known profiles are {', '.join(NAMES)}")
-    return name
+    """`name` if it is a hypervisor profile, else a usage error naming the known ones."""
+    return get_profile(name).name
 
 
-def sections(name: str) -> Iterator[Section]:
-    """Every family's section of profile `name`, in FAMILIES order."""
-    check_name(name)
-    for section_of in FAMILIES.values():
-        yield section_of(name)
+def guest_config(name: str = DEFAULT_GUEST) -> GuestConfig:
+    """The configuration of every guest driver under guest profile `name`."""
+    profile = lookup(GUESTS, name)
+    return GuestConfig(block=profile[BLOCK].config(), libata=profile[LIBATA].config(), sd=profile[SD].config(),
+                       virtio_blk=profile[VIRTIO_BLK_DRIVER].config(),
+                       virtio_scsi=profile[VIRTIO_SCSI_DRIVER].config())
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One section of a profile as the listing shows it: title, description, every (label, Fact), notes."""
+
+    title: str
+    description: str
+    facts: tuple[tuple[str, Fact], ...]
+    notes: tuple[str, ...]
+
+
+def listings(profile: Profile) -> Iterator[Listing]:
+    """The sections of `profile`, in its shape's order: each family's facts under its prefix, then its notes."""
+    for section in profile.shape.sections:
+        parts = [(profile[family], prefix) for family, prefix in section.parts]
+        facts = tuple((prefix + label, fact) for part, prefix in parts for label, fact in part.items())
+        yield Listing(section.title, parts[0][0].description, facts, tuple(n for part, _ in parts for n in part.notes))
 
 
 def _show(value: object) -> str:
@@ -76,17 +69,22 @@ def _show(value: object) -> str:
     return str(value)
 
 
+def _describe(profile: Profile) -> list[str]:
+    default = " (default)" if profile.name in (DEFAULT_PROFILE, DEFAULT_GUEST) else ""
+    lines = [f"{profile.name}{default}"]
+    for listing in listings(profile):
+        lines.append(f"  [{listing.title}] {listing.description}")
+        lines.extend(f"    {label:<28} {_show(fact.value):<16} {fact.source}" for label, fact in listing.facts)
+        lines.extend(f"    note: {note}" for note in listing.notes)
+    return lines
+
+
 def describe(name: str | None = None) -> str:
-    """Each profile (or just `name`): per family, what it models, every value with its source, and notes."""
-    lines: list[str] = []
-    for profile in [check_name(name)] if name is not None else NAMES:
-        if lines:
-            lines.append("")
-        default = " (default)" if profile == DEFAULT_PROFILE else ""
-        lines.append(f"{profile}{default}")
-        for section in sections(profile):
-            lines.append(f"  [{section.family}] {section.description}")
-            for label, fact in section.facts:
-                lines.append(f"    {label:<28} {_show(fact.value):<16} {fact.source}")
-            lines.extend(f"    note: {note}" for note in section.notes)
-    return "\n".join(lines)
+    """One profile (hypervisor or guest), or every hypervisor profile and the names of the guest profiles: per
+    section, what it models, every value with its source, and notes."""
+    if name is not None:
+        return "\n".join(_describe(lookup({**HYPERVISORS, **GUESTS}, name)))
+    blocks = ["\n".join(_describe(profile)) for profile in HYPERVISORS.values()]
+    guests = ", ".join(f"{n} (default)" if n == DEFAULT_GUEST else n for n in GUEST_NAMES)
+    blocks.append(f"guest profiles (the Linux drivers' own limits; `emu profiles NAME` lists one): {guests}")
+    return "\n\n".join(blocks)

@@ -15,7 +15,7 @@ from controllers.drivers.sd import ProvisioningMode, SdDriver
 from scenarios.profiles.virtio_blk import virtio_pci_config
 from scenarios.profiles.virtio_scsi import virtio_scsi_config
 from tests.conftest import run as run_cmd
-from tests.virtio_support import MiB, close_scsi, data_extents, make_virtio_scsi, run
+from tests.virtio_support import GUEST, MiB, close_scsi, data_extents, make_virtio_scsi, run
 
 SIZE = 16 * MiB
 BLOCKS = SIZE // 512
@@ -25,7 +25,7 @@ DATA = 8 * MiB
 def attach(tmp_path, fmt, discard, profile="qemu-7.2", **fields):
     env = make_virtio_scsi(tmp_path, fmt, SIZE, discard=discard, profile=profile, config=virtio_scsi_config(profile),
                            pci=virtio_pci_config(profile), clear_ua=False, **fields)
-    env.sd = SdDriver(functools.partial(env.drv.command, 0), max_hw_sectors=env.drv.limits.max_sectors)
+    env.sd = SdDriver(functools.partial(env.drv.command, 0), guest=GUEST, max_hw_sectors=env.drv.limits.max_sectors)
     env.info = run(env, env.sd.probe())
     return env
 

@@ -21,12 +21,14 @@ from emu.block import Drive, DriveOptions
 from emu.memory import GuestMemory
 from emu.sim import InterruptLine, LatencyModel, Simulation
 from images import create_image, open_image
-from scenarios.profiles import get_profile
+from scenarios.profiles import guest_config
+from scenarios.profiles.ata import ahci_config
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 SIZE = 16 * MiB
 RAM = 8 * MiB
 OK, FAIL = 0x50, 0x41
+GUEST = guest_config("linux-6.1")
 
 
 def make(directory, fmt="raw", size=SIZE, discard="unmap", timing=None, prd_bytes=4 * MiB, start=True,
@@ -39,7 +41,7 @@ def make(directory, fmt="raw", size=SIZE, discard="unmap", timing=None, prd_byte
     mem = GuestMemory(RAM)
     irq = InterruptLine(sim, "ahci")
     hba = AhciHba(sim, mem, irq, [dev], timing=timing, config=config)
-    drv = AhciDriver(sim, mem, hba, irq, prd_bytes=prd_bytes)
+    drv = AhciDriver(sim, mem, hba, irq, guest=GUEST, prd_bytes=prd_bytes)
     env = SimpleNamespace(path=path, drive=drive, dev=dev, sim=sim, mem=mem, irq=irq, hba=hba, drv=drv)
     if start:
         assert run(env, drv.start(0)) is True
@@ -157,7 +159,7 @@ def test_read_native_max(tmp_path, size, command):
                                            ((1 << 28) - 258, 256, False), ((1 << 28) - 257, 256, True)])
 def test_the_driver_uses_lba28_only_for_commands_ending_below_0fffffff(lba, count, ext):
     """Linux's lba_28_ok: block + n_block < (1 << 28) - 1, so a command touching sector 0FFFFFFEh goes LBA48."""
-    regs = _rw_registers(lba, count, write=True, ncq=False)
+    regs = _rw_registers(lba, count, GUEST.libata, write=True, ncq=False)
     assert regs.command == (L.AtaCommand.WRITE_DMA_EXT if ext else L.AtaCommand.WRITE_DMA)
 
 
@@ -385,7 +387,7 @@ prdt_tables = st.none() | st.lists(st.tuples(
        profile=st.sampled_from(["qemu-7.2", "strict"]))
 def test_fuzz_raw_fis_and_prdt_never_raise(fis, prdt, data_len, out, profile):
     with tempfile.TemporaryDirectory() as tmp:
-        env = make(tmp, size=FUZZ_DISK, config=get_profile(profile).ahci_config())
+        env = make(tmp, size=FUZZ_DISK, config=ahci_config(profile))
         before = env.drive.read(0, FUZZ_DISK).data
         baseline = env.mem.allocated()
         data_out = pattern(data_len) if out and data_len else None
@@ -444,7 +446,7 @@ def test_read_multiple_blocks_follow_set_multiple_mode(tmp_path):
 
 
 # -- QEMU 7.2's completion and error semantics (AhciConfig; the tests above are QEMU 8.2 / AHCI 1.3.1) ------------
-QEMU_72 = get_profile("qemu-7.2").ahci_config()
+QEMU_72 = ahci_config("qemu-7.2")
 
 
 def test_qemu_7_2_unknown_opcode_reports_the_previous_status_the_first_time(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 import tempfile
@@ -19,11 +20,13 @@ from emu.block import Drive, DriveOptions, Op
 from emu.memory import GuestMemory
 from emu.sim import InterruptLine, LatencyModel, Simulation
 from images import create_image, open_image
+from scenarios.profiles import guest_config
 
 MiB = 1 << 20
 GiB = 1 << 30
 SIZE = 16 * MiB
 SECTORS = SIZE // 512
+GUEST = guest_config("linux-6.1")
 
 DRDY, DRQ, BSY, DF, ERR, DSC = L.STATUS_DRDY, L.STATUS_DRQ, L.STATUS_BSY, L.STATUS_DF, L.STATUS_ERR, L.STATUS_DSC
 BM_ACTIVE, BM_ERROR, BM_INTR = L.BM_STATUS_ACTIVE, L.BM_STATUS_ERROR, L.BM_STATUS_INTR
@@ -58,7 +61,7 @@ def make(tmp_path, fmt="raw", size=SIZE, discard="unmap", timing=None, mem_size=
     mem = GuestMemory(mem_size)
     irq = InterruptLine(sim, "ide0")
     channel = IdeChannel(sim, mem, irq, (device, None), timing)
-    return Rig(sim, mem, irq, channel, device, PiixDriver(channel, mem), path)
+    return Rig(sim, mem, irq, channel, device, PiixDriver(channel, mem, guest=GUEST), path)
 
 
 @pytest.fixture(params=["raw", "qcow2"])
@@ -416,7 +419,8 @@ def test_command_to_absent_slave_is_ignored(tmp_path):
     assert not rig.irq.level and rig.irq.raises == 0
     assert ch.io_read(7) == 0 and ch.io_read(REG_CONTROL) == 0 and ch.io_read(1) == 0
     assert ch.io_read(0, 2) == 0
-    slave = PiixDriver(ch, rig.mem, device=1, timeout=1.0)
+    quick = dataclasses.replace(GUEST, sd=dataclasses.replace(GUEST.sd, command_timeout=1.0))
+    slave = PiixDriver(ch, rig.mem, guest=quick, device=1)
     outcome = rig.run(slave.raw(AtaRegisters(0xEC), None, 512, dma=False))
     assert outcome.timed_out and not outcome.ok
     ch.io_write(6, 0)

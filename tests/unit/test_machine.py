@@ -60,3 +60,50 @@ def test_unknown_controller_or_profile_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="known profiles"):
         build("ide", drive, "qemu-0.1")
     drive.close()
+
+
+def test_the_table_builds_every_controller_with_its_driver_and_disk(tmp_path):
+    assert CONTROLLERS == ("ide", "ahci", "virtio-blk", "virtio-scsi")
+    kinds = {"ide": ("PiixDriver", "GuestDisk"), "ahci": ("AhciDriver", "AhciDisk"),
+             "virtio-blk": ("VirtioBlkDriver", "VirtioBlkDisk"), "virtio-scsi": ("VirtioScsiDriver", "SdGuestDisk")}
+    for controller in CONTROLLERS:
+        (tmp_path / controller).mkdir()
+        drive, _ = drive_for(tmp_path / controller)
+        machine = build(controller, drive, "qemu-7.2", guest="linux-6.1")
+        try:
+            assert (machine.controller, machine.profile) == (controller, "qemu-7.2")
+            assert (type(machine.driver).__name__, type(machine.disk).__name__) == kinds[controller]
+        finally:
+            machine.close()
+            drive.close()
+
+
+def test_an_unknown_guest_profile_is_a_usage_error(tmp_path):
+    drive, _ = drive_for(tmp_path)
+    with pytest.raises(UsageError, match="linux-6.1"):
+        build("ide", drive, "qemu-7.2", guest="linux-2.4")
+    drive.close()
+
+
+@pytest.mark.parametrize("controller", ["ide", "virtio-blk", "virtio-scsi"])
+def test_a_long_read_goes_in_requests_of_the_block_layers_max_sectors(tmp_path, controller):
+    """Linux 6.1's BLK_DEF_MAX_SECTORS, a fact of the linux-6.1 guest profile: 3000 sectors are read as requests of
+    2560 and 440 sectors (ata_piix on an LBA48 disk, virtio_blk, sd over virtio_scsi alike)."""
+    drive, _ = drive_for(tmp_path)
+    machine = build(controller, drive, "qemu-7.2")
+    try:
+        assert machine.run(machine.disk.read(0, 1)) is not None          # IDENTIFY / sd's probe happen first
+        driver, sizes = machine.driver, []
+        name = "command" if controller == "virtio-scsi" else "raw"
+        send = getattr(driver, name)
+
+        def recording(*args, **kwargs):
+            sizes.append(args[3] if name == "command" else args[2])       # the data-in length
+            return send(*args, **kwargs)
+
+        setattr(driver, name, recording)
+        assert len(machine.run(machine.disk.read(4096, 3000))) == 3000 * 512
+        assert sizes == [2560 * 512, 440 * 512]
+    finally:
+        machine.close()
+        drive.close()

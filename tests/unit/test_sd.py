@@ -32,7 +32,7 @@ from controllers.scsi import layouts as L
 from controllers.scsi import sense as S
 from scenarios.profiles.virtio_blk import virtio_pci_config
 from scenarios.profiles.virtio_scsi import virtio_scsi_config
-from tests.virtio_support import MiB, close_scsi, make_virtio_scsi, pattern, run
+from tests.virtio_support import GUEST, MiB, close_scsi, make_virtio_scsi, pattern, run
 
 M = ProvisioningMode
 LIMITS = BlockLimits(max_xfer_blocks=0, max_unmap_lba_count=2048, max_unmap_descriptors=255, unmap_granularity=8,
@@ -66,15 +66,15 @@ def test_provisioning_mode_branches(lbpme, limits, lbp, mode):
     (M.DISABLED, DiscardLimits(0, 4096, 0)),
 ])
 def test_sd_config_discard_limits(mode, expected):
-    assert discard_limits(mode, 512, 512, LIMITS) == expected
+    assert discard_limits(mode, 512, 512, LIMITS, GUEST.sd) == expected
 
 
 def test_discard_limits_caps_and_granularity():
     big = dataclasses.replace(LIMITS, max_ws_blocks=0, unmap_granularity=0, unmap_alignment=3)
-    assert discard_limits(M.WS16, 512, 4096, big) == DiscardLimits(0x7FFFFF, 4096, 1536)    # physical block wins
-    assert discard_limits(M.WS10, 512, 512, big).max_blocks == 0xFFFF
-    assert discard_limits(M.UNMAP, 4096, 4096, dataclasses.replace(LIMITS, max_unmap_lba_count=1 << 30)
-                          ).max_blocks == 0x7FFFFF
+    assert discard_limits(M.WS16, 512, 4096, big, GUEST.sd) == DiscardLimits(0x7FFFFF, 4096, 1536)  # physical wins
+    assert discard_limits(M.WS10, 512, 512, big, GUEST.sd).max_blocks == 0xFFFF
+    assert discard_limits(M.UNMAP, 4096, 4096, dataclasses.replace(LIMITS, max_unmap_lba_count=1 << 30),
+                          GUEST.sd).max_blocks == 0x7FFFFF
 
 
 def test_command_bytes():
@@ -94,7 +94,7 @@ def test_command_bytes():
 def sd_env(tmp_path, profile, **fields):
     env = make_virtio_scsi(tmp_path, profile=profile, config=virtio_scsi_config(profile),
                            pci=virtio_pci_config(profile), clear_ua=False, **fields)
-    env.sd = SdDriver(functools.partial(env.drv.command, 0), max_hw_sectors=env.drv.limits.max_sectors)
+    env.sd = SdDriver(functools.partial(env.drv.command, 0), guest=GUEST, max_hw_sectors=env.drv.limits.max_sectors)
     env.info = run(env, env.sd.probe())
     return env
 
@@ -200,7 +200,7 @@ def test_discard_of_a_partial_block_is_refused(tmp_path):
 
 def test_probe_fails_when_the_lu_is_unusable(tmp_path):
     env = make_virtio_scsi(tmp_path)
-    sd = SdDriver(functools.partial(env.drv.command, 5))          # no such LUN: LOGICAL UNIT NOT SUPPORTED
+    sd = SdDriver(functools.partial(env.drv.command, 5), guest=GUEST)      # no such LUN: LOGICAL UNIT NOT SUPPORTED
     with pytest.raises(SdError, match="TEST UNIT READY failed"):
         run(env, sd.probe())
     assert env.disk.sense == S.LUN_NOT_SUPPORTED                  # QEMU: the answering LU keeps the sense

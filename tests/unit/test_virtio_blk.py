@@ -10,18 +10,22 @@ import os
 
 import pytest
 
-from controllers.drivers.virtio_blk import LINUX_FEATURES, header, segment
+from controllers.drivers.config import feature_bits
+from controllers.drivers.virtio_blk import header, segment
 from controllers.virtio import layouts as L
 from controllers.virtio.blk import VirtioBlkConfig
 from controllers.virtio.pci import VirtioPciConfig
 from emu.block import Flags
+from scenarios.profiles import NAMES, get_profile
 from scenarios.profiles.facts import UnknownProfile
-from scenarios.profiles.virtio_blk import PROFILES, virtio_blk_config, virtio_pci_config
-from tests.virtio_support import DISK, MiB, close, make_virtio_blk, pattern, run
+from scenarios.profiles.families import VIRTIO_BLK
+from scenarios.profiles.virtio_blk import virtio_blk_config, virtio_pci_config
+from tests.virtio_support import DISK, GUEST, MiB, close, make_virtio_blk, pattern, run
 
 OK, IOERR, UNSUPP = L.BLK_S_OK, L.BLK_S_IOERR, L.BLK_S_UNSUPP
 SECTORS = DISK // 512
 DISCARD, WZ, UNMAP = L.BLK_T_DISCARD, L.BLK_T_WRITE_ZEROES, L.BLK_WRITE_ZEROES_FLAG_UNMAP
+LINUX_FEATURES = feature_bits(GUEST.virtio_blk.features)
 
 
 def profile_env(tmp_path, profile, fmt="raw", discard="unmap", supported=LINUX_FEATURES):
@@ -221,10 +225,10 @@ def test_write_cache_mode_follows_config_writes_and_negotiation(tmp_path):
 # -- profiles ------------------------------------------------------------------------------------------------------
 
 def test_profiles_state_every_field_with_a_source():
-    for name, profile in PROFILES.items():
+    for name in NAMES:
         config = virtio_blk_config(name, 1000, read_only=True)
         assert config.capacity_sectors == 1000 and config.read_only
-        assert all(fact.source for fact in profile.blk.values())
+        assert all(fact.source for _, fact in get_profile(name)[VIRTIO_BLK].items())
         assert isinstance(virtio_pci_config(name), VirtioPciConfig)
     with pytest.raises(UnknownProfile, match="known profiles are qemu-7.2, qemu-8.2, qemu-1.4-pc, strict"):
         virtio_blk_config("qemu-9", 1)

@@ -11,20 +11,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controllers.drivers.virtio_scsi import LINUX_FEATURES, command_header, lun_field
+from controllers.drivers.config import feature_bits
+from controllers.drivers.virtio_scsi import command_header, lun_field
 from controllers.scsi import sense as S
 from controllers.virtio import layouts as L
 from controllers.virtio.scsi import VirtioScsiConfig, VirtioScsiDevice, encode_lun
 from scenarios.profiles.facts import UnknownProfile
 from scenarios.profiles.virtio_blk import virtio_pci_config
 from scenarios.profiles.virtio_scsi import PROFILES, virtio_scsi_config
-from tests.virtio_support import DISK, close_scsi, make_virtio_scsi, pattern, run
+from tests.virtio_support import DISK, GUEST, close_scsi, make_virtio_scsi, pattern, run
 
 GOOD, CHECK = 0x00, 0x02
 OK, OVERRUN, BAD_TARGET, FAILURE = L.SCSI_S_OK, L.SCSI_S_OVERRUN, L.SCSI_S_BAD_TARGET, L.SCSI_S_FAILURE
 BLOCKS = DISK // 512
 TUR = bytes(6)
 RESP = L.SCSI_CMD_RESP_SIZE + L.SCSI_SENSE_DEFAULT_SIZE      # 108
+LINUX_FEATURES = feature_bits(GUEST.virtio_scsi.features)
 
 
 def inquiry(alloc=36, evpd=0, page=0):
@@ -468,7 +470,7 @@ def test_a_short_event_buffer_breaks_the_device_when_used(env):
 def test_profiles_state_every_field_with_a_source():
     for name, profile in PROFILES.items():
         assert isinstance(virtio_scsi_config(name), VirtioScsiConfig)
-        assert all(fact.source for fact in profile.scsi.values())
+        assert all(fact.source for _, fact in profile.items())
     assert virtio_scsi_config("qemu-7.2") == VirtioScsiConfig()      # the defaults are QEMU 7.2's
     with pytest.raises(UnknownProfile, match="known profiles are qemu-7.2, qemu-8.2, qemu-1.4-pc, strict"):
         virtio_scsi_config("qemu-9")
