@@ -487,6 +487,13 @@ MODE_PAGE_HEADER = BitStruct(
     "page_length" / BitsInteger(8),
 )
 
+
+def parse_mode_page(layout, page_code: int, body: bytes) -> dict:
+    """The fields of a MODE SELECT page whose page_0 header has been read: `body` is what follows it."""
+    header = MODE_PAGE_HEADER.build(dict(ps=False, spf=False, page_code=page_code, page_length=len(body)))
+    return parse(layout, header + body)
+
+
 # The sub_page format page header (SPF = 1).
 MODE_SUBPAGE_HEADER = BitStruct(
     "ps" / Flag, "spf" / Flag, "page_code" / BitsInteger(6),

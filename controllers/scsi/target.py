@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from controllers.scsi import sense as S
-from controllers.scsi.disk import ScsiDisk, ScsiResult, Transfer
+from controllers.scsi.command import ScsiResult, Transfer
 from controllers.scsi.layouts import CHECK_CONDITION, GOOD, INQUIRY, REQUEST_SENSE, VPD_HEADER, Op, cdb_length, parse
+from controllers.scsi.spc import LogicalUnit
 
 MAX_LUN = 16384                      # flat space LUNs 0..16383
 TYPE_NO_LUN = 0x7F                   # INQUIRY byte 0 for a LUN the target does not have: qualifier 011b, type 1Fh
@@ -24,9 +25,9 @@ CAPACITY_CHANGED = S.Sense(S.UNIT_ATTENTION, 0x2A, 0x09)     # CAPACITY DATA HAS
 
 
 class ScsiTarget:
-    """The logical units of one target (`luns`: LUN -> disk, in attachment order; LUN 0 required)."""
+    """The logical units of one target (`luns`: LUN -> unit, a ScsiDisk, in attachment order; LUN 0 required)."""
 
-    def __init__(self, luns: Mapping[int, ScsiDisk], *, qemu: bool) -> None:
+    def __init__(self, luns: Mapping[int, LogicalUnit], *, qemu: bool) -> None:
         if 0 not in luns or any(not 0 <= lun < MAX_LUN for lun in luns):
             # QEMU's target answers a missing LUN 0 itself (TEST UNIT READY GOOD, an inactive INQUIRY); not modelled
             raise ValueError(f"LUNs {list(luns)} must include 0 and lie in 0..{MAX_LUN - 1}")
@@ -41,11 +42,11 @@ class ScsiTarget:
     def has(self, lun: int) -> bool:
         return lun in self.luns
 
-    def _answering(self, lun: int) -> ScsiDisk:
+    def _answering(self, lun: int) -> LogicalUnit:
         return self.luns.get(lun) or self.luns[self._newest_first[0]]
 
     def plan(self, lun: int, cdb: bytes) -> Transfer:
-        """The data phase of `cdb` (ScsiDisk.plan of the LU that answers for `lun`)."""
+        """The data phase of `cdb` (LogicalUnit.plan of the LU that answers for `lun`)."""
         return self._answering(lun).plan(cdb)
 
     def execute(self, lun: int, cdb: bytes, data_out: bytes | memoryview, data_in_len: int, *,
@@ -63,7 +64,7 @@ class ScsiTarget:
             return self._missing_lun(disk, cdb, transfer.length, buffer)
         return disk.execute(cdb, data_out, data_in_len, transfer=transfer)
 
-    def _missing_lun(self, disk: ScsiDisk, cdb: bytes, planned: int, buffer: int) -> ScsiResult:
+    def _missing_lun(self, disk: LogicalUnit, cdb: bytes, planned: int, buffer: int) -> ScsiResult:
         """scsi_target_send_command: INQUIRY says "no LU here", REQUEST SENSE returns LOGICAL UNIT NOT SUPPORTED,
         anything else is CHECK CONDITION with it. `buffer`: the data bytes of the request."""
         qemu = self.qemu
@@ -99,7 +100,7 @@ class ScsiTarget:
         return ScsiResult(GOOD, b"", data, buffer - len(data))
 
     @staticmethod
-    def _check(disk: ScsiDisk, sense: S.Sense, record: bool, buffer: int) -> ScsiResult:
+    def _check(disk: LogicalUnit, sense: S.Sense, record: bool, buffer: int) -> ScsiResult:
         """CHECK CONDITION with fixed sense; `record`: the LU keeps it as its pending sense (scsi_req_complete)."""
         if record:
             disk.sense, disk.sense_is_ua = sense, False

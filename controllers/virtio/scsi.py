@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from controllers.scsi import sense as S
-from controllers.scsi.disk import Direction, ScsiDisk, ScsiResult
+from controllers.scsi.command import Direction, ScsiResult
+from controllers.scsi.disk import ScsiDisk
 from controllers.scsi.layouts import GOOD
 from controllers.scsi.target import CAPACITY_CHANGED, ScsiTarget
 from controllers.virtio.layouts import (

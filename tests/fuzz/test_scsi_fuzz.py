@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from controllers.scsi import layouts as L
 from controllers.scsi import sense as S
-from controllers.scsi.disk import Direction, ScsiDisk
+from controllers.scsi.command import Direction
+from controllers.scsi.disk import ScsiDisk
 from emu.block import Drive, DriveOptions
 from images import create_image, open_image
 from scenarios.profiles.scsi import scsi_disk_config

@@ -11,7 +11,8 @@ import pytest
 
 from controllers.scsi import layouts as L
 from controllers.scsi import sense as S
-from controllers.scsi.disk import Direction, ScsiDisk
+from controllers.scsi.command import Direction
+from controllers.scsi.disk import ScsiDisk
 from emu.block import DriveOptions, Drive
 from images import create_image, open_image
 from scenarios.profiles.scsi import scsi_disk_config
