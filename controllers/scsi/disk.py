@@ -7,14 +7,10 @@ writes, UNMAP, WRITE SAME, READ CAPACITY, SYNCHRONIZE CACHE, the block limits an
 
 from __future__ import annotations
 
-from controllers.scsi.command import Direction, ScsiResult, Transfer
 from controllers.scsi.config import ScsiDiskConfig
 from controllers.scsi.sbc import BlockCommands
 from controllers.scsi.spc import LogicalUnit
 from emu.block import Drive
-
-# A transport imports the disk's data-phase and result types with it.
-__all__ = ["Direction", "ScsiDisk", "ScsiResult", "Transfer"]
 
 
 class ScsiDisk(LogicalUnit):

@@ -11,6 +11,15 @@ from hypothesis import strategies as st
 
 from controllers.drivers.virtio_blk import header, segment
 from controllers.virtio import layouts as L
+from tests.fuzz.frontend_inputs import (
+    BLK_DATA_IN,
+    BLK_TYPES,
+    CHAIN_HEADS,
+    blk_headers,
+    blk_sectors,
+    blk_segments,
+    descriptor_tables,
+)
 from tests.support import time_limit
 from tests.virtio_support import RAM, close, make_virtio_blk, run
 
@@ -18,30 +27,13 @@ DISK = 1 << 20
 SECTORS = DISK // 512
 BUF = 0x10000                     # below the driver's rings: a scratch area the descriptors may point into
 
-addresses = st.sampled_from([BUF, BUF, BUF + 512, RAM - 16, RAM, 0, 2**64 - 8]) | st.integers(0, RAM + 4096)
-lengths = st.sampled_from([1, 16, 16, 17, 512, 513, 32, 0, 1 << 31]) | st.integers(0, 70000)
-flags = st.sampled_from([0, 1, 2, 3, 3, 2, 4, 5, 6]) | st.integers(0, 0xFFFF)
-nexts = st.integers(0, 6) | st.sampled_from([255, 256, 300])
-random_tables = st.lists(st.tuples(addresses, lengths, flags, nexts), min_size=1, max_size=6)
-# a well-formed header + status chain with one descriptor replaced by a random one
-valid = [(BUF, 16, L.VIRTQ_DESC_F_NEXT, 1), (BUF + 512, 513, L.VIRTQ_DESC_F_WRITE, 0)]
-mutated = st.builds(lambda i, d: [d if n == i else v for n, v in enumerate(valid)], st.integers(0, 2),
-                    st.tuples(addresses, lengths, flags, nexts))
-descriptors = random_tables | mutated
-headers = st.sampled_from([header(L.BLK_T_FLUSH), header(L.BLK_T_IN), header(L.BLK_T_OUT), header(L.BLK_T_GET_ID),
-                           header(L.BLK_T_DISCARD) + segment(0, 1), header(L.BLK_T_IN, SECTORS)])
-types = st.sampled_from([0, 1, 2, 3, 4, 5, 8, 10, 11, 13, 14, 0x80000001]) | st.integers(0, 2**32 - 1)
-sectors = st.sampled_from([0, 1, SECTORS - 1, SECTORS, 2**63]) | st.integers(0, 2**64 - 1)
-segments = st.lists(st.tuples(sectors, st.sampled_from([0, 1, 8, SECTORS, 4194304]) | st.integers(0, 2**32 - 1),
-                              st.sampled_from([0, 1, 2, 3]) | st.integers(0, 2**32 - 1)), max_size=3)
-
 
 def _fresh():
     return make_virtio_blk(tempfile.mkdtemp(), size=DISK)
 
 
 @settings(max_examples=40, deadline=None)
-@given(table=descriptors, head=st.sampled_from([0, 0, 0, 1, 255, 256]), fill=headers | st.binary(max_size=32))
+@given(table=descriptor_tables(RAM, BUF), head=CHAIN_HEADS, fill=blk_headers(SECTORS))
 def test_random_chains_complete_or_break_the_device_exactly(table, head, fill):
     env = _fresh()
     env.mem.write(BUF, fill + bytes(32 - len(fill)))
@@ -61,8 +53,8 @@ def test_random_chains_complete_or_break_the_device_exactly(table, head, fill):
 
 
 @settings(max_examples=60, deadline=None)
-@given(type_=types, sector=sectors, ioprio=st.integers(0, 2**32 - 1), segs=segments,
-       extra=st.binary(max_size=20), data_in_len=st.sampled_from([0, 1, 511, 512, 1024]))
+@given(type_=BLK_TYPES, sector=blk_sectors(SECTORS), ioprio=st.integers(0, 2**32 - 1), segs=blk_segments(SECTORS),
+       extra=st.binary(max_size=20), data_in_len=BLK_DATA_IN)
 def test_random_requests_get_an_exact_status_and_failures_touch_nothing(type_, sector, ioprio, segs, extra,
                                                                          data_in_len):
     env = _fresh()

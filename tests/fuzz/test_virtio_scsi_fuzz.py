@@ -11,40 +11,17 @@ import tempfile
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from controllers.scsi.disk import Direction
+from controllers.scsi.command import Direction
 from controllers.virtio import layouts as L
 from scenarios.profiles.virtio_blk import virtio_pci_config
 from scenarios.profiles.virtio_scsi import PROFILES, virtio_scsi_config
+from tests.fuzz.frontend_inputs import DATA_LENS, LUN_FIELDS, scsi_cdbs, scsi_lbas
 from tests.support import time_limit
 from tests.virtio_support import close_scsi, make_virtio_scsi, pattern, run
 
 DISK = 1 << 20
 BLOCKS = DISK // 512
 GOOD, CHECK = 0x00, 0x02
-
-LUN0 = bytes([1, 0, 0x40, 0]) + bytes(4)
-lun_fields = st.one_of(st.just(LUN0), st.just(LUN0), st.just(LUN0), st.sampled_from([
-    bytes([1, 0, 0, 0]) + bytes(4), bytes([1, 0, 0x40, 3]) + bytes(4),
-    bytes([1, 0, 0, 0, 0, 0, 0, 1]), bytes([0, 0, 0, 0]) + bytes(4), bytes([1, 5, 0, 0]) + bytes(4),
-    bytes([1, 0, 0x80, 0]) + bytes(4), bytes([0xC1, 1]) + bytes(6),
-]), st.binary(min_size=8, max_size=8))
-lbas = st.sampled_from([0, 1, 8, BLOCKS - 8, BLOCKS - 1, BLOCKS, 2**32 - 1]) | st.integers(0, 2**64 - 1)
-counts = st.sampled_from([0, 1, 8, 255, 256, BLOCKS]) | st.integers(0, 2**32 - 1)
-known_cdbs = st.one_of(
-    st.builds(lambda op, lba, n: struct.pack(">BBIBHB", op, 0, lba % 2**32, 0, n % 2**16, 0),
-              st.sampled_from([0x28, 0x2A, 0x2F, 0x35, 0x41]), lbas, counts),
-    st.builds(lambda op, f, lba, n: struct.pack(">BBQIBB", op, f, lba, n, 0, 0),
-              st.sampled_from([0x88, 0x8A, 0x93, 0x9E, 0x91]), st.sampled_from([0, 0x08, 0x10, 0x12, 0x01]),
-              lbas, counts),
-    st.builds(lambda n, a: bytes([0x42, a, 0, 0, 0, 0, 0, n >> 8, n & 0xFF, 0]),
-              st.sampled_from([0, 8, 24, 40, 7, 4096]), st.sampled_from([0, 1])),
-    st.builds(lambda evpd, page, n: bytes([0x12, evpd, page, 0, n, 0]), st.integers(0, 3),
-              st.sampled_from([0, 0x80, 0x83, 0xB0, 0xB2, 0x42]), st.integers(0, 255)),
-    st.sampled_from([bytes(6), bytes([0x03, 0, 0, 0, 18, 0]), bytes([0xA0]) + bytes(8) + b"\x40\0\0",
-                     bytes([0x25]) + bytes(9), bytes([0x1A, 0, 0x3F, 0, 255, 0])]),
-)
-cdbs = known_cdbs | st.binary(max_size=20)
-data_lens = st.sampled_from([0, 0, 8, 24, 36, 255, 512, 1024, 4096]) | st.integers(0, 5000)
 
 
 def expected_response(env, lun: bytes, cdb: bytes, out_len: int, in_len: int) -> int:
@@ -62,8 +39,9 @@ def expected_response(env, lun: bytes, cdb: bytes, out_len: int, in_len: int) ->
 
 
 @settings(max_examples=100, deadline=None)
-@given(profile=st.sampled_from(list(PROFILES)), lun=lun_fields, cdb=cdbs, header_cut=st.sampled_from([0] * 6 + [1, 20]),
-       sides=st.sampled_from(["none", "out", "out", "in", "in", "in", "both"]), out_len=data_lens, in_len=data_lens,
+@given(profile=st.sampled_from(list(PROFILES)), lun=LUN_FIELDS, cdb=scsi_cdbs(BLOCKS),
+       header_cut=st.sampled_from([0] * 6 + [1, 20]),
+       sides=st.sampled_from(["none", "out", "out", "in", "in", "in", "both"]), out_len=DATA_LENS, in_len=DATA_LENS,
        ua=st.booleans())
 def test_random_commands_get_an_exact_answer_and_failures_touch_nothing(profile, lun, cdb, header_cut, sides, out_len,
                                                                         in_len, ua):
@@ -96,8 +74,8 @@ def test_random_commands_get_an_exact_answer_and_failures_touch_nothing(profile,
     close_scsi(env)
 
 
-descriptors = st.lists(st.tuples(lbas, st.sampled_from([0, 1, 8, 64, BLOCKS]) | st.integers(0, 2**32 - 1)),
-                       max_size=4)
+descriptors = st.lists(st.tuples(scsi_lbas(BLOCKS),
+                                 st.sampled_from([0, 1, 8, 64, BLOCKS]) | st.integers(0, 2**32 - 1)), max_size=4)
 
 
 @settings(max_examples=40, deadline=None)
