@@ -1,7 +1,7 @@
 """The base every image format builds on: the block layer's backend contract (`emu.block.backend`) with the
 rules every format shares.
 
-A backend answers for its own layer: `read`, `write`, `discard`, `write_zeroes`, `_block_status`.
+A backend answers for its own layer: `read`, `write`, `discard`, `write_zeroes`, `layer_status`.
 What QEMU's generic block layer adds on top of a driver's answer (ALLOCATED, zeros for unallocated
 areas without a backing file or past its end, asking the host file about preallocated clusters) is
 done once here in `block_status`, so `emu img map` prints what `qemu-img map` prints.
@@ -109,7 +109,7 @@ class ImageBackend:
         """Make the range read as zeros efficiently; False means "cannot, write zero buffers instead"."""
         return False
 
-    def _block_status(self, offset: int, length: int) -> BlockStatus:
+    def layer_status(self, offset: int, length: int) -> BlockStatus:
         """This layer's own answer for a run starting at offset (no ALLOCATED, no backing logic)."""
         raise NotImplementedError
 
@@ -167,7 +167,7 @@ class ImageBackend:
         raise UnsupportedFeature(f"{self.format_name} images cannot be emptied (qemu-img commit leaves "
                                  "their data in place)", path=self.path)
 
-    def _check_relink(self, parent: ImageBackend | None, name: str | None, fmt: str | None,
+    def check_relink(self, parent: ImageBackend | None, name: str | None, fmt: str | None,
                       own_format: str | None = None) -> None:
         """What every set_backing checks first: a writable image, parent and name given together, a
         parent of `own_format` (formats whose parent must be of their own kind), and a name that, if
@@ -217,7 +217,7 @@ class ImageBackend:
     def block_status(self, offset: int, length: int) -> BlockStatus:
         """This layer's status with QEMU's generic rules applied (block/io.c bdrv_co_block_status)."""
         length = min(length, self.virtual_size - offset)
-        st = self._block_status(offset, length)
+        st = self.layer_status(offset, length)
         flags = st.flags
         if flags & (Status.DATA | Status.ZERO):
             flags |= Status.ALLOCATED

@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from emu.errors import UnsupportedFeature, UsageError
 from emu.block.backend import Status
+from emu.errors import UnsupportedFeature, UsageError
 from images.chain import relink, sparse_options
 from images.convert import convert
+from images.hostfile import HostFile
 from images.probe import create_image, open_image
 from images.snapshots import children_of
 
@@ -34,8 +35,12 @@ class Compaction:
 
 
 def _host(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_size, st.st_blocks * 512
+    """(file size, bytes allocated on the host) of the file at path."""
+    host = HostFile(path, writable=False)
+    try:
+        return host.size(), host.allocated_bytes()
+    finally:
+        host.close()
 
 
 def compact(path: str, fmt: str | None = None) -> Compaction:

@@ -139,6 +139,13 @@ class HostFile:
         if self.cache != "unsafe" and self.writable:
             os.fdatasync(self.fd)
 
+    def sync_all(self) -> None:
+        """Make data and file metadata durable (fsync), whatever the cache mode: what creating a
+        preallocated file ends with (file-posix's full preallocation), so its size and blocks are kept."""
+        if self.journal is not None:
+            self.journal.append(("sync", ()))
+        os.fsync(self.fd)
+
     # -- allocation status -------------------------------------------------------------------------
     def size(self) -> int:
         return self._size
@@ -163,6 +170,10 @@ class HostFile:
             return True, os.lseek(self.fd, offset, os.SEEK_HOLE)
         except OSError:
             return True, self._size
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -17,6 +17,7 @@ from images.backend import ImageBackend, backing_path
 from images.hostfile import HostFile
 from images.qcow2 import create as qcow2_create
 from images.qcow2 import image as qcow2_image
+from images.qcow2 import layout as qcow2_layout
 from images.vdi import image as vdi_image
 from images.vhd import image as vhd_image
 from images.vhdx import create as vhdx_create
@@ -63,7 +64,7 @@ def _open_vdi(host: HostFile, *, read_only: bool, check_mode: bool = False, disc
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("qcow2", lambda head, tail: head[:4] == qcow2_image.MAGIC, qcow2_image.open_qcow2,
+    Format("qcow2", lambda head, tail: head[:4] == qcow2_layout.MAGIC, qcow2_image.open_qcow2,
            qcow2_create.create, qcow2_create.describe),
     Format("vdi", lambda head, tail: vdi_image.probe(head), _open_vdi, vdi_image.create, vdi_image.describe,
            vdi_image.OPEN_OPTIONS),
@@ -84,14 +85,13 @@ def _format(name: str) -> Format:
 
 def detect_format(path: str) -> str:
     """Name the format by its magic; anything unrecognised is raw (as qemu-img, with our own caveat)."""
+    host = HostFile(path, writable=False)
     try:
-        with open(path, "rb") as f:
-            head = f.read(512)
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - 512))
-            tail = f.read(512) if size >= 1024 else b""
-    except OSError as exc:
-        raise ImageError(f"cannot open: {exc.strerror}", path=path) from None
+        head = host.pread_exact(0, 512)
+        size = host.size()
+        tail = host.pread_exact(size - 512, 512) if size >= 1024 else b""
+    finally:
+        host.close()
     for fmt in FORMATS.values():
         if fmt.probe is not None and fmt.probe(head, tail):
             return fmt.name

@@ -7,11 +7,9 @@ dropped FIEMAP.
 
 from __future__ import annotations
 
-import os
-
-from emu.errors import ImageError, UsageError
-from emu.trace import Act, NULL_TRACE, Trace
 from emu.block.backend import BlockStatus, Status
+from emu.errors import ImageError, UsageError
+from emu.trace import NULL_TRACE, Act, Trace
 from images.backend import ImageBackend
 from images.hostfile import HostFile
 
@@ -64,7 +62,7 @@ class RawImage(ImageBackend):
                 "write-zeroes": "punched with MAY_UNMAP (and discard=unmap), else zeros allocated in place",
                 "offline": "emu img compact rewrites it as a sparse file (qemu-img convert -S 4k)"}
 
-    def _block_status(self, offset: int, length: int) -> BlockStatus:
+    def layer_status(self, offset: int, length: int) -> BlockStatus:
         is_data, end = self.host.extent_at(offset)
         run = max(1, min(length, end - offset)) if end > offset else length
         return BlockStatus((Status.DATA if is_data else Status.ZERO) | Status.OFFSET_VALID, run, offset)
@@ -94,7 +92,7 @@ def create(path: str, size: int, options: dict[str, str]) -> None:
             zeros = bytes(_FILL_CHUNK)
             for start in range(0, size, _FILL_CHUNK):
                 host.pwrite(start, zeros[:min(_FILL_CHUNK, size - start)])
-            os.fsync(host.fd)
+            host.sync_all()
     except OSError as exc:
         raise ImageError(f"cannot create: {exc.strerror}", path=path) from None
     finally:

@@ -7,22 +7,20 @@ is a corruption, higher is a leak (only below the end of the file, as qemu). COP
 tables must equal "refcount is 1".
 
 Repair fixes refcounts in place where a refcount block exists and otherwise rebuilds the refcount
-structure at the end of the file (qemu's rebuild_refcount_structure).
+structure at the end of the file (qemu's rebuild_refcount_structure, `Refcounts.rebuild`).
 """
 
 from __future__ import annotations
 
 from array import array
-from typing import TYPE_CHECKING
 
 from emu.errors import CorruptImage
 from images.backend import CheckResult
 from images.qcow2 import layout as L
+from images.qcow2.mapping import COMPRESSED
+from images.qcow2.metadata import Metadata
 from images.qcow2.snapshot import table_length
-from images.qcow2.tables import decode_u64, encode_u64
-
-if TYPE_CHECKING:
-    from images.qcow2.image import Qcow2Image
+from images.qcow2.tables import decode_u64
 
 
 class _Counter:
@@ -55,19 +53,19 @@ class _Counter:
             self.counts[ci] += 1
 
 
-def check_image(image: Qcow2Image, repair: str | None = None) -> CheckResult:
+def check_image(meta: Metadata, repair: str | None = None, *, read_only: bool) -> CheckResult:
     """Check (and with repair="leaks"|"all", fix) the image. Returns the state after any repair."""
-    if not image.read_only:
-        image.write_metadata()
-    result, found = _check(image)
+    if not read_only:
+        meta.flush()
+    result, found = _check(meta)
     if repair and (result.leaks or (repair == "all" and result.corruptions)):
-        if image.read_only:
+        if read_only:
             result.messages.append("cannot repair a read-only image")
             return result
-        fixed_leaks, fixed_corruptions = _repair(image, result, found, repair)
-        after, _ = _check(image)
+        fixed_leaks, fixed_corruptions = _repair(meta, result, found, repair)
+        after, _ = _check(meta)
         if not after.corruptions and not after.check_errors:
-            image._mark_clean(consistent=True)
+            meta.mark_clean(consistent=True)
         after.leaks_fixed = fixed_leaks
         after.corruptions_fixed = fixed_corruptions
         after.messages = result.messages + ["Double checking the fixed image now..."] + after.messages
@@ -84,26 +82,26 @@ class _Found:
         self.copied_data = copied_data
 
 
-def _check(image: Qcow2Image) -> tuple[CheckResult, _Found]:
+def _check(meta: Metadata) -> tuple[CheckResult, _Found]:
     res = CheckResult()
-    cs, cb = image.cluster_size, image.cluster_bits
-    file_size = image.host.size()
-    refs = _Counter(file_size, cb, image.refs.codec.max, res)
-    h = image.header
-    res.total_clusters = -(-image.virtual_size // cs)
+    cs, cb = meta.cluster_size, meta.cluster_bits
+    file_size = meta.host.size()
+    refs = _Counter(file_size, cb, meta.refs.codec.max, res)
+    h = meta.header
+    res.total_clusters = -(-h.size // cs)
     refs.add(0, cs)
     copied_l2: list[tuple[int, int]] = []    # (l1_index, l2_offset) of the active table
     copied_data: list[tuple[int, int, int]] = []  # (l2_offset, index, entry)
-    _count_l1(image, res, refs, h.l1_table_offset, h.l1_size, active=True, copied_l2=copied_l2,
+    _count_l1(meta, res, refs, h.l1_table_offset, h.l1_size, active=True, copied_l2=copied_l2,
               copied_data=copied_data)
-    for snap in image.snapshots:
-        _count_l1(image, res, refs, snap.l1_table_offset, snap.l1_size, active=False)
+    for snap in meta.snapshots:
+        _count_l1(meta, res, refs, snap.l1_table_offset, snap.l1_size, active=False)
     if h.nb_snapshots:
-        refs.add(h.snapshots_offset, table_length(image.host, h.snapshots_offset, h.nb_snapshots))
-    refs.add(image.refs.table_offset, image.refs.table_clusters * cs)
+        refs.add(h.snapshots_offset, table_length(meta.host, h.snapshots_offset, h.nb_snapshots))
+    refs.add(meta.refs.table_offset, meta.refs.table_clusters * cs)
     # refcount blocks
     block_clusters: list[int] = []
-    for index, entry in enumerate(image.refs.table):
+    for index, entry in enumerate(meta.refs.table):
         offset = entry & L.REFT_OFFSET_MASK
         if not offset:
             continue
@@ -121,7 +119,7 @@ def _check(image: Qcow2Image) -> tuple[CheckResult, _Found]:
     counts = refs.counts
     for ci in range(len(counts)):
         try:
-            on_disk = image.refs.get(ci)
+            on_disk = meta.refs.get(ci)
         except CorruptImage as exc:
             res.check_errors += 1
             res.messages.append(f"ERROR: {exc.what}")
@@ -141,23 +139,24 @@ def _check(image: Qcow2Image) -> tuple[CheckResult, _Found]:
     res.image_end_offset = (highest + 1) * cs
     # COPIED flags of the active tables (check_oflag_copied)
     for l1_index, l2_offset in copied_l2:
-        want_copied = image.refs.get(l2_offset >> cb) == 1
-        if bool(image.l1[l1_index] & L.OFLAG_COPIED) != want_copied:
+        want_copied = meta.refs.get(l2_offset >> cb) == 1
+        if bool(meta.l1[l1_index] & L.OFLAG_COPIED) != want_copied:
             res.corruption(f"ERROR OFLAG_COPIED L2 cluster: l1_index={l1_index} "
-                                f"l1_entry={image.l1[l1_index]:x} refcount={image.refs.get(l2_offset >> cb)}")
+                           f"l1_entry={meta.l1[l1_index]:x} refcount={meta.refs.get(l2_offset >> cb)}")
     for _l2_offset, _index, entry in copied_data:
-        rc = image.refs.get((entry & L.L2E_OFFSET_MASK) >> cb)
+        rc = meta.refs.get(meta.clusters.extent(entry)[0] >> cb)
         if bool(entry & L.OFLAG_COPIED) != (rc == 1):
             res.corruption(f"ERROR OFLAG_COPIED data cluster: l2_entry={entry:x} refcount={rc}")
     return res, _Found(counts, copied_l2, copied_data)
 
 
-def _count_l1(image: Qcow2Image, res: CheckResult, refs: _Counter, l1_offset: int, l1_size: int, *,
+def _count_l1(meta: Metadata, res: CheckResult, refs: _Counter, l1_offset: int, l1_size: int, *,
               active: bool, copied_l2: list | None = None, copied_data: list | None = None) -> None:
-    cs = image.cluster_size
+    cs = meta.cluster_size
+    clusters = meta.clusters
     refs.add(l1_offset, l1_size * 8)
-    l1 = image.l1 if active else decode_u64(image.host.pread(l1_offset, l1_size * 8))
-    file_size = image.host.size()
+    l1 = meta.l1 if active else decode_u64(meta.host.pread(l1_offset, l1_size * 8))
+    file_size = meta.host.size()
     for l1_index, l1_entry in enumerate(l1):
         if not l1_entry:
             continue
@@ -168,8 +167,7 @@ def _count_l1(image: Qcow2Image, res: CheckResult, refs: _Counter, l1_offset: in
             continue
         refs.add(l2_offset, cs)
         if l2_offset & (cs - 1):
-            res.corruption(f"ERROR l2_offset={l2_offset:x}: Table is not cluster aligned; L1 entry "
-                                "corrupted")
+            res.corruption(f"ERROR l2_offset={l2_offset:x}: Table is not cluster aligned; L1 entry corrupted")
             continue
         if l2_offset + cs > file_size:
             res.check_errors += 1
@@ -177,19 +175,18 @@ def _count_l1(image: Qcow2Image, res: CheckResult, refs: _Counter, l1_offset: in
             continue
         if active and copied_l2 is not None:
             copied_l2.append((l1_index, l2_offset))
-        cached = image.l2_cache.cached(l2_offset) if active else None
-        table = cached if cached is not None else decode_u64(image.host.pread(l2_offset, cs))
+        cached = meta.l2_cache.cached(l2_offset) if active else None
+        table = cached if cached is not None else decode_u64(meta.host.pread(l2_offset, cs))
         next_contiguous = 0
         for index, entry in enumerate(table):
             if not entry:
                 continue
-            if entry & L.OFLAG_COMPRESSED:
+            host, length = clusters.extent(entry)
+            if clusters.kind(entry) == COMPRESSED:
                 if entry & L.OFLAG_COPIED:
-                    res.corruption(f"ERROR: coffset=0x{entry & image.coffset_mask:x}: copied flag must "
-                                        "never be set for compressed clusters")
-                coffset = entry & image.coffset_mask
-                nb = ((entry >> image.csize_shift) & image.csize_mask) + 1
-                refs.add(coffset, nb * L.COMPRESSED_SECTOR - (coffset & (L.COMPRESSED_SECTOR - 1)))
+                    res.corruption(f"ERROR: coffset=0x{host:x}: copied flag must never be set for compressed "
+                                   "clusters")
+                refs.add(host, length)
                 if active:
                     res.allocated_clusters += 1
                     res.compressed_clusters += 1
@@ -197,12 +194,11 @@ def _count_l1(image: Qcow2Image, res: CheckResult, refs: _Counter, l1_offset: in
                 continue
             if entry & L.L2E_STD_RESERVED_MASK:
                 res.corruption(f"ERROR found l2 entry with reserved bits set: {entry:x}")
-            host = entry & L.L2E_OFFSET_MASK
-            if not host:
+            if not length:
                 continue   # unallocated or zero-plain
             if host & (cs - 1):
                 res.corruption(f"ERROR offset={host:x}: Data cluster is not properly aligned; L2 entry "
-                                    "corrupted.")
+                               "corrupted.")
             if active:
                 res.allocated_clusters += 1
                 if next_contiguous and host != next_contiguous:
@@ -210,13 +206,13 @@ def _count_l1(image: Qcow2Image, res: CheckResult, refs: _Counter, l1_offset: in
                 next_contiguous = host + cs
                 if copied_data is not None:
                     copied_data.append((l2_offset, index, entry))
-            refs.add(host, cs)
+            refs.add(host, length)
 
 
-def _repair(image: Qcow2Image, result: CheckResult, found: _Found, mode: str) -> tuple[int, int]:
+def _repair(meta: Metadata, result: CheckResult, found: _Found, mode: str) -> tuple[int, int]:
     """Set on-disk refcounts to the counted references (leaks only, or everything), fix COPIED flags."""
     counts = found.counts
-    refs = image.refs
+    refs = meta.refs
     fixed_leaks = fixed_corruptions = 0
     needs_rebuild = False
     for ci in range(len(counts)):
@@ -224,14 +220,10 @@ def _repair(image: Qcow2Image, result: CheckResult, found: _Found, mode: str) ->
         want = counts[ci]
         if on_disk == want or (on_disk < want and mode != "all"):
             continue
-        table_index = ci >> refs.block_bits
-        offset = refs.block_offset(table_index)
-        if not offset:
+        if not refs.block_offset(ci >> refs.block_bits):
             needs_rebuild = True
             break
-        block = refs._block(table_index, offset)
-        block[ci & refs.block_mask] = want
-        refs.cache.mark_dirty(offset, block)
+        refs.set(ci, want)
         if on_disk > want:
             fixed_leaks += 1
         else:
@@ -239,85 +231,33 @@ def _repair(image: Qcow2Image, result: CheckResult, found: _Found, mode: str) ->
     if needs_rebuild or (mode == "all" and any(m.startswith("ERROR refcount block") for m in result.messages)):
         fixed_corruptions = result.corruptions
         fixed_leaks = result.leaks
-        refs.cache.clear()
-        refs.pending.clear()
-        _rebuild(image, counts)
+        refs.rebuild(counts)
     else:
-        refs.pending.clear()
+        refs.pending.clear()   # the counted values are the truth: write them as they are
         refs.write_dirty()
-        image.host.sync()
+        meta.host.sync()
     if mode == "all":
-        fixed_corruptions += _fix_copied(image, found)
+        fixed_corruptions += _fix_copied(meta, found)
     refs.free_cursor = 0
     return fixed_leaks, fixed_corruptions
 
 
-def _fix_copied(image: Qcow2Image, found: _Found) -> int:
-    copied_l2, copied_data = found.copied_l2, found.copied_data
-    cb = image.cluster_bits
+def _fix_copied(meta: Metadata, found: _Found) -> int:
+    cb = meta.cluster_bits
     fixed = 0
-    for l1_index, l2_offset in copied_l2:
-        want = image.refs.get(l2_offset >> cb) == 1
-        entry = image.l1[l1_index]
+    for l1_index, l2_offset in found.copied_l2:
+        want = meta.refs.get(l2_offset >> cb) == 1
+        entry = meta.l1[l1_index]
         if bool(entry & L.OFLAG_COPIED) != want:
-            image.l1[l1_index] = entry | L.OFLAG_COPIED if want else entry & ~L.OFLAG_COPIED
-            image.l1_dirty.add(l1_index)
+            meta.set_l1_entry(l1_index, entry | L.OFLAG_COPIED if want else entry & ~L.OFLAG_COPIED)
             fixed += 1
-    for l2_offset, index, entry in copied_data:
-        want = image.refs.get((entry & L.L2E_OFFSET_MASK) >> cb) == 1
+    for l2_offset, index, entry in found.copied_data:
+        want = meta.refs.get(meta.clusters.extent(entry)[0] >> cb) == 1
         if bool(entry & L.OFLAG_COPIED) != want:
-            table = image._l2(l2_offset)
+            table = meta.l2_table(l2_offset)
             table[index] = entry | L.OFLAG_COPIED if want else entry & ~L.OFLAG_COPIED
-            image.l2_cache.mark_dirty(l2_offset, table)
+            meta.l2_cache.mark_dirty(l2_offset, table)
             fixed += 1
     if fixed:
-        image.write_metadata()
+        meta.flush()
     return fixed
-
-
-def _rebuild(image: Qcow2Image, counts: array) -> None:
-    """Write a complete new refcount structure after everything in use, then switch the header to it."""
-    refs = image.refs
-    cs, cb = image.cluster_size, image.cluster_bits
-    counts = array("Q", counts)
-    for entry in refs.table:   # the old structure is dropped: do not count it
-        offset = entry & L.REFT_OFFSET_MASK
-        if offset and not offset & (cs - 1) and (offset >> cb) < len(counts) and counts[offset >> cb]:
-            counts[offset >> cb] -= 1
-    for ci in range(refs.table_offset >> cb, (refs.table_offset >> cb) + refs.table_clusters):
-        if ci < len(counts) and counts[ci]:
-            counts[ci] -= 1
-    used = max((ci for ci in range(len(counts)) if counts[ci]), default=0) + 1
-    start = max(used, -(-image.host.size() // cs))
-    per_block = refs.block_entries
-    blocks = table_clusters = 0
-    while True:
-        total = start + blocks + table_clusters
-        need_blocks = -(-total // per_block)
-        need_table = -(-need_blocks * 8 // cs)
-        if (need_blocks, need_table) == (blocks, table_clusters):
-            break
-        blocks, table_clusters = need_blocks, need_table
-    counts.extend(array("Q", [0]) * max(0, start + blocks + table_clusters - len(counts)))
-    for ci in range(start, start + blocks + table_clusters):
-        counts[ci] = 1
-    new_table = array("Q", bytes(table_clusters * cs))
-    for b in range(blocks):
-        block = refs.codec.empty()
-        base = b * per_block
-        for k in range(min(per_block, len(counts) - base)):
-            block[k] = counts[base + k]
-        offset = (start + b) << cb
-        new_table[b] = offset
-        image.host.pwrite(offset, refs.codec.encode(block))
-    table_offset = (start + blocks) << cb
-    image.host.sync()
-    image.host.pwrite(table_offset, encode_u64(new_table))
-    image.host.sync()
-    image._write_header_reftable(table_offset, table_clusters)
-    image.host.sync()
-    refs.table = new_table
-    refs.table_offset, refs.table_clusters = table_offset, table_clusters
-    refs.table_dirty.clear()
-    refs._first_cluster.clear()
-    refs.block_clusters = set(range(start, start + blocks))

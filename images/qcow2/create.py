@@ -8,17 +8,17 @@ layout: a fresh 1 GiB image at 64 KiB clusters is 196,624 bytes, ending 16 bytes
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Callable
 
 from emu.errors import EmuError, ImageError, UsageError
-from emu.units import parse_size
 from emu.trace import NULL_TRACE
+from emu.units import parse_size
 from images.backend import backing_path
 from images.hostfile import HostFile
 from images.qcow2 import layout as L
 from images.qcow2.header import Qcow2Header
-from images.qcow2.image import Qcow2Image, open_qcow2
+from images.qcow2.image import open_qcow2
+from images.qcow2.metadata import Metadata
 
 PREALLOCATION = ("off", "metadata", "falloc", "full")
 CREATE_OPTIONS = ("size", "compat", "cluster_size", "preallocation", "lazy_refcounts", "refcount_bits",
@@ -139,54 +139,44 @@ def _write(path: str, size: int, version: int, cluster_bits: int, refcount_order
         host.close()
     host = HostFile(path, writable=True)
     image = open_qcow2(host, read_only=False)
+    meta = image.meta
     try:
         # The bare image does not count its own three clusters yet (qemu: "we'll fix the
         # inconsistency later"), so this one allocation must not trip the overlap check.
-        check, image.refs.check_overlap = image.refs.check_overlap, None
-        if image.refs.alloc(3) != 0:
+        check, meta.refs.check_overlap = meta.refs.check_overlap, None
+        if meta.refs.alloc(3) != 0:
             raise ImageError("first cluster of an empty image already in use", path=path)
-        image.refs.check_overlap = check
-        image.header.refcount_table_offset = image.refs.table_offset
-        image.header.refcount_table_clusters = image.refs.table_clusters
-        host.pwrite(0, image.header.build())
-        _grow(image, size, prealloc)
+        meta.refs.check_overlap = check
+        meta.write_header()
+        image.virtual_size = size
+        _grow(meta, size, prealloc)
         if backing:
-            image.header.backing_file = backing
-            image.header.backing_format = backing_fmt
+            meta.header.backing_file = backing
+            meta.header.backing_format = backing_fmt
             image.backing_name, image.backing_format = backing, backing_fmt
-            host.pwrite(0, image.header.build())
+            meta.write_header()
     finally:
         image.close()
 
 
-def _grow(image: Qcow2Image, size: int, prealloc: str) -> None:
+def _grow(meta: Metadata, size: int, prealloc: str) -> None:
     """qcow2_co_truncate for a fresh image: grow the L1 table (exact size), preallocate, set the size."""
-    cs = image.cluster_size
-    host = image.host
-    l1_size = -(-size // (cs << image.l2_bits))
+    cs = meta.cluster_size
+    host = meta.host
+    l1_size = -(-size // (cs << meta.l2_bits))
     if l1_size:
-        l1_bytes = 8 * l1_size
-        offset = image.refs.alloc(-(-l1_bytes // cs))
-        image.write_metadata()
-        host.pwrite(offset, bytes(l1_bytes))
-        host.sync()
-        host.pwrite(36, l1_size.to_bytes(4, "big") + offset.to_bytes(8, "big"))
-        host.sync()
-        image.header.l1_size, image.header.l1_table_offset = l1_size, offset
-        image.l1 = array("Q", bytes(l1_bytes))
-        image._meta = None   # the L1 table moved: the overlap check must see the new one
-    image.virtual_size = image.header.size = size
+        meta.new_l1_table(l1_size)
     clusters = -(-size // cs)
     if prealloc == "metadata":
-        data_end = _link_data(image, 0, clusters, None)
+        data_end = _link_data(meta, 0, clusters, None)
         if data_end > host.size():   # so reads of the preallocated clusters do not hit EOF
             host.truncate(data_end)
     elif prealloc in ("falloc", "full"):
-        last_cluster = _last_used_cluster(image)
+        last_cluster = _last_used_cluster(meta)
         old_end = (last_cluster + 1) * cs if last_cluster >= 0 else -(-host.size() // cs) * cs
-        l2_tables = -(-clusters // image.l2_entries) + 1
-        start = image.refs.refcount_area(old_end, clusters + l2_tables, True)
-        image.refs.alloc_at(start, clusters)
+        l2_tables = -(-clusters // meta.l2_entries) + 1
+        start = meta.refs.refcount_area(old_end, clusters + l2_tables, True)
+        meta.refs.alloc_at(start, clusters)
         new_end = start + clusters * cs
         old_size = host.size()
         if prealloc == "falloc":
@@ -195,36 +185,34 @@ def _grow(image: Qcow2Image, size: int, prealloc: str) -> None:
             zeros = bytes(1 << 20)
             for pos in range(old_size, new_end, len(zeros)):
                 host.pwrite(pos, zeros[:min(len(zeros), new_end - pos)])
-        _link_data(image, 0, clusters, start)
+        _link_data(meta, 0, clusters, start)
     if prealloc != "off":
-        image.write_metadata()
-    host.pwrite(24, size.to_bytes(8, "big"))
-    host.sync()
+        meta.flush()
+    meta.write_virtual_size(size)
 
 
-def _link_data(image: Qcow2Image, first: int, count: int, host_start: int | None) -> int:
+def _link_data(meta: Metadata, first: int, count: int, host_start: int | None) -> int:
     """Point L2 entries of guest clusters [first, first+count) at data clusters: freshly allocated per
     L2 table (metadata preallocation) or the contiguous area at host_start. Returns the data end."""
-    cs = image.cluster_size
+    cs = meta.cluster_size
     data_end = 0
     ci = first
     end = first + count
     while ci < end:
-        table = image._l2_for_write(ci >> image.l2_bits, NULL_TRACE)
-        index = ci & image.l2_mask
-        n = min(end - ci, image.l2_entries - index)
-        base = image.refs.alloc(n) if host_start is None else host_start + (ci - first) * cs
+        table = meta.l2_for_write(ci >> meta.l2_bits, NULL_TRACE)
+        index = ci & meta.l2_mask
+        n = min(end - ci, meta.l2_entries - index)
+        base = meta.refs.alloc(n) if host_start is None else host_start + (ci - first) * cs
         for k in range(n):
             table[index + k] = (base + k * cs) | L.OFLAG_COPIED
-        image.l2_cache.mark_dirty(image.l1[ci >> image.l2_bits] & L.L1E_OFFSET_MASK, table)
+        meta.l2_cache.mark_dirty(meta.l2_offset(ci >> meta.l2_bits), table)
         data_end = base + n * cs
         ci += n
     return data_end
 
 
-def _last_used_cluster(image: Qcow2Image) -> int:
-    last = -(-image.host.size() // image.cluster_size) - 1
-    while last >= 0 and image.refs.get(last) == 0:
+def _last_used_cluster(meta: Metadata) -> int:
+    last = -(-meta.host.size() // meta.cluster_size) - 1
+    while last >= 0 and meta.refs.get(last) == 0:
         last -= 1
     return last
-

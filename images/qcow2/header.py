@@ -1,9 +1,9 @@
 """The qcow2 header (cluster 0): parse and validate it before anything is allocated, and build it.
 
-Validation follows qemu 7.2's qcow2_do_open (see ../shared/research/formats.md section 7): every check
-names the field it rejects, and table sizes are compared with the file size before any table is read.
-`build` lays cluster 0 out in qcow2_update_header's order, so a header we write is byte-identical to
-the one qemu-img writes for the same image.
+Validation follows qemu 7.2's qcow2_do_open: every check names the field it rejects, and table sizes
+are compared with the file size before any table is read. `build` lays cluster 0 out in
+qcow2_update_header's order, so a header we write is byte-identical to the one qemu-img writes for
+the same image.
 """
 
 from __future__ import annotations

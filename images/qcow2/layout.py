@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from construct import Array, Bytes, BytesInteger, If, Int8ub, Int16ub, Int32ub, Int64ub, Padding, Struct, this
 
+FORMAT_NAME = "qcow2"          # qemu-img's name for it, also the layer name in traces
 MAGIC = b"QFI\xfb"
 MIN_CLUSTER_BITS = 9
 MAX_CLUSTER_BITS = 21
@@ -94,6 +95,22 @@ HEADER = Struct(
     "compression_type" / If(_has_compression_type, Int8ub),
     If(_has_compression_type, Padding(7)),
 )
+
+
+
+def _field_offsets(struct: Struct, last: str, **context) -> dict[str, int]:
+    """Byte offsets of a struct's fields up to `last`, sized in `context`."""
+    offsets, pos = {}, 0
+    for sub in struct.subcons:
+        offsets[sub.name] = pos
+        if sub.name == last:
+            return offsets
+        pos += sub.sizeof(**context)
+    raise KeyError(last)
+
+
+# Where the header fields rewritten in place lie (a version 2 header ends after snapshots_offset).
+HEADER_OFFSETS = _field_offsets(HEADER, "autoclear_features", version=3)
 
 EXTENSION_HEADER = Struct("type" / Int32ub, "length" / Int32ub)
 

@@ -25,9 +25,12 @@ from images.qcow2.tables import RefcountCodec, TableCache, decode_u64, encode_u6
 
 
 class Refcounts:
+    """The refcount table and cached refcount blocks of one open image: lookups, allocation and
+    freeing, write-out in crash-safe order, and the rebuild a repair may need."""
+
     def __init__(self, host: HostFile, cluster_bits: int, refcount_order: int, table_offset: int,
                  table_clusters: int, cache_blocks: int,
-                 write_header_reftable: Callable[[int, int], None],
+                 write_table_pointer: Callable[[int, int], None],
                  make_frees_durable: Callable[[], None],
                  check_overlap: Callable[[int, int], None] | None = None) -> None:
         self.host = host
@@ -46,7 +49,7 @@ class Refcounts:
         self.free_cursor = 0
         self.pending: dict[int, int] = {}   # cluster index -> decrements not yet written
         self._first_cluster: dict[int, int] = {}  # refcount block offset -> first cluster it counts
-        self._write_header_reftable = write_header_reftable
+        self._write_table_pointer = write_table_pointer   # points the header at a new table
         self._make_frees_durable = make_frees_durable
         # called with (first cluster, count) before free clusters are handed out: refcounts can lie in
         # a damaged image, and nothing may be allocated on top of metadata (qemu's overlap check)
@@ -75,10 +78,6 @@ class Refcounts:
         self._first_cluster[offset] = table_index << self.block_bits
         return self.cache.get(offset)
 
-
-    def covered_clusters(self) -> int:
-        return len(self.table) << self.block_bits
-
     # -- allocation --------------------------------------------------------------------------------
     def alloc(self, count: int) -> int:
         """Allocate `count` contiguous clusters (refcount 1); returns the host offset of the first."""
@@ -86,7 +85,7 @@ class Refcounts:
             start = self._find_free(count)
             if self._ensure_blocks(start, count):
                 for ci in range(start, start + count):
-                    self._set(ci, 1)
+                    self.set(ci, 1)
                 return start << self.cluster_bits
             # New refcount metadata was placed; try the same place again (qemu: EAGAIN).
             self.free_cursor = min(self.free_cursor, start)
@@ -102,7 +101,7 @@ class Refcounts:
             raise ImageError("refcount metadata landed in the area being claimed", path=self.host.path,
                              field="refcount")
         for ci in range(start, start + count):
-            self._set(ci, 1)
+            self.set(ci, 1)
 
     def increment(self, cluster_index: int) -> None:
         while not self._ensure_blocks(cluster_index, 1):
@@ -111,7 +110,7 @@ class Refcounts:
         if value > self.codec.max:
             raise CorruptImage(f"refcount of cluster {cluster_index} overflows {self.codec.bits} bits",
                                path=self.host.path, field="refcount")
-        self._set(cluster_index, value)
+        self.set(cluster_index, value)
 
     def decrement(self, cluster_index: int, *, durable: bool = False) -> bool:
         """Drop one reference; True if the cluster became free. Unless the caller has already made
@@ -120,7 +119,7 @@ class Refcounts:
         if value == 0:
             raise CorruptImage(f"refcount of cluster {cluster_index} would drop below zero", path=self.host.path,
                                field="refcount", offset=cluster_index << self.cluster_bits)
-        self._set(cluster_index, value - 1)
+        self.set(cluster_index, value - 1)
         if not durable:
             self.pending[cluster_index] = self.pending.get(cluster_index, 0) + 1
         if value == 1:
@@ -172,7 +171,8 @@ class Refcounts:
         if pending and any(ci in pending for ci in range(start, start + count)):
             self._make_frees_durable()
 
-    def _set(self, cluster_index: int, value: int) -> None:
+    def set(self, cluster_index: int, value: int) -> None:
+        """Set a refcount in memory (its refcount block must exist); written out with the block."""
         table_index = cluster_index >> self.block_bits
         offset = self.block_offset(table_index)
         block = self._block(table_index, offset)
@@ -256,7 +256,7 @@ class Refcounts:
         self.host.sync()
         self.host.pwrite(table_offset, encode_u64(new_table))
         self.host.sync()
-        self._write_header_reftable(table_offset, table_clusters)
+        self._write_table_pointer(table_offset, table_clusters)
         self.host.sync()
         old_offset, old_clusters = self.table_offset, self.table_clusters
         self.table = new_table
@@ -299,6 +299,57 @@ class Refcounts:
             self.cache.mark_dirty(offset, block)
             self.cache.write(offset)
         return True
+
+    # -- repair ------------------------------------------------------------------------------------
+    def rebuild(self, counts: array) -> None:
+        """Replace the whole refcount structure by one holding `counts` (the references check counted,
+        per host cluster), written after everything in use (qemu's rebuild_refcount_structure): new
+        blocks, then the new table, then the header switch, each durable before the next."""
+        self.cache.clear()
+        self.pending.clear()
+        cs, cb = self.cluster_size, self.cluster_bits
+        counts = array("Q", counts)
+        for entry in self.table:   # the old structure is dropped: do not count it
+            offset = entry & L.REFT_OFFSET_MASK
+            if offset and not offset & (cs - 1) and (offset >> cb) < len(counts) and counts[offset >> cb]:
+                counts[offset >> cb] -= 1
+        for ci in range(self.table_offset >> cb, (self.table_offset >> cb) + self.table_clusters):
+            if ci < len(counts) and counts[ci]:
+                counts[ci] -= 1
+        used = max((ci for ci in range(len(counts)) if counts[ci]), default=0) + 1
+        start = max(used, -(-self.host.size() // cs))
+        per_block = self.block_entries
+        blocks = table_clusters = 0
+        while True:
+            total = start + blocks + table_clusters
+            need_blocks = -(-total // per_block)
+            need_table = -(-need_blocks * 8 // cs)
+            if (need_blocks, need_table) == (blocks, table_clusters):
+                break
+            blocks, table_clusters = need_blocks, need_table
+        counts.extend(array("Q", [0]) * max(0, start + blocks + table_clusters - len(counts)))
+        for ci in range(start, start + blocks + table_clusters):
+            counts[ci] = 1
+        new_table = array("Q", bytes(table_clusters * cs))
+        for b in range(blocks):
+            block = self.codec.empty()
+            base = b * per_block
+            for k in range(min(per_block, len(counts) - base)):
+                block[k] = counts[base + k]
+            offset = (start + b) << cb
+            new_table[b] = offset
+            self.host.pwrite(offset, self.codec.encode(block))
+        table_offset = (start + blocks) << cb
+        self.host.sync()
+        self.host.pwrite(table_offset, encode_u64(new_table))
+        self.host.sync()
+        self._write_table_pointer(table_offset, table_clusters)
+        self.host.sync()
+        self.table = new_table
+        self.table_offset, self.table_clusters = table_offset, table_clusters
+        self.table_dirty.clear()
+        self._first_cluster.clear()
+        self.block_clusters = set(range(start, start + blocks))
 
     def _load_block(self, offset: int) -> array:
         if offset + self.cluster_size > self.host.size():

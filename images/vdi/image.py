@@ -227,7 +227,7 @@ class VdiImage(ImageBackend):
         return max(0, before - self.host.allocated_bytes())
 
     # -- status, check, info -----------------------------------------------------------------------
-    def _block_status(self, offset: int, length: int) -> BlockStatus:
+    def layer_status(self, offset: int, length: int) -> BlockStatus:
         bs = self.block_size
         block, within = divmod(offset, bs)
         entry = self.bmap[block]
@@ -300,7 +300,7 @@ class VdiImage(ImageBackend):
         if self.header.image_type == L.TYPE_FIXED:
             raise UnsupportedFeature("a fixed (static) VDI cannot have a parent", path=self.path,
                                      field="image_type")
-        self._check_relink(parent, name, fmt, FORMAT)
+        self.check_relink(parent, name, fmt, FORMAT)
         header = dict(self.header)
         header.pop("_io", None)
         header.update(link_fields(parent.header if isinstance(parent, VdiImage) else None, name, self.path))

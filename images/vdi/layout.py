@@ -1,8 +1,8 @@
 """VDI (VirtualBox) on-disk layout, defined once with construct. All integers little-endian.
 
-Sources: VirtualBox src/VBox/Storage/VDICore.h (VDIPREHEADER, VDIHEADER1/1PLUS) and qemu block/vdi.c;
-../shared/research/formats.md section 2. UUIDs are stored in Microsoft GUID byte order (the first three
-fields little-endian), i.e. Python's `uuid.UUID(bytes_le=...)`.
+Sources: VirtualBox src/VBox/Storage/VDICore.h (VDIPREHEADER, VDIHEADER1/1PLUS) and qemu block/vdi.c.
+UUIDs are stored in Microsoft GUID byte order (the first three fields little-endian), i.e. Python's
+`uuid.UUID(bytes_le=...)`.
 """
 
 from __future__ import annotations

@@ -335,7 +335,7 @@ class VhdImage(ImageBackend):
         self.host.pwrite(self.bat[block] * SECTOR + lo, bytes(bitmap[lo:hi]))
 
     # -- status and information --------------------------------------------------------------------
-    def _block_status(self, offset: int, length: int) -> BlockStatus:
+    def layer_status(self, offset: int, length: int) -> BlockStatus:
         if self.fixed:
             return BlockStatus(Status.DATA | Status.OFFSET_VALID | Status.RECURSE, length, offset)
         bs = self.block_size
@@ -381,7 +381,7 @@ class VhdImage(ImageBackend):
         the locator data after its last block (the footer moves there, the file is truncated)."""
         if self.fixed:
             raise UnsupportedFeature("a fixed VHD cannot have a parent", path=self.path, field="disk_type")
-        self._check_relink(parent, name, fmt, FORMAT)
+        self.check_relink(parent, name, fmt, FORMAT)
         host = self.host
         footer_at = max(self.free_data_offset, host.size() - L.FOOTER_SIZE)
         if parent is not None:

@@ -1,9 +1,8 @@
 """VHD (qemu-img's "vpc") on-disk layout, defined once with construct. All integers big-endian.
 
 Sources: Microsoft Virtual Hard Disk Image Format Specification (footer, dynamic disk header, BAT,
-parent locators) and qemu block/vpc.c (VHDFooter, VHDDynDiskHeader); ../shared/research/formats.md
-section 3. Both structures carry a checksum: the one's complement of the byte sum with the checksum
-field taken as zero (`checksum` below).
+parent locators) and qemu block/vpc.c (VHDFooter, VHDDynDiskHeader). Both structures carry a checksum:
+the one's complement of the byte sum with the checksum field taken as zero (`checksum` below).
 """
 
 from __future__ import annotations

@@ -1,1 +1,4 @@
-"""VHDX (Hyper-V): layout, metadata log, image backend and creation."""
+"""VHDX (Hyper-V): layout, header section, metadata log and its transactions, BAT, sector bitmaps, block
+slots, the image backend, relinking and creation."""
+
+FORMAT = "vhdx"                    # qemu-img's name for the format

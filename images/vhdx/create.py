@@ -13,7 +13,6 @@ its parent by the parent's data-write GUID and by relative and absolute paths in
 from __future__ import annotations
 
 import random
-import sys
 import uuid
 from array import array
 
@@ -21,9 +20,10 @@ from emu.errors import ImageError, UsageError
 from emu.units import parse_size
 from images.backend import backing_path
 from images.hostfile import HostFile
+from images.vhdx import FORMAT
 from images.vhdx import layout as L
+from images.vhdx.bat import SECTOR, Bat, chunk_ratio, entry_count
 from images.vhdx.headers import build_parent_locator
-from images.vhdx.image import FORMAT, SECTOR
 from images.vhdx.log import checksum
 from images.vhdx.relink import parent_locator_pairs
 
@@ -146,10 +146,8 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
     if block_size & (block_size - 1):
         raise UsageError("vhdx: block size must be a power of two")
     fixed = subformat == "fixed"
-    chunk_ratio = L.SECTORS_PER_BITMAP * SECTOR // block_size
     blocks = -(-size // block_size)
-    entries = -(-blocks // chunk_ratio) * (chunk_ratio + 1) if locator is not None \
-        else blocks + (blocks - 1) // chunk_ratio
+    entries = entry_count(blocks, chunk_ratio(block_size), locator is not None)
     bat_offset = L.HEADER_SECTION_END + log_size
     bat_length = -(-entries * 8 // L.MiB) * L.MiB
     meta_offset = bat_offset + bat_length
@@ -190,13 +188,11 @@ def create(path: str, size: int | None, options: dict[str, str], *, backing: str
             # default fixed disk has its data area reserved but every block ZERO (file offset 0), and qemu
             # appends a block at the end of the file on its first write; the whole BAT region is written
             state = L.PAYLOAD_ZERO if zero_blocks else L.PAYLOAD_FULLY_PRESENT
-            bat = array("Q", bytes(bat_length))
+            bat = Bat(array("Q", bytes(bat_length)), bat_offset, bat_length, block_size, size, differencing=False)
             for block in range(blocks):
                 offset = data_offset + block * block_size if state == L.PAYLOAD_FULLY_PRESENT else 0
-                bat[block + block // chunk_ratio] = offset | state
-            if sys.byteorder == "big":
-                bat.byteswap()
-            host.pwrite(bat_offset, bat.tobytes())
+                bat.entries[bat.index(block)] = offset | state
+            host.pwrite(bat_offset, bat.encode(0, len(bat.entries)))
         host.pwrite(meta_offset, metadata)
     except OSError as exc:
         raise ImageError(f"cannot create: {exc.strerror}", path=path) from None

@@ -1,7 +1,8 @@
 """The VHDX header section and metadata region: headers, region table, metadata items, parent locator.
 
 Parsing here validates bounds and checksums before anything is allocated from what the file claims
-([MS-VHDX] 2.2 and 2.6); `images.vhdx.image` builds the disk from the result.
+([MS-VHDX] 2.2 and 2.6); `images.vhdx.image` builds the disk from the result. `Headers` is the pair of
+header copies of an open file, which every change of its GUIDs rewrites.
 """
 
 from __future__ import annotations
@@ -41,6 +42,45 @@ def read_headers(host: HostFile) -> tuple[int, list]:
     return (0 if a.sequence_number > b.sequence_number else 1), headers
 
 
+class Headers:
+    """The two header copies of an open file and which one is current ([MS-VHDX] 2.2.2.1).
+
+    A rewrite replaces the other copy with the next sequence number, twice, so that both copies are valid
+    and current afterwards; each write is flushed before the next, so a crash leaves one valid copy. Every
+    rewrite records this session's file-write GUID."""
+
+    def __init__(self, host: HostFile) -> None:
+        self.host = host
+        self.current, self.copies = read_headers(host)
+        self.session_guid = uuid.uuid4().bytes_le
+
+    @property
+    def active(self):
+        return self.copies[self.current]
+
+    def rewrite(self, *, data_guid: bool = False, log_guid: bytes | None = None) -> None:
+        """A new data-write GUID (the first change after opening) and/or a log GUID (set while a log entry
+        is being applied, ZERO_GUID once it is)."""
+        new_data_guid = uuid.uuid4().bytes_le if data_guid else None
+        for _ in range(2):
+            target = 1 - self.current
+            header = dict(self.copies[self.current])
+            header.pop("_io", None)
+            header["sequence_number"] += 1
+            header["file_write_guid"] = self.session_guid
+            if new_data_guid is not None:
+                header["data_write_guid"] = new_data_guid
+            if log_guid is not None:
+                header["log_guid"] = log_guid
+            raw = bytearray(self.host.pread(L.HEADER_OFFSETS[target], L.HEADER_AREA))
+            raw[:L.HEADER.sizeof()] = L.HEADER.build(header)
+            raw[4:8] = checksum(raw).to_bytes(4, "little")
+            self.host.pwrite(L.HEADER_OFFSETS[target], raw)
+            self.host.sync()
+            self.copies[target] = L.HEADER.parse(raw)
+            self.current = target
+
+
 def read_regions(host: HostFile) -> tuple[object, object]:
     """(BAT region, metadata region) from the first valid region table copy."""
     problem = "bad checksum"
@@ -66,6 +106,21 @@ def read_regions(host: HostFile) -> tuple[object, object]:
             raise InvalidImage("region table lacks the BAT or the metadata region", field="region_table")
         return found[L.BAT_GUID], found[L.METADATA_GUID]
     raise InvalidImage(f"no valid region table ({problem} in both copies)", field="region_table")
+
+
+def check_regions(bat, meta, header) -> None:
+    """The log (from the header), BAT and metadata regions lie after the header section, 4 KiB aligned, and
+    do not overlap."""
+    spans = [("log", header.log_offset, header.log_length), ("BAT", bat.file_offset, bat.length),
+             ("metadata", meta.file_offset, meta.length)]
+    for name, start, length in spans[1:]:
+        if start < L.HEADER_SECTION_END or length % L.LOG_SECTOR or length == 0:
+            raise InvalidImage(f"{name} region at {start}, {length} bytes: inside the header section or not "
+                               "4 KiB aligned", field="region_table")
+    for i, (name, start, length) in enumerate(spans):
+        for other, ostart, olength in spans[i + 1:]:
+            if start < ostart + olength and ostart < start + length and length and olength:
+                raise InvalidImage(f"the {name} and {other} regions overlap", field="region_table")
 
 
 def read_metadata(host: HostFile, region) -> dict[bytes, bytes]:
@@ -135,6 +190,17 @@ def parse_parent_locator(data: bytes) -> dict[str, str]:
     if "parent_linkage" not in pairs:
         raise InvalidImage("parent locator has no parent_linkage", field="parent_locator")
     return pairs
+
+
+def locator_path(pairs: dict[str, str]) -> str | None:
+    """Where a parent locator says the parent is, as a backing file name: the relative path, else the
+    absolute or volume path, with forward slashes."""
+    for key in ("relative_path", "absolute_win32_path", "volume_path"):
+        value = pairs.get(key)
+        if value:
+            value = value.replace("\\", "/")
+            return value[2:] if value.startswith("./") else value
+    return None
 
 
 def build_parent_locator(pairs: dict[str, str]) -> bytes:

@@ -13,24 +13,25 @@ every chunk, the last chunk included. Made standalone, a partially present block
 present with the sectors it did not hold zeroed first (they read zeros now, not the parent's data),
 and the sector-bitmap blocks are released. A dynamic disk that gets a parent keeps its blocks:
 NOT_PRESENT ones read from the parent from then on, ZERO and UNMAPPED ones keep reading zeros.
+
+This module rewrites the file; `VhdxImage.set_backing` checks the request and keeps the image's own view
+of its parent in step.
 """
 
 from __future__ import annotations
 
 import os
 from array import array
-from typing import TYPE_CHECKING
 
 from emu.errors import UnsupportedFeature, UsageError
-from images.backend import ImageBackend, backing_path
+from images.backend import backing_path
+from images.hostfile import HostFile
 from images.vhdx import layout as L
-from images.vhdx.headers import build_parent_locator, format_guid, parse_parent_locator, read_regions
+from images.vhdx.bat import PAGE, Bat, entry_count
+from images.vhdx.bitmaps import SectorBitmaps
+from images.vhdx.headers import format_guid, read_regions
+from images.vhdx.transaction import LogWriter, Transaction
 
-if TYPE_CHECKING:
-    from images.vhdx.image import VhdxImage
-
-FORMAT = "vhdx"
-PAGE = L.LOG_SECTOR
 MAX_LOCATOR_VALUE = 0xFFFF          # key/value lengths are 16-bit byte counts of UTF-16LE
 
 
@@ -49,50 +50,35 @@ def parent_locator_pairs(path: str, name: str, data_write_guid: bytes) -> dict[s
     return pairs
 
 
-def set_backing(image: VhdxImage, parent: ImageBackend | None, name: str | None, fmt: str | None) -> None:
-    if image.fixed:
-        raise UnsupportedFeature("a fixed VHDX (LeaveBlockAllocated) cannot have a parent", path=image.path,
-                                 field="file_parameters")
-    image._check_relink(parent, name, fmt, FORMAT)
-    locator = None
-    if parent is not None and name is not None:
-        locator = build_parent_locator(parent_locator_pairs(image.path, name, parent.data_write_guid))
-    host = image.host
+def rewrite_link(host: HostFile, bat: Bat, bitmaps: SectorBitmaps, writer: LogWriter, locator: bytes | None,
+                 path: str) -> None:
+    """Write the parent locator (None: none, the disk becomes standalone) and HasParent into the metadata
+    region and reshape the BAT for the new kind of disk, in one transaction. On failure the BAT in memory
+    is as before; on success the sector-bitmap blocks a standalone disk no longer uses are punched."""
     _, region = read_regions(host)
     old = host.pread(region.file_offset, region.length)
-    new = _metadata_with(bytearray(old), region.length, locator, image.path)
-    pages = {region.file_offset + at: bytes(new[at:at + PAGE]) for at in range(0, region.length, PAGE)
-             if new[at:at + PAGE] != old[at:at + PAGE]}
-    bat = array("Q", image.bat)
+    new = _metadata_with(bytearray(old), region.length, locator, path)
+    tx = Transaction(writer)
+    for at in range(0, region.length, PAGE):
+        if new[at:at + PAGE] != old[at:at + PAGE]:
+            tx.stage(region.file_offset + at, bytes(new[at:at + PAGE]))
+    saved = array("Q", bat.entries)
     try:
-        released = _relink_bat(image, to_diff=locator is not None, pages=pages)
-        image._commit(pages)
+        released = _reshape_bat(host, bat, bitmaps, to_diff=locator is not None, tx=tx, path=path)
+        tx.commit()
     except BaseException:
-        image.bat = bat
+        bat.entries = saved
         raise
-    image.params = L.FILE_PARAMETERS.parse(new[_item_offset(new, L.FILE_PARAMS_GUID):][:8])
-    image.is_diff = locator is not None
-    image.locator = parse_parent_locator(locator) if locator is not None else {}
-    image._bitmaps.clear()
-    image.free_slots = None
+    bat.differencing = locator is not None
+    bitmaps.forget()
     for offset in released:
         host.punch_hole(offset, L.BITMAP_BLOCK)
-    image.backing = parent
-    image.backing_name = image._parent_path() if locator is not None else None
-    image.backing_format = FORMAT if locator is not None else None
 
 
 def _entries(table: bytearray) -> list:
     head = L.METADATA_HEADER.parse(table)
     size = L.METADATA_ENTRY.sizeof()
     return [L.METADATA_ENTRY.parse(table[32 + i * size:32 + (i + 1) * size]) for i in range(head.entry_count)]
-
-
-def _item_offset(table: bytearray, item: bytes) -> int:
-    for entry in _entries(table):
-        if entry.item_id == item:
-            return entry.offset
-    raise AssertionError("metadata item vanished")
 
 
 def _metadata_with(meta: bytearray, region_length: int, locator: bytes | None, path: str) -> bytearray:
@@ -136,51 +122,52 @@ def _metadata_with(meta: bytearray, region_length: int, locator: bytes | None, p
     return meta
 
 
-def _relink_bat(image: VhdxImage, *, to_diff: bool, pages: dict[int, bytes]) -> list[int]:
-    """BAT changes for a change of disk kind, queued as pages; returns the sector-bitmap blocks that a
+def _reshape_bat(host: HostFile, bat: Bat, bitmaps: SectorBitmaps, *, to_diff: bool, tx: Transaction,
+                 path: str) -> list[int]:
+    """BAT changes for a change of disk kind, staged in `tx`; returns the sector-bitmap blocks that a
     disk made standalone no longer uses (to punch after the commit)."""
-    if to_diff == image.is_diff:
+    if to_diff == bat.differencing:
         return []
-    ratio = image.chunk_ratio
-    chunks = -(-image.blocks // ratio)
-    diff_entries = chunks * (ratio + 1)
-    plain_entries = image.blocks + (image.blocks - 1) // ratio
+    ratio = bat.ratio
+    entries = bat.entries
+    diff_entries = entry_count(bat.blocks, ratio, True)
+    plain_entries = entry_count(bat.blocks, ratio, False)
     released: list[int] = []
     if to_diff:
-        if diff_entries * 8 > image.bat_region_length:
-            raise UnsupportedFeature(f"the BAT region ({image.bat_region_length} bytes) has no room for the "
-                                     "sector-bitmap entries of a differencing disk", path=image.path, field="bat")
-        extra = image.host.pread(image.bat_offset + len(image.bat) * 8, (diff_entries - len(image.bat)) * 8)
-        image.bat.frombytes(bytes(len(extra)))
-        changed = [i for i in range(ratio, diff_entries, ratio + 1) if image.bat[i]]
+        if diff_entries * 8 > bat.region_length:
+            raise UnsupportedFeature(f"the BAT region ({bat.region_length} bytes) has no room for the "
+                                     "sector-bitmap entries of a differencing disk", path=path, field="bat")
+        extra = host.pread(bat.offset + len(entries) * 8, (diff_entries - len(entries)) * 8)
+        entries.frombytes(bytes(len(extra)))
+        changed = [i for i in range(ratio, diff_entries, ratio + 1) if entries[i]]
         changed += [plain_entries + k for k in range(diff_entries - plain_entries) if any(extra[8 * k:8 * k + 8])]
         for index in changed:
-            image._set_entry(index, L.SB_NOT_PRESENT, 0, pages)
+            bat.set(index, L.SB_NOT_PRESENT, 0, tx)
         return released
-    for block in range(image.blocks):
-        index = image._index(block)
-        entry = image.bat[index]
+    for block in range(bat.blocks):
+        index = bat.index(block)
+        entry = entries[index]
         if entry & L.STATE_MASK == L.PAYLOAD_PARTIALLY_PRESENT:
             base = entry & L.OFFSET_MASK
-            for start, run, present in image._runs(block, 0, image._block_len(block)):
+            for start, run, present in bitmaps.runs(block, 0, bat.block_len(block)):
                 if not present:
-                    image.host.zero_range(base + start, run)
-            image._set_entry(index, L.PAYLOAD_FULLY_PRESENT, base, pages)
+                    host.zero_range(base + start, run)
+            bat.set(index, L.PAYLOAD_FULLY_PRESENT, base, tx)
     for index in range(ratio, diff_entries, ratio + 1):
-        if image.bat[index] & L.STATE_MASK == L.SB_PRESENT:
-            released.append(image.bat[index] & L.OFFSET_MASK)
-        if image.bat[index]:
-            image._set_entry(index, L.SB_NOT_PRESENT, 0, pages)
-    del image.bat[plain_entries:]
+        if entries[index] & L.STATE_MASK == L.SB_PRESENT:
+            released.append(entries[index] & L.OFFSET_MASK)
+        if entries[index]:
+            bat.set(index, L.SB_NOT_PRESENT, 0, tx)
+    del entries[plain_entries:]
     return released
 
 
-def creation_options(image: VhdxImage) -> dict[str, str]:
+def creation_options(bat: Bat, *, fixed: bool, log_length: int) -> dict[str, str]:
     """subformat, block_size, log_size, and block_state_zero=off for a disk whose blocks start NOT_PRESENT
     (dynamic) or all present (fixed): what the states of its BAT show."""
-    options = {"subformat": "fixed" if image.fixed else "dynamic", "block_size": str(image.block_size),
-               "log_size": str(image.headers[image.current].log_length)}
-    states = {image.bat[image._index(block)] & L.STATE_MASK for block in range(image.blocks)}
-    if image.is_diff or (L.PAYLOAD_NOT_PRESENT in states if not image.fixed else L.PAYLOAD_ZERO not in states):
+    options = {"subformat": "fixed" if fixed else "dynamic", "block_size": str(bat.block_size),
+               "log_size": str(log_length)}
+    states = {bat.state(block) for block in range(bat.blocks)}
+    if bat.differencing or (L.PAYLOAD_NOT_PRESENT in states if not fixed else L.PAYLOAD_ZERO not in states):
         options["block_state_zero"] = "off"
     return options

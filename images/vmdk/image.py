@@ -175,7 +175,7 @@ class VmdkImage(ImageBackend):
         parentCID ffffffff without a hint. This image's own CID is kept (its children stay linked).
         Only the descriptor sectors that change are written, in one write (one sector unless the
         descriptor outgrows 512 bytes), then flushed: a crash leaves the old link or the new one."""
-        self._check_relink(parent, name, fmt, FORMAT)
+        self.check_relink(parent, name, fmt, FORMAT)
         parent_cid = parent.cid if isinstance(parent, VmdkImage) else L.NO_PARENT_CID
         text = relink_descriptor(self.descriptor.text, parent_cid, name, self.path).encode()
         area = self.header.descriptor_size * L.SECTOR
@@ -299,7 +299,7 @@ class VmdkImage(ImageBackend):
         return True
 
     # -- status, check, info -----------------------------------------------------------------------
-    def _block_status(self, offset: int, length: int) -> BlockStatus:
+    def layer_status(self, offset: int, length: int) -> BlockStatus:
         gb = self.grain_bytes
         grain, within = divmod(offset, gb)
         n = min(length, gb - within)

@@ -2,7 +2,7 @@
 sizes and offsets in 512-byte sectors.
 
 Sources: VMware Virtual Disk Format 5.0 (SparseExtentHeader, grain directory/tables, descriptor) and
-qemu block/vmdk.c (VMDK4Header); ../shared/research/formats.md section 4.
+qemu block/vmdk.c (VMDK4Header).
 """
 
 from __future__ import annotations

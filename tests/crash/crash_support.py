@@ -777,9 +777,10 @@ def vhdi_readable_blocks(image) -> list[int]:
     parent: right for NOT_PRESENT blocks of a chunk that has a sector bitmap, not for ZERO or
     UNMAPPED blocks (which read zeros) nor where the chunk has no bitmap (it reads one at offset 0)."""
     blocks = []
-    for block in range(image.blocks):
-        state = image.bat[image._index(block)] & VL.STATE_MASK
-        bitmap = image.bat[image._bitmap_index(block)] & VL.STATE_MASK == VL.SB_PRESENT
+    bat = image.bat
+    for block in range(bat.blocks):
+        state = bat.state(block)
+        bitmap = bat.entries[bat.bitmap_index(block)] & VL.STATE_MASK == VL.SB_PRESENT
         if state in (VL.PAYLOAD_FULLY_PRESENT, VL.PAYLOAD_PARTIALLY_PRESENT) \
                 or (state == VL.PAYLOAD_NOT_PRESENT and bitmap):
             blocks.append(block)

@@ -191,14 +191,14 @@ def test_workloads_reach_the_paths_they_are_meant_to_exercise(recorded):
     # every present state, and a sector bitmap, reached the BAT
     image = open_image(diff.path, read_only=True)
     try:
-        states = {entry & VL.STATE_MASK for entry in image.bat}
-        assert image.is_diff and image.bat[image._bitmap_index(0)] & VL.STATE_MASK == VL.SB_PRESENT
+        states = {entry & VL.STATE_MASK for entry in image.bat.entries}
+        assert image.is_diff and image.bat.entries[image.bat.bitmap_index(0)] & VL.STATE_MASK == VL.SB_PRESENT
     finally:
         image.close()
     assert {VL.PAYLOAD_PARTIALLY_PRESENT, VL.PAYLOAD_FULLY_PRESENT, VL.PAYLOAD_ZERO} <= states
     dynamic = open_image(recorded("vhdx-dynamic-1m").path, read_only=True)
     try:
-        states = {entry & VL.STATE_MASK for entry in dynamic.bat}
+        states = {entry & VL.STATE_MASK for entry in dynamic.bat.entries}
     finally:
         dynamic.close()
     assert {VL.PAYLOAD_FULLY_PRESENT, VL.PAYLOAD_ZERO, VL.PAYLOAD_UNMAPPED} <= states

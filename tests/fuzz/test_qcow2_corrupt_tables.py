@@ -410,7 +410,7 @@ def test_a_header_freed_through_a_corrupt_entry_is_never_allocated_again(make_qc
     path = make_qcow2("hdr.qcow2", "64M", "-o", "cluster_size=4096")
     subprocess.run([qemu_io, "-c", "write -P 1 0 8k", path], check=True, capture_output=True)
     image = open_image(path, read_only=True)
-    l2_offset = image.l1[0] & L.L1E_OFFSET_MASK
+    l2_offset = image.meta.l1[0] & L.L1E_OFFSET_MASK
     image.close()
     patch_u64(path, l2_offset, 0x200)                 # guest cluster 0 -> host offset 0x200 (cluster 0)
     image = open_image(path, read_only=False)

@@ -217,7 +217,7 @@ def test_bad_file_signature_is_not_a_vhdx(disk):
 def test_one_bad_header_falls_back_to_the_other_as_qemu_does(disk, qemu_img, bad):
     patch_bytes(disk, HEADERS[bad] + 200, b"\x01")
     image = open_image(disk, read_only=True)
-    assert image.current == 1 - bad and image.virtual_size == 64 * MiB
+    assert image.headers.current == 1 - bad and image.virtual_size == 64 * MiB
     image.close()
     assert qemu_opens(qemu_img, disk)
     image = open_image(disk)        # a write session rewrites both headers (over the old reserved bytes, as qemu)
@@ -241,7 +241,7 @@ def test_one_bad_region_table_falls_back_to_the_other(disk, qemu_img, bad):
     """[MS-VHDX] keeps two copies for this; qemu 7.2 reads only the first and refuses when it is bad."""
     patch_bytes(disk, REGIONS[bad] + 200, b"\x01")
     image = open_image(disk, read_only=True)
-    assert image.bat_offset == BAT
+    assert image.bat.offset == BAT
     image.close()
     assert qemu_opens(qemu_img, disk) == (bad == 1)
 

@@ -518,7 +518,7 @@ def vhdx_chain(qemu_img, qemu_io) -> bytes:
 def bat_states(path: str) -> list[int]:
     image = open_image(path, read_only=True, open_backing=False)
     try:
-        return [image.bat[image._index(block)] & 7 for block in range(image.blocks)]
+        return [image.bat.state(block) for block in range(image.bat.blocks)]
     finally:
         image.close()
 
