@@ -7,20 +7,26 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from emu.errors import EmuError
 
-USAGE = """usage: emu <command> [args...]
+# (name, module, one line of help): the usage text and the dispatch both come from here, in this order
+COMMANDS = (
+    ("img", "emu.cli.img", "create, inspect, check, compare, convert and benchmark images (like qemu-img)"),
+    ("io", "emu.cli.io", "run guest I/O commands against an image through the block layer (like qemu-io)"),
+    ("replay", "emu.cli.replay",
+     "run a JSON Lines script of guest commands through an emulated controller (ide, ahci, virtio-*)"),
+    ("profiles", "emu.cli.profiles",
+     "list the device profiles (QEMU versions, the standards): every value and its source"),
+    ("demo", "emu.cli.demo", "a short walk-through: a guest writes, deletes and discards; where does the space go?"),
+)
+MODULES = {name: module for name, module, _ in COMMANDS}
 
-commands:
-  img       create, inspect, check, compare, convert and benchmark images (like qemu-img)
-  io        run guest I/O commands against an image through the block layer (like qemu-io)
-  replay    run a JSON Lines script of guest commands through an emulated controller (ide, ahci, virtio-*)
-  profiles  list the device profiles (QEMU versions, the standards): every value and its source
-  demo      a short walk-through: a guest writes, deletes and discards; where does the space go?
-
-Run 'emu <command> --help' for the options of a command."""
+USAGE = "\n".join(["usage: emu <command> [args...]", "", "commands:",
+                   *(f"  {name:<10}{summary}" for name, _, summary in COMMANDS),
+                   "", "Run 'emu <command> --help' for the options of a command."])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,22 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if args else 1
     command, rest = args[0], args[1:]
+    if command not in MODULES:
+        print(f"emu: unknown command '{command}' ({', '.join(MODULES)}; see 'emu --help')", file=sys.stderr)
+        return 1
     try:
-        if command == "img":
-            from emu.cli.img import main as run
-        elif command == "io":
-            from emu.cli.io import main as run
-        elif command == "demo":
-            from emu.cli.demo import main as run
-        elif command == "replay":
-            from emu.cli.replay import main as run
-        elif command == "profiles":
-            from emu.cli.profiles import main as run
-        else:
-            print(f"emu: unknown command '{command}' (img, io, replay, profiles, demo; see 'emu --help')",
-                  file=sys.stderr)
-            return 1
-        return run(rest)
+        return importlib.import_module(MODULES[command]).main(rest)
     except EmuError as exc:
         print(f"emu {command}: {exc}", file=sys.stderr)
         return 1

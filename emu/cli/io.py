@@ -91,12 +91,13 @@ class Session:
 
     @staticmethod
     def _pattern(value: str | bool) -> int:
+        wrong = UsageError(f"invalid pattern '{value}': expected a byte value")
         try:
             pattern = int(str(value), 0)
         except ValueError:
-            pattern = -1
+            raise wrong from None
         if not 0 <= pattern <= 0xFF:
-            raise UsageError(f"invalid pattern '{value}': expected a byte value")
+            raise wrong
         return pattern
 
     def read(self, args: list[str]) -> bool:

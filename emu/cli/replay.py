@@ -6,81 +6,21 @@
 Each script line is encoded into guest memory by the controller's guest-driver model, decoded by the
 emulated controller, executed by the device (ATA, virtio-blk, SCSI) through the block layer on the image, and
 answered with the protocol's status; one JSON line per command is printed. With --check the first outcome
-that differs from its line's "expect" ends the run with exit status 1. The script format is in emu/cli/replay_script.py
-and the README.
+that differs from its line's "expect" ends the run with exit status 1. The script format is
+`scenarios.replay.script` (and the README); sending it is `scenarios.replay.runner`.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
-from controllers.ata.device import AtaRegisters
-from emu.block import Drive, DriveOptions
-from emu.cli.common import Parser, open_for_cli
-from emu.cli.replay_script import (
-    FAMILY_OF,
-    SAM_STATUS,
-    SCSI_RESPONSE,
-    ScriptError,
-    Step,
-    blk_status,
-    mismatch,
-    named,
-    parse_script,
-)
+from emu.block import DriveOptions
+from emu.cli.common import Parser
 from emu.errors import UsageError
-from scenarios.machine import CONTROLLERS, Machine, build
 from scenarios.profiles import DEFAULT_PROFILE, NAMES, check_name
-
-def _run_ata(machine: Machine, step: Step) -> dict:
-    regs = AtaRegisters(**step.ata) if step.ata is not None else None
-    extra = {"dma": step.dma} if machine.controller == "ide" else {}
-    outcome = machine.run(machine.driver.raw(regs, step.data_out, step.data_in_len, fis=step.fis, **extra))
-    result = {"line": step.line, "status": outcome.status, "error": outcome.error, "data_in": outcome.data_in.hex()}
-    if outcome.lba is not None:
-        result["lba"] = outcome.lba
-    return result
-
-
-def _run_virtio_blk(machine: Machine, step: Step) -> dict:
-    """A line that breaks the device (NEEDS_RESET) is reported with "broken": true; the driver then resets and
-    probes the device again, as a guest's recovery would."""
-    data_out = [step.data_out] if step.data_out else []
-    outcome = machine.run(machine.driver.raw(step.header, data_out, step.data_in_len))
-    if outcome.broken and not machine.run(machine.driver.probe()):
-        raise UsageError("the virtio-blk device did not come back after a reset")
-    return {"line": step.line, "status": blk_status(outcome.status), "used_len": outcome.used_len,
-            "data_in": outcome.data_in.hex(), "broken": outcome.broken}
-
-
-def _run_scsi(machine: Machine, step: Step) -> dict:
-    """A CDB to a LUN of target 0 (or a raw request header) through virtio-scsi; a broken device is reported and
-    then reset and probed again, as for virtio-blk. Data-in is shown for a GOOD command only: after a failure the
-    guest's buffer holds nothing the device promised."""
-    data_out = [step.data_out] if step.data_out else []
-    driver = machine.driver
-    if step.cdb is not None:
-        outcome = machine.run(driver.command(step.lun, step.cdb, step.data_out or b"", step.data_in_len))
-    else:
-        outcome = machine.run(driver.raw(step.header, data_out, step.data_in_len))
-    if outcome.broken and not machine.run(driver.probe()):
-        raise UsageError("the virtio-scsi device did not come back after a reset")
-    code = outcome.sense_code
-    return {"line": step.line, "response": named(outcome.response, SCSI_RESPONSE),
-            "status": named(outcome.status, SAM_STATUS), "data_in": outcome.data_in.hex() if outcome.ok else "",
-            "residual": outcome.residual,
-            "sense": None if code is None else {"key": code.key, "asc": code.asc, "ascq": code.ascq},
-            "broken": outcome.broken}
-
-
-RUNNERS = {"ata": _run_ata, "virtio-blk": _run_virtio_blk, "scsi": _run_scsi}
-
-
-def _shown(outcome: dict) -> dict:
-    """Registers as "0x.." strings, so an outcome line can be pasted into a script as its expectation."""
-    return {key: f"{value:#04x}" if key in ("status", "error") and isinstance(value, int) else value
-            for key, value in outcome.items()}
+from scenarios.replay.runner import replay
+from scenarios.replay.script import CONTROLLERS, mismatch, outcome_line, parse_script
+from scenarios.run import guest_run
 
 
 def main(argv: list[str]) -> int:
@@ -103,30 +43,14 @@ def main(argv: list[str]) -> int:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read script {a.script}: {getattr(exc, 'strerror', None) or exc}") from None
-    steps = parse_script(text, a.script, FAMILY_OF[a.controller])
-    for step in steps:
-        if step.dma is not None and a.controller == "ahci":
-            raise ScriptError(f"{a.script}:{step.line}: dma: chooses PIO or DMA on IDE only; {a.controller} "
-                              "moves every command's data its own way")
-    image = open_for_cli(a.image, a.fmt, read_only=False)
-    drive = Drive(image, DriveOptions(discard=a.discard, detect_zeroes=a.detect_zeroes))
-    machine = None
-    try:
-        machine = build(a.controller, drive, a.profile)
-        run_step = RUNNERS[FAMILY_OF[a.controller]]
-        for step in steps:
-            try:
-                outcome = run_step(machine, step)
-            except ValueError as exc:       # the guest-driver model cannot send it (e.g. more PRDs than a table)
-                raise ScriptError(f"{a.script}:{step.line}: {exc}") from None
-            print(json.dumps(_shown(outcome)), flush=True)
+    steps = parse_script(text, a.script, a.controller)
+    options = DriveOptions(discard=a.discard, detect_zeroes=a.detect_zeroes)
+    with guest_run(a.image, a.controller, a.profile, a.fmt, options=options) as run:
+        for step, outcome in replay(run.machine, steps, a.script):
+            print(outcome_line(outcome), flush=True)
             if a.check:
                 wrong = mismatch(step.expect, outcome)
                 if wrong is not None:
                     print(f"emu replay: {a.script}:{step.line}: {wrong}", file=sys.stderr)
                     return 1
-    finally:
-        if machine is not None:
-            machine.close()
-        drive.close()
     return 0

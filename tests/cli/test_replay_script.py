@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emu.cli.replay_script import ScriptError, mismatch, parse_line, parse_script
+from scenarios.replay.runner import SENDERS
+from scenarios.replay.script import (
+    CONTROLLERS,
+    FAMILIES,
+    FAMILY_OF,
+    ScriptError,
+    mismatch,
+    parse_line,
+    parse_script,
+)
 
 
 def test_a_script_parses_registers_data_and_expectations():
@@ -16,7 +25,7 @@ def test_a_script_parses_registers_data_and_expectations():
 {"ata": {"command": 202, "count": 1, "lba": "0x10"}, "data_out": {"pattern": 165, "len": 512}}
 
 {"fis": "2780250000000040000000000800000000000000", "data_in_len": 4096, "dma": true, "expect": {"data_in": "00 01"}}
-''', "s.jsonl")
+''', "s.jsonl", "ide")
     assert [s.line for s in steps] == [3, 4, 6]
     assert steps[0].ata == {"command": 0xEC} and steps[0].expect == {"status": 0x50, "error": 0}
     assert steps[1].ata == {"command": 0xCA, "count": 1, "lba": 0x10} and steps[1].data_out == b"\xa5" * 512
@@ -45,7 +54,7 @@ def test_a_script_parses_registers_data_and_expectations():
 ])
 def test_bad_lines_are_one_line_errors_naming_the_line_and_key(line, needle):
     with pytest.raises(ScriptError) as info:
-        parse_script("\n" + line, "bad.jsonl")
+        parse_script("\n" + line, "bad.jsonl", "ide")
     message = str(info.value)
     assert message.startswith("bad.jsonl:2: ") and needle in message and "\n" not in message
 
@@ -53,7 +62,7 @@ def test_bad_lines_are_one_line_errors_naming_the_line_and_key(line, needle):
 @given(st.text(max_size=200))
 def test_any_text_parses_or_raises_a_script_error(text):
     try:
-        parse_line(text, "fuzz.jsonl", 1)
+        parse_line(text, "fuzz.jsonl", 1, FAMILY_OF["ide"])
     except ScriptError:
         pass
 
@@ -101,7 +110,7 @@ def test_bad_virtio_blk_lines_are_one_line_errors(line, needle):
 
 def test_an_ata_script_rejects_virtio_blk_lines():
     with pytest.raises(ScriptError, match="'virtio_blk' lines are for --controller virtio-blk"):
-        parse_script('{"virtio_blk": {"type": "IN"}}', "a.jsonl")
+        parse_script('{"virtio_blk": {"type": "IN"}}', "a.jsonl", "ahci")
 
 
 # -- virtio-scsi lines -----------------------------------------------------------------------------------------
@@ -110,7 +119,7 @@ def test_virtio_scsi_lines_carry_a_cdb_and_lun_or_a_raw_request():
 {"cdb": "28 00 00000010 00 0001 00", "lun": 3, "data_in_len": 512, "expect": {"status": "good", "response": 0}}
 {"request": "0001", "expect": {"response": null, "broken": true}}
 {"cdb": "00", "expect": {"status": 2, "sense": {"key": 6, "asc": "0x29", "ascq": 0}, "residual": 4}}
-''', "s.jsonl", "scsi")
+''', "s.jsonl", "virtio-scsi")
     assert steps[0].cdb == bytes.fromhex("28000000001000000100") and steps[0].lun == 3
     assert steps[0].expect == {"status": "GOOD", "response": "OK"}
     assert steps[1].header == b"\x00\x01" and steps[1].expect == {"response": None, "broken": True}
@@ -132,5 +141,19 @@ def test_virtio_scsi_lines_carry_a_cdb_and_lun_or_a_raw_request():
 ])
 def test_bad_virtio_scsi_lines_are_one_line_errors(line, needle):
     with pytest.raises(ScriptError) as info:
-        parse_script(line, "bad.jsonl", "scsi")
+        parse_script(line, "bad.jsonl", "virtio-scsi")
     assert str(info.value).startswith("bad.jsonl:1: ") and needle in str(info.value)
+
+
+def test_every_family_of_lines_has_a_sender_and_every_controller_a_family():
+    assert set(SENDERS) == {family.name for family in FAMILIES}
+    assert CONTROLLERS == ("ide", "ahci", "virtio-blk", "virtio-scsi")
+
+
+def test_only_ide_lines_choose_pio_or_dma_and_the_whole_script_is_read_first():
+    text = '{"ata": {"command": "0x20"}, "dma": false}\n{"ata": {"command": "0x20"}, "dma": true}'
+    assert [step.dma for step in parse_script(text, "d.jsonl", "ide")] == [False, True]
+    with pytest.raises(ScriptError, match="^d.jsonl:1: dma: chooses PIO or DMA on IDE only; ahci moves"):
+        parse_script(text, "d.jsonl", "ahci")
+    with pytest.raises(ScriptError, match="^d.jsonl:3: ata.command"):
+        parse_script(text + '\n{"ata": {"command": "0xzz"}}', "d.jsonl", "ahci")

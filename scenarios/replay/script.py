@@ -1,4 +1,4 @@
-"""The `emu replay` script format: JSON Lines, one guest command per line, with optional expectations.
+"""The replay script format: JSON Lines, one guest command per line, with optional expectations.
 
     {"ata": {"command": "0x25", "lba": 0, "count": 8}, "data_in_len": 4096,
      "expect": {"status": "0x50", "error": 0}}
@@ -17,8 +17,12 @@ mistake is reported as one line naming the script, the line number and the key.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from controllers.scsi.layouts import CHECK_CONDITION, GOOD
+from controllers.scsi.sense import RESERVATION_CONFLICT, TASK_SET_FULL
+from controllers.virtio import layouts as V
 from controllers.virtio.layouts import (
     BLK_S_IOERR,
     BLK_S_OK,
@@ -36,20 +40,10 @@ from controllers.virtio.layouts import (
     VIRTIO_BLK_OUTHDR,
     VIRTIO_BLK_SEGMENT,
 )
-from controllers.scsi.layouts import CHECK_CONDITION, GOOD
-from controllers.scsi.sense import RESERVATION_CONFLICT, TASK_SET_FULL
-from controllers.virtio import layouts as V
 from emu.errors import UsageError
 
 ATA_KEYS = ("command", "features", "lba", "count", "device", "control")
 COMMON_KEYS = {"data_out", "data_in_len", "expect", "comment"}
-# command keys of each controller family: exactly one of the first pair, plus the extras
-FAMILY_COMMANDS = {"ata": ("ata", "fis"), "virtio-blk": ("virtio_blk", "header"), "scsi": ("cdb", "request")}
-FAMILY_EXTRAS = {"ata": {"dma"}, "virtio-blk": set(), "scsi": {"lun"}}
-FAMILY_OF = {"ide": "ata", "ahci": "ata", "virtio-blk": "virtio-blk", "virtio-scsi": "scsi"}
-EXPECT_KEYS = {"ata": {"status", "error", "data_in", "lba"},
-               "virtio-blk": {"status", "data_in", "used_len", "broken"},
-               "scsi": {"response", "status", "sense", "data_in", "residual", "broken"}}
 MAX_TRANSFER = 32 << 20   # a replay line moves at most 32 MiB (an LBA48 command moves at most 32 MiB)
 
 BLK_TYPES = {"IN": BLK_T_IN, "OUT": BLK_T_OUT, "SCSI_CMD": BLK_T_SCSI_CMD, "FLUSH": BLK_T_FLUSH,
@@ -95,10 +89,6 @@ def named(value: int | None, names: dict[str, int]) -> str | int | None:
     if value is None:
         return None
     return next((name for name, number in names.items() if number == value), value)
-
-
-def blk_status(value: int | None) -> str | int | None:
-    return named(value, BLK_STATUS)
 
 
 def _number(value, where: str, limit: int) -> int:
@@ -218,6 +208,38 @@ def _scsi(step: Step, obj: dict, here: str) -> None:
     step.lun = _number(obj.get("lun", 0), f"{here}: lun", MAX_LUN)
 
 
+@dataclass(frozen=True)
+class Family:
+    """The line kind of the controllers that speak one protocol: what its lines hold and what they expect."""
+
+    name: str
+    controllers: tuple[str, ...]
+    commands: tuple[str, str]                   # a line holds exactly one of these
+    extras: frozenset[str]                      # further keys its lines may hold
+    parse: Callable[[Step, dict, str], None]    # the command keys into the Step
+    expect: frozenset[str]                      # what an expectation may name
+    names: dict[str, dict[str, int]] = field(default_factory=dict)     # values the protocol names, by key
+    nullable: frozenset[str] = frozenset()      # expected null: the request never completed, or no sense
+
+    def with_names(self, outcome: dict) -> dict:
+        """An outcome with the values this protocol names given by their names."""
+        return {key: named(value, self.names[key]) if key in self.names else value for key, value in outcome.items()}
+
+
+FAMILIES = (
+    Family("ata", ("ide", "ahci"), ("ata", "fis"), frozenset({"dma"}), _ata,
+           frozenset({"status", "error", "data_in", "lba"})),
+    Family("virtio-blk", ("virtio-blk",), ("virtio_blk", "header"), frozenset(), _virtio_blk,
+           frozenset({"status", "data_in", "used_len", "broken"}), {"status": BLK_STATUS},
+           frozenset({"status", "used_len"})),
+    Family("scsi", ("virtio-scsi",), ("cdb", "request"), frozenset({"lun"}), _scsi,
+           frozenset({"response", "status", "sense", "data_in", "residual", "broken"}),
+           {"status": SAM_STATUS, "response": SCSI_RESPONSE}, frozenset({"response", "status", "sense"})),
+)
+FAMILY_OF = {controller: family for family in FAMILIES for controller in family.controllers}
+CONTROLLERS = tuple(FAMILY_OF)
+
+
 def _sense(value, where: str) -> dict:
     sense = _object(value, where, SENSE_KEYS, "fields")
     if set(sense) != set(SENSE_KEYS):
@@ -225,8 +247,8 @@ def _sense(value, where: str) -> dict:
     return {key: _number(number, f"{where}.{key}", 16 if key == "key" else 256) for key, number in sense.items()}
 
 
-def _expect(value, here: str, family: str) -> dict:
-    expect = _object(value, f"{here}: expect", tuple(sorted(EXPECT_KEYS[family])), "keys")
+def _expect(value, here: str, family: Family) -> dict:
+    expect = _object(value, f"{here}: expect", tuple(sorted(family.expect)), "keys")
     out: dict = {}
     for key, want in expect.items():
         where = f"{here}: expect.{key}"
@@ -236,14 +258,10 @@ def _expect(value, here: str, family: str) -> dict:
             if not isinstance(want, bool):
                 raise ScriptError(f"{where}: expected true or false")
             out[key] = want
-        elif want is None and family != "ata" and key in ("status", "used_len", "response", "sense"):
-            out[key] = None                     # the request never completed (the device broke), or no sense
-        elif family == "virtio-blk" and key == "status":
-            out[key] = blk_status(_named(want, where, BLK_STATUS, 256))
-        elif family == "scsi" and key == "status":
-            out[key] = named(_named(want, where, SAM_STATUS, 256), SAM_STATUS)
-        elif family == "scsi" and key == "response":
-            out[key] = named(_named(want, where, SCSI_RESPONSE, 256), SCSI_RESPONSE)
+        elif want is None and key in family.nullable:
+            out[key] = None
+        elif key in family.names:
+            out[key] = named(_named(want, where, family.names[key], 256), family.names[key])
         elif key == "sense":
             out[key] = _sense(want, where)
         else:
@@ -251,10 +269,7 @@ def _expect(value, here: str, family: str) -> dict:
     return out
 
 
-_COMMAND_PARSERS = {"ata": _ata, "virtio-blk": _virtio_blk, "scsi": _scsi}
-
-
-def parse_line(text: str, where: str, line: int, family: str = "ata") -> Step | None:
+def parse_line(text: str, where: str, line: int, family: Family) -> Step | None:
     """One line of a script for a controller of `family` (None for a blank or comment line)."""
     stripped = text.strip()
     if not stripped or stripped.startswith("#"):
@@ -266,34 +281,49 @@ def parse_line(text: str, where: str, line: int, family: str = "ata") -> Step | 
         raise ScriptError(f"{here}: not JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(obj, dict):
         raise ScriptError(f"{here}: a line is a JSON object")
-    first, second = FAMILY_COMMANDS[family]
-    known = COMMON_KEYS | {first, second} | FAMILY_EXTRAS[family]
+    first, second = family.commands
+    known = COMMON_KEYS | {first, second} | family.extras
     unknown = set(obj) - known
     if unknown:
         key = sorted(unknown)[0]
-        owner = next((f for f, keys in FAMILY_COMMANDS.items() if key in keys or key in FAMILY_EXTRAS[f]), None)
+        owner = next((f for f in FAMILIES if key in f.commands or key in f.extras), None)
         if owner is not None:
-            users = " or ".join(c for c, f in FAMILY_OF.items() if f == owner)
-            raise ScriptError(f"{here}: {key!r} lines are for --controller {users}")
+            raise ScriptError(f"{here}: {key!r} lines are for --controller {' or '.join(owner.controllers)}")
         raise ScriptError(f"{here}: unknown key {key!r} (known: {', '.join(sorted(known))})")
     if (first in obj) == (second in obj):
         raise ScriptError(f"{here}: a line holds exactly one of \"{first}\" and \"{second}\"")
     step = Step(line)
-    _COMMAND_PARSERS[family](step, obj, here)
+    family.parse(step, obj, here)
     if "data_out" in obj:
         step.data_out = _data(obj["data_out"], f"{here}: data_out")
     if "data_in_len" in obj:
         step.data_in_len = _number(obj["data_in_len"], f"{here}: data_in_len", MAX_TRANSFER + 1)
-    if family == "ata" and "data_out" in obj and step.data_in_len:
+    if family.name == "ata" and "data_out" in obj and step.data_in_len:
         raise ScriptError(f"{here}: an ATA command moves data one way: data_out or data_in_len, not both")
     if "expect" in obj:
         step.expect = _expect(obj["expect"], here, family)
     return step
 
 
-def parse_script(text: str, where: str, family: str = "ata") -> list[Step]:
-    steps = [parse_line(line, where, number, family) for number, line in enumerate(text.splitlines(), 1)]
-    return [step for step in steps if step is not None]
+def parse_script(text: str, where: str, controller: str) -> list[Step]:
+    """Every command line of a script for `controller`; the whole script is read before anything runs, so a bad
+    line anywhere stops it with nothing sent. A controller of the ATA family other than IDE moves each command's
+    data its own way, so only IDE lines may choose PIO or DMA."""
+    steps = [parse_line(text_line, where, number, FAMILY_OF[controller])
+             for number, text_line in enumerate(text.splitlines(), 1)]
+    steps = [step for step in steps if step is not None]
+    for step in steps:
+        if step.dma is not None and controller != "ide":
+            raise ScriptError(f"{where}:{step.line}: dma: chooses PIO or DMA on IDE only; {controller} "
+                              "moves every command's data its own way")
+    return steps
+
+
+def outcome_line(outcome: dict) -> str:
+    """An outcome as its JSON line, registers as "0x.." strings, so it can be pasted into a script as its
+    expectation."""
+    return json.dumps({key: f"{value:#04x}" if key in ("status", "error") and isinstance(value, int) else value
+                       for key, value in outcome.items()})
 
 
 def _show(key: str, value) -> str:
