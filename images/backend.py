@@ -9,6 +9,7 @@ done once here in `block_status`, so `emu img map` prints what `qemu-img map` pr
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 
@@ -212,7 +213,7 @@ class ImageBackend:
 
     def check_writable(self) -> None:
         if self.read_only:
-            raise BlockError(1, f"{self.path}: image is read-only")  # EPERM
+            raise BlockError(errno.EPERM, f"{self.path}: image is read-only")
 
     def block_status(self, offset: int, length: int) -> BlockStatus:
         """This layer's status with QEMU's generic rules applied (block/io.c bdrv_co_block_status)."""

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 
 from emu.cli.common import Parser
-from emu.errors import BlockError
+from emu.errors import UsageError
 from emu.units import human_size, parse_size
 from scenarios import demo
 from scenarios.profiles import DEFAULT_PROFILE, NAMES, check_name
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
     check_name(a.profile)
     data, disk = parse_size(a.size), parse_size(a.disk)
     if not 0 < data <= disk:
-        raise BlockError(22, "--size must be between 1 byte and the disk size")
+        raise UsageError("--size must be between 1 byte and the disk size")
     directory = a.dir or tempfile.mkdtemp(prefix="emu-demo-")
     os.makedirs(directory, exist_ok=True)
     try:

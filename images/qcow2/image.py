@@ -12,6 +12,7 @@ mapping.py's; this module decides what each request does with them.
 
 from __future__ import annotations
 
+import errno
 import zlib
 from array import array
 
@@ -136,10 +137,10 @@ class Qcow2Image(ImageBackend):
         try:
             data = zlib.decompressobj(-12).decompress(raw, self.cluster_size)
         except zlib.error as exc:
-            raise BlockError(5, f"{self.path}: compressed cluster at guest {guest_offset:#x} is corrupt: "
+            raise BlockError(errno.EIO, f"{self.path}: compressed cluster at guest {guest_offset:#x} is corrupt: "
                                 f"{exc}") from None
         if len(data) != self.cluster_size:
-            raise BlockError(5, f"{self.path}: compressed cluster at guest {guest_offset:#x} inflates to "
+            raise BlockError(errno.EIO, f"{self.path}: compressed cluster at guest {guest_offset:#x} inflates to "
                                 f"{len(data)} bytes, not {self.cluster_size}")
         self._compressed_cache = (key, data)
         return data
