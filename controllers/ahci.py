@@ -12,7 +12,8 @@ requests it caused has passed. Non-NCQ commands of a port run one after another 
 is set and rescans from a bottom half, check_cmd / ahci_cmd_done); NCQ commands overlap, one delivery per tag.
 With `timing=None` everything completes inside the register write that issued it.
 
-Deliberate differences from QEMU, for DESIGN.md's "never crash, exact error" rule (QEMU's own outcome noted):
+Deliberate differences from QEMU, so that a bad command gets the protocol's exact error and never crashes the
+emulator (docs/architecture.md, "Exact semantics"; QEMU's own outcome noted):
 - A PRDT that is shorter than the transfer ends the command with ERR/ABRT, PxIS.OFS and TFES. (QEMU: NCQ
   raises OFS only, without a FIS; non-NCQ DMA completes 0x50 with PRDBC 0, ide_dma_cb "PRDs too short".)
 - A PRDT entry or table outside guest RAM ends the command with ERR/ABRT, PxIS.HBFS and TFES. (QEMU reads or

@@ -9,7 +9,7 @@ Port offsets are relative to the command block base (0x1F0 / 0x170): 0-7 the com
 (0x206, i.e. 0x3F6 / 0x376) the control block. Bus-master offsets are relative to this channel's 8 bytes of
 BAR4 (the secondary channel's block starts at BAR4 + 8).
 
-Deliberate differences from QEMU, each for DESIGN.md's "a failing command never touches the image":
+Deliberate differences from QEMU, each so that a failing command never touches the image (docs/architecture.md):
 - a PIO write is handed to the device once all its blocks are in (QEMU writes block by block); a range error
   still surfaces at the block where QEMU's per-block ide_sector_write check finds it, with nothing written;
 - a PRD pointing outside guest RAM fails the command (ERR+ABRT, bus-master ERROR and INTERRUPT) before any

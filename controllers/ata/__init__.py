@@ -5,7 +5,7 @@ the IDENTIFY DEVICE page. Pure encode/decode only; device behaviour lives elsewh
 Modules: `config` (AtaConfig, the device's configuration), `layouts` (construct definitions and constants),
 `codec` (struct-based codecs for the per-command records), `identify` (IDENTIFY DEVICE), `dsm` (TRIM payloads),
 `device` (AtaDevice: the command set of a hard disk, transport-independent).
-Facts and their sources: ../shared/research/controllers.md sections 1-3.
+Each module names the QEMU, Linux and standard sources of its facts.
 """
 
 from __future__ import annotations

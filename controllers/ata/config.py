@@ -1,8 +1,8 @@
 """The configuration of one emulated ATA disk: every behaviour that differs between devices is a field here.
 
 Profiles (QEMU releases, the strict ATA/ACS reading) are nothing but `AtaConfig` values, each with its own
-source; no code anywhere compares hypervisor versions. Facts: ../shared/research/controllers.md section 1
-(QEMU 8.2.1 `hw/ide/core.c` `ide_identify`, `hw/ide/qdev.c`; ide_identify is unchanged since 7.2).
+source; no code anywhere compares hypervisor versions. Facts: QEMU 8.2.1 `hw/ide/core.c` `ide_identify`,
+`hw/ide/qdev.c` (ide_identify is unchanged since 7.2).
 """
 
 from __future__ import annotations
@@ -36,17 +36,18 @@ class AtaConfig:
     # Volatile write cache enabled at power-on, word 85 bit 5 (QEMU: blk_enable_write_cache, cache=writeback).
     write_cache: bool = True
     # DATA SET MANAGEMENT with TRIM advertised, word 169 bit 0 (QEMU: discard_granularity != 0; machine
-    # types pc-*-1.4 and older force it off, controllers.md 1.7).
+    # types pc-*-1.4 and older force it off, hw/i386/pc.c pc_compat_1_4 since bf3caa3dc1).
     trim: bool = True
     # Deterministic read after TRIM (DRAT), word 69 bit 14 (QEMU sets it exactly when TRIM is advertised).
     drat: bool = True
-    # Read zeroes after TRIM (RZAT), word 69 bit 5 (QEMU never sets it; controllers.md 1.1 and 9.1).
+    # Read zeroes after TRIM (RZAT), word 69 bit 5 (QEMU's ide_identify never sets it).
     rzat: bool = False
     # Maximum 512-byte blocks of LBA range entries per DSM command, word 105 (QEMU reports 0 = not reported,
     # and does not enforce any limit; ACS aborts a DSM whose COUNT exceeds it).
     max_dsm_blocks: int = 0
     # Error register bit for a read/write past the capacity: "abrt" (QEMU ide_sect_range_ok -> ABRT) or
-    # "idnf" (ACS: ID NOT FOUND). TRIM ranges past the capacity are ABRT in both (controllers.md 1.4, 1.6).
+    # "idnf" (ACS: ID NOT FOUND). TRIM ranges past the capacity are ABRT in both (QEMU ide_issue_trim_cb ->
+    # ide_dma_error; the ACS rule as QEMU commit 947858b0ba quotes it).
     out_of_range_error: OutOfRangeError = "abrt"
     # Nominal media rotation rate, word 217: 0 = not reported (QEMU default), 1 = non-rotating (SSD).
     rotation_rate: int = 0

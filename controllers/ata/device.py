@@ -4,13 +4,12 @@ PIIX IDE (task-file ports + bus-master DMA) and AHCI (H2D FIS + PRDT) both reduc
 command-block registers; this module decides what those registers mean. A transport asks `plan(regs)` for the
 data phase, moves the bytes (guest memory <-> buffer), and calls `execute(regs, data_out)` for the status,
 error and read data. Behaviour follows QEMU 7.2 `hw/ide/core.c` (ide_cmd_table, ide_sector_read/write,
-ide_dma_cb, ide_issue_trim_cb, cmd_set_features) and `hw/ide/ahci.c` (process_ncq_command) as
-../shared/research/controllers.md sections 1.1-1.7 describe them; every difference between hypervisors or the
-standard is a field of `AtaConfig`, never a version check here.
+ide_dma_cb, ide_issue_trim_cb, cmd_set_features) and `hw/ide/ahci.c` (process_ncq_command); every difference
+between hypervisors or the standard is a field of `AtaConfig`, never a version check here.
 
 One deliberate difference from QEMU: QEMU checks the LBA range per PIO block / DMA scatter-gather chunk, so an
 out-of-range PIO/DMA transfer can write its first chunks before failing. Here the whole range is checked before
-the image is touched, so a failing command never changes the image (DESIGN.md "Exact semantics").
+the image is touched, so a failing command never changes the image (docs/architecture.md, "Exact semantics").
 """
 
 from __future__ import annotations

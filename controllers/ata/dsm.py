@@ -1,6 +1,6 @@
 """DATA SET MANAGEMENT (TRIM) payloads: 8-byte LBA Range Entries in whole 512-byte blocks.
 
-Wire format (ACS-2/3, controllers.md 1.4; layout `layouts.DSM_RANGE_ENTRY`): little-endian u64 per entry,
+Wire format (ACS-2/3 DATA SET MANAGEMENT; layout `layouts.DSM_RANGE_ENTRY`): little-endian u64 per entry,
 bits 47:0 the starting LBA, bits 63:48 the length in sectors (at most 65535); a length of 0 marks an unused
 entry. COUNT of the command is the number of 512-byte blocks. Decoding follows QEMU's ide_issue_trim: walk
 whole 8-byte entries in order, skip zero-length ones; range checks are the device's business, not this one's.

@@ -1,7 +1,7 @@
 """The 512-byte IDENTIFY DEVICE page: built from an `AtaConfig`, read back the way Linux libata reads it.
 
-`build_identify` writes the words QEMU's `ide_identify` (hw/ide/core.c, 7.2 to 8.2.1) fills for `ide-hd`
-(controllers.md 1.1), taking every value that differs between devices from the config. `parse_identify`
+`build_identify` writes the words QEMU's `ide_identify` (hw/ide/core.c, 7.2 to 8.2.1) fills for `ide-hd`,
+taking every value that differs between devices from the config. `parse_identify`
 decodes a page with the rules of Linux `include/linux/ata.h` (ata_id_has_trim, ata_id_major_version, ...),
 which is what a guest driver believes about the disk.
 """

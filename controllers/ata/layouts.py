@@ -1,6 +1,6 @@
 """ATA, SATA FIS, AHCI and IDE bus-master layouts, defined once with construct, and their constants.
 
-Sources (facts in ../shared/research/controllers.md sections 1-3; field names are the specs'):
+Sources (field names are the specs'):
 - ATA/ACS command set and registers: QEMU 8.2.1 `include/hw/ide/internal.h`, `hw/ide/core.c`; Linux
   `include/linux/ata.h`.
 - SATA FIS layouts: SATA 3.x section 10.5, as QEMU `hw/ide/ahci-internal.h` (NCQFrame, SDBFIS) and libqos
@@ -45,7 +45,7 @@ LBA48_LIMIT = 1 << 48
 
 
 # ----------------------------------------------------------------------------------------------------------
-# ATA command opcodes QEMU's ide_cmd_table handles (ACS-2 numbering; controllers.md 1.3, internal.h WIN_*)
+# ATA command opcodes QEMU's ide_cmd_table handles (ACS-2 numbering; internal.h WIN_*)
 # ----------------------------------------------------------------------------------------------------------
 
 class AtaCommand(IntEnum):
@@ -71,7 +71,7 @@ class AtaCommand(IntEnum):
     READ_VERIFY_SECTORS_EXT = 0x42
     READ_FPDMA_QUEUED = 0x60        # NCQ, AHCI only
     WRITE_FPDMA_QUEUED = 0x61
-    NCQ_NON_DATA = 0x63             # recognised by QEMU's AHCI, never executed (controllers.md 2.6)
+    NCQ_NON_DATA = 0x63             # recognised by QEMU's AHCI, never executed (ahci.c process_ncq_command)
     SEND_FPDMA_QUEUED = 0x64
     RECEIVE_FPDMA_QUEUED = 0x65
     SEEK = 0x70
@@ -118,7 +118,7 @@ SETFEATURES_WC_OFF = 0x82           # QEMU also flushes
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Status and error registers (internal.h *_STAT / *_ERR, Linux ata.h ATA_*; controllers.md 1.6)
+# Status and error registers (internal.h *_STAT / *_ERR, Linux ata.h ATA_*)
 # ----------------------------------------------------------------------------------------------------------
 
 STATUS_ERR = 0x01                   # an error; details in the error register
@@ -226,7 +226,7 @@ ATA_TASKFILE = Struct(
 
 
 def decode_lba(taskfile, *, lba48: bool, heads: int = 16, sectors: int = 63) -> int:
-    """The sector a command addresses, as QEMU's ide_get_sector reads the registers (controllers.md 1.2).
+    """The sector a command addresses, as QEMU's ide_get_sector (hw/ide/core.c) reads the registers.
 
     Device bit 6 set: LBA48 uses all 48 bits; LBA28 takes bits 27:24 from device bits 3:0. Bit 6 clear: CHS,
     cylinder = LBA mid/high, head = device bits 3:0, sector = LBA low (1-based), with the given geometry.
@@ -358,7 +358,7 @@ ATA_SDB_FIS = _Flat(Struct(
 
 
 def ncq_fields(fis) -> dict:
-    """The re-purposed Register H2D FIS fields of an NCQ command (ahci-internal.h NCQFrame, controllers.md 1.5).
+    """The re-purposed Register H2D FIS fields of an NCQ command (SATA FPDMA QUEUED; QEMU ahci-internal.h NCQFrame).
 
     FEATURES = sector count (0 -> 65536); COUNT 7:3 = tag, bit 0 = RARC, 15:14 = priority; COUNT 12:8 = the
     SEND/RECEIVE FPDMA subcommand; DEVICE bit 7 = FUA; AUXILIARY bit 0 = TRIM for SEND FPDMA QUEUED DSM.
@@ -377,7 +377,7 @@ def ncq_fields(fis) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# AHCI HBA memory (AHCI 1.3 section 3; QEMU ahci-internal.h, libqos ahci.h; controllers.md 2.2-2.3)
+# AHCI HBA memory (AHCI 1.3 section 3; QEMU ahci-internal.h, libqos ahci.h)
 # ----------------------------------------------------------------------------------------------------------
 
 AHCI_MEM_BAR_SIZE = 0x1000          # QEMU maps 4 KiB at BAR5 (ABAR)
@@ -539,7 +539,7 @@ SERR_DEV_XCHG = 1 << 26
 
 
 # ----------------------------------------------------------------------------------------------------------
-# AHCI command list, command table, PRDT, received-FIS area (AHCI 1.3 section 4; controllers.md 2.4)
+# AHCI command list, command table, PRDT, received-FIS area (AHCI 1.3 section 4; QEMU ahci-internal.h AHCICmdHdr)
 # ----------------------------------------------------------------------------------------------------------
 
 AHCI_CMD_HEADER_SIZE = 32
@@ -635,7 +635,7 @@ AHCI_RECEIVED_FIS = Struct(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Legacy IDE (PIIX3/PIIX4): ports and SFF-8038i bus-master DMA (controllers.md 3)
+# Legacy IDE (PIIX3/PIIX4): ports and SFF-8038i bus-master DMA (QEMU hw/ide/core.c, pci.c, piix.c)
 # ----------------------------------------------------------------------------------------------------------
 
 IDE_PRIMARY_CMD = 0x1F0             # command block, 8 ports
@@ -690,7 +690,7 @@ def bm_prd_length(byte_count: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# DATA SET MANAGEMENT range entries and the IDENTIFY page (controllers.md 1.1, 1.4)
+# DATA SET MANAGEMENT range entries (ACS-2/3) and the IDENTIFY page (QEMU hw/ide/core.c ide_identify)
 # ----------------------------------------------------------------------------------------------------------
 
 DSM_RANGE_ENTRY_SIZE = 8

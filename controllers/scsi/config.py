@@ -2,8 +2,8 @@
 QEMU's scsi-hd and SBC-3/SPC-4, is a field here; profiles (scenarios/profiles/scsi.py) are values of it.
 
 Sizes that QEMU configures in bytes (qdev properties max_unmap_size, max_io_size, discard_granularity) stay in
-bytes and are divided by the block size where a page reports them, as QEMU does. Facts:
-../shared/research/controllers.md section 5 and QEMU 7.2 hw/scsi/scsi-disk.c.
+bytes and are divided by the block size where a page reports them, as QEMU does. Facts: QEMU 7.2
+hw/scsi/scsi-disk.c, hw/scsi/emulation.c (scsi_emulate_block_limits) and scsi/utils.c.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class ScsiDiskConfig:
 
     # -- logical block provisioning (READ CAPACITY(16), VPD B0h/B2h) --
     lbpme: bool = True                   # QEMU: discard_granularity != 0
-    lbprz: bool = False                  # QEMU never sets it (controllers.md 9.1)
+    lbprz: bool = False                  # QEMU never sets it (scsi-disk.c READ CAPACITY(16))
     lbpu: bool = True                    # VPD B2h: UNMAP supported
     lbpws: bool = True                   # VPD B2h: WRITE SAME(16) with UNMAP supported
     lbpws10: bool = True                 # VPD B2h: WRITE SAME(10) with UNMAP supported
@@ -99,8 +99,9 @@ class ScsiDiskConfig:
     # "write": zero blocks go to write-zeroes (MAY_UNMAP with UNMAP), other data is written; "discard-if-unmap":
     # QEMU 1.4, only UNMAP = 1 is accepted and the range is discarded whatever the data.
     write_same: WriteSameMode = "write"
-    # NDOB: "zero" (SBC-3 r35: no data-out, zeroes), "no-op" (QEMU 7.2: transfer length 0 completes the
-    # command GOOD before the handler runs, controllers.md 9.13), "ignored" (bit not decoded, one block sent).
+    # NDOB: "zero" (SBC-3 r35: no data-out, zeroes), "no-op" (QEMU 7.2 hw/scsi/scsi-bus.c scsi_req_xfer: transfer
+    # length 0 completes the command GOOD before the handler runs; seen on 7.2.22), "ignored" (bit not decoded, one
+    # block sent).
     write_same_ndob: NdobMode = "no-op"
 
     # -- VERIFY and SYNCHRONIZE CACHE --

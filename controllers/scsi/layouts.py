@@ -8,7 +8,7 @@ Reserved and obsolete bits are `Padding` (QEMU's scsi-disk ignores them, and SPC
 Sources: SBC-3 (T10/BSR INCITS 514 r35) and SBC-4 r15 for the block commands, VPD pages B0h/B1h/B2h and the
 caching page; SPC-4 r37 for INQUIRY, MODE SENSE/SELECT, REPORT LUNS, REPORT SUPPORTED OPERATION CODES, REQUEST
 SENSE and sense data; cross-checked with QEMU 7.2 hw/scsi/scsi-disk.c, scsi/utils.c and libiscsi's
-scsi-lowlevel.c unmarshallers (../shared/research/controllers.md sections 5 and 8.5).
+lib/scsi-lowlevel.c unmarshallers (scsi_inquiry_unmarshall_block_limits and its siblings).
 Hot paths decode READ/WRITE CDBs with `codec.py` instead, checked against these definitions by the tests.
 """
 

@@ -1,9 +1,8 @@
 """SCSI sense data: the named conditions the disk reports, fixed and descriptor formats, and backend errors.
 
-Conditions and their key/ASC/ASCQ are SPC-4's (annex D / table 28), with QEMU's names from scsi/utils.c
-(controllers.md 5.5). QEMU builds fixed sense of 18 bytes (additional length 10) and descriptor sense of 8
-bytes (no descriptors) in scsi_build_sense_buf; the builders here produce the same bytes through the one
-layout definition of each format.
+Conditions and their key/ASC/ASCQ are SPC-4's (annex D / table 28), with QEMU's names from scsi/utils.c. QEMU
+builds fixed sense of 18 bytes (additional length 10) and descriptor sense of 8 bytes (no descriptors) in
+scsi_build_sense_buf; the builders here produce the same bytes through the one layout definition of each format.
 """
 
 from __future__ import annotations
@@ -98,7 +97,7 @@ def decode(data: bytes) -> Sense:
     return Sense(data[2] & 0x0F, data[12], data[13])
 
 
-# QEMU scsi_sense_from_errno (scsi/utils.c, 7.2 and 8.2.1; controllers.md 5.6): status and sense for a
+# QEMU scsi_sense_from_errno (scsi/utils.c, 7.2 and 8.2.1): status and sense for a
 # backend errno under the default error policy (report). EBADE/ENODATA/EREMOTEIO are Linux-only in QEMU.
 _ERRNO_STATUS = {errno.EDOM: TASK_SET_FULL, errno.EBADE: RESERVATION_CONFLICT}
 _ERRNO_SENSE = {

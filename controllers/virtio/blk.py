@@ -1,8 +1,8 @@
 """virtio-blk over a Drive: request decoding, validation and status exactly as QEMU's virtio-blk does it.
 
-Facts: ../shared/research/controllers.md 4.1-4.4 and 9; QEMU hw/block/virtio-blk.c (virtio_blk_handle_request,
-virtio_blk_sect_range_ok, virtio_blk_handle_discard_write_zeroes, virtio_blk_update_config, virtio_blk_get_features,
-virtio_blk_set_status, virtio_blk_reset), hw/block/virtio-blk-common.c (exposed config size); virtio 1.2 5.2.
+Facts: QEMU 8.2.1 hw/block/virtio-blk.c (virtio_blk_handle_request, virtio_blk_sect_range_ok,
+virtio_blk_handle_discard_write_zeroes, virtio_blk_update_config, virtio_blk_get_features, virtio_blk_set_status,
+virtio_blk_reset), hw/block/virtio-blk-common.c (exposed config size); virtio 1.2 5.2.
 
 A request is a 16-byte header in the readable side, its data, and a status byte: the last byte of the writable
 side. Framing errors (no readable or no writable buffer, a header shorter than 16 bytes, a DISCARD / WRITE_ZEROES

@@ -1,13 +1,14 @@
 """virtio layouts, defined once with construct, their constants, and struct codecs for the per-request records.
 
-Sources (facts in ../shared/research/controllers.md section 4; field names are the spec's):
+Sources (field names are the spec's):
 - virtio 1.2 (OASIS virtio-v1.2-cs01): 2.1 device status, 2.7 split virtqueues (descriptor table, available and
   used rings, event index), 4.1.4.3 the PCI common configuration structure, 5.2 the block device (config space,
   request header, discard / write-zeroes segment, types and statuses), 5.6 the SCSI host device (config space,
   command request / response, control queue TMF and AN, event queue), 6 reserved feature bits.
 - QEMU 8.2.1 `include/standard-headers/linux/virtio_ring.h`, `virtio_blk.h`, `virtio_scsi.h`, `virtio_pci.h` (the
   same numbers, as QEMU and Linux compile them); `hw/virtio/virtio-pci.c` for the BAR layout QEMU gives a modern
-  function. virtio-scsi facts: ../shared/research/controllers.md section 6.
+  function; `hw/block/virtio-blk-common.c` for the exposed config size; `hw/scsi/virtio-scsi.c` for the virtio-scsi
+  config limits.
 
 All integers are little-endian (virtio 1.x is always LE). The fast codecs at the end are plain `struct.Struct`s
 with the same field order as their construct definitions; tests/unit/test_virtio_layouts.py checks them byte for
@@ -212,7 +213,7 @@ def common_cfg_offset(name: str) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# virtio-blk (virtio 1.2 section 5.2; virtio_blk.h; controllers.md 4.2-4.3)
+# virtio-blk (virtio 1.2 section 5.2; virtio_blk.h)
 # ----------------------------------------------------------------------------------------------------------
 
 SECTOR_SIZE = 512                   # virtio-blk sectors are 512 bytes whatever blk_size says
@@ -300,7 +301,7 @@ BLK_SEGMENT_SIZE = 16
 GET_ID_PAGE = Bytes(BLK_ID_BYTES)
 
 # ----------------------------------------------------------------------------------------------------------
-# virtio-scsi (virtio 1.2 section 5.6; virtio_scsi.h; controllers.md 6)
+# virtio-scsi (virtio 1.2 section 5.6; virtio_scsi.h)
 # ----------------------------------------------------------------------------------------------------------
 
 SCSI_F_INOUT = 0                    # one request may carry data-out and data-in

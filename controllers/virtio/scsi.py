@@ -1,9 +1,9 @@
 """virtio-scsi over ScsiDisk logical units: one target, framing, LUN addressing, responses, TMF, AN and events.
 
-Facts: ../shared/research/controllers.md section 6 and 8.4; QEMU 7.2 hw/scsi/virtio-scsi.c (virtio_scsi_parse_req,
-virtio_scsi_handle_cmd_req_prepare, virtio_scsi_command_complete, virtio_scsi_do_tmf, virtio_scsi_handle_ctrl_req,
-virtio_scsi_push_event, virtio_scsi_get_config / _set_config / _reset); virtio 1.2 section 5.6. What the SCSI bus
-does for the target (which LU answers, missing LUNs, unit attentions) is controllers/scsi/target.py.
+Facts: QEMU 7.2 hw/scsi/virtio-scsi.c (virtio_scsi_parse_req, virtio_scsi_handle_cmd_req_prepare,
+virtio_scsi_command_complete, virtio_scsi_do_tmf, virtio_scsi_handle_ctrl_req, virtio_scsi_push_event,
+virtio_scsi_get_config / _set_config / _reset) and tests/qtest/virtio-scsi-test.c; virtio 1.2 section 5.6. What
+the SCSI bus does for the target (which LU answers, missing LUNs, unit attentions) is controllers/scsi/target.py.
 
 Queues: 0 control, 1 event, 2.. requests. A command is the 19-byte header plus `cdb_size` CDB bytes (readable),
 then the data-out; the 12-byte response plus `sense_size` sense bytes (writable), then the data-in. Headers shorter

@@ -1,14 +1,14 @@
 """The device side of a split virtqueue in guest RAM: pop available chains, push used elements, notification rules.
 
-Facts: virtio 1.2 section 2.7 and ../shared/research/controllers.md 4.5; the checks and their order are QEMU's
+Facts: virtio 1.2 section 2.7 and QEMU virtio_ring.h; the checks and their order are QEMU's
 (hw/virtio/virtio.c virtqueue_split_pop, virtqueue_map_desc, virtqueue_split_read_next_desc, virtqueue_get_head,
 virtqueue_num_heads, virtio_split_should_notify, virtio_init_region_cache). Every rule a driver can break raises
 `VirtioError`, whose message is QEMU's virtio_error text; the transport turns it into "device broken" (status
 NEEDS_RESET, a configuration interrupt, nothing processed until reset). Nothing here loops more often than the
 queue (or an indirect table) has entries, so no ring content can hang the device.
 
-Where the spec asks more of the device than QEMU checks, the spec is followed (DESIGN.md: exact error, never a
-silent surprise), and the difference is named here:
+Where the spec asks more of the device than QEMU checks, the spec is followed (an exact error rather than a silent
+surprise, docs/architecture.md "Exact semantics"), and the difference is named here:
 - a descriptor with both INDIRECT and NEXT is an error (spec 2.7.5.3.1 forbids it; QEMU ignores NEXT);
 - INDIRECT inside an indirect table is an error (2.7.5.3.1; QEMU reads that descriptor as a plain buffer);
 - a direct chain may end in one INDIRECT descriptor (2.7.5.3.2 says the device MUST handle it; QEMU only follows

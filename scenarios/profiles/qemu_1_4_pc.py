@@ -77,7 +77,7 @@ VIRTIO_BLK_FACTS.update({
     "discard_sector_alignment": Fact(1, f"{Q72} hw_compat_5_2: report-discard-granularity=off -> blk_size >> 9 "
                                         "(and DISCARD is not offered at all)"),
     "commands_need_feature": Fact(False, f"{Q72} virtio_blk_handle_request executes DISCARD / WRITE_ZEROES even "
-                                         "on a machine type that does not offer them (controllers.md 4.6)"),
+                                         "on a machine type that does not offer them"),
 })
 
 # -- SCSI disk (scsi-hd) and virtio-scsi HBA -------------------------------------------------------
@@ -137,7 +137,7 @@ PROFILE = Profile("qemu-1.4-pc", HYPERVISOR, (
         "QEMU 1.4.0 wrote words 60-61 as the 32-bit capacity without the 2^28-1 clamp newer QEMU applies "
         f"({Q14} ide_identify); AtaConfig has no field for it, so disks of 2^28 sectors (128 GiB) or more show "
         "the clamped value here.",
-        "pc-i440fx-1.4..1.7 were removed in QEMU 8.2 (ea985d235b, controllers.md 1.7).",
+        "pc-i440fx-1.4..1.7 were removed in QEMU 8.2 (ea985d235b).",
     )),
     FamilyProfile(AHCI, "QEMU 7.2's ICH9 AHCI HBA on the pc-1.4 machine type", AHCI_FACTS, notes=(
         "The AHCI HBA facts are QEMU 7.2's. QEMU 1.4.0's own HBA differs again (handle_cmd wrote the D2H FIS "

@@ -1,8 +1,8 @@
 """QEMU 7.2: every device family's facts, each with the source it was read from.
 
 Read from the upstream tree at the release commit (7.2.0 = b67b00e6b4: hw/ide, hw/block/virtio-blk.c, hw/virtio,
-hw/scsi, hw/core/machine.c hw_compat_*) and docs/controllers.md (sections 1, 4, 5, 6, 8 and 9). The other QEMU
-profiles state what differs from these facts, each with its own source.
+hw/scsi, hw/core/machine.c hw_compat_*, tests/qtest) and, where a fact says so, observed on Debian's QEMU 7.2.22.
+The other QEMU profiles state what differs from these facts, each with its own source.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ ATA_FACTS = {
     "trim": Fact(True, f"{Q72} hw/ide/qdev.c ide_dev_initfn: discard_granularity -1 -> 512; ide_identify "
                        "word 169 = 1 when it is non-zero"),
     "drat": Fact(True, f"{Q72} hw/ide/core.c ide_identify: word 69 = 1 << 14 when discard_granularity != 0"),
-    "rzat": Fact(False, f"{Q72} hw/ide/core.c ide_identify: word 69 bit 5 never set (controllers.md 1.1, 9.1)"),
-    "max_dsm_blocks": Fact(0, f"{Q72} hw/ide/core.c ide_identify: word 105 never written; no DSM COUNT limit "
-                              "enforced (controllers.md 1.1, 9.4)"),
+    "rzat": Fact(False, f"{Q72} hw/ide/core.c ide_identify: word 69 bit 5 never set"),
+    "max_dsm_blocks": Fact(0, f"{Q72} hw/ide/core.c ide_identify: word 105 never written; "
+                              "cmd_data_set_management enforces no COUNT limit"),
     "out_of_range_error": Fact("abrt", f"{Q72} hw/ide/core.c ide_sect_range_ok fails -> ide_rw_error / "
-                                       "ide_dma_error: ERR + ABRT, never IDNF (controllers.md 1.6)"),
+                                       "ide_dma_error: ERR + ABRT, never IDNF"),
     "rotation_rate": Fact(0, f"{Q72} hw/ide/qdev.c rotation_rate property default 0 -> word 217 = 0"),
     "physical_sector_exp": Fact(0, f"{Q72} hw/ide/core.c ide_identify: word 106 = 0x6000 | "
                                    "get_physical_block_exp (physical_block_size 512)"),
@@ -91,20 +91,19 @@ VIRTIO_BLK_FACTS = {
     "indirect_desc": Fact(True, f"{Q72} include/hw/virtio/virtio.h DEFINE_VIRTIO_COMMON_FEATURES "
                                 "indirect_desc default on"),
     "event_idx": Fact(True, f"{Q72} DEFINE_VIRTIO_COMMON_FEATURES event_idx default on"),
-    "discard": Fact(True, f"{Q72} hw/block/virtio-blk.c: DEFINE_PROP_BIT64(\"discard\", ..., true) "
-                          "(controllers.md 4.1)"),
+    "discard": Fact(True, f"{Q72} hw/block/virtio-blk.c: DEFINE_PROP_BIT64(\"discard\", ..., true)"),
     "write_zeroes": Fact(True, f"{Q72} hw/block/virtio-blk.c: DEFINE_PROP_BIT64(\"write-zeroes\", ..., true)"),
     "max_discard_sectors": Fact(4194303, f"{Q72} property max-discard-sectors default BDRV_REQUEST_MAX_SECTORS; "
                                          "virtio_blk_handle_discard_write_zeroes answers IOERR above it"),
-    "max_discard_seg": Fact(1, f"{Q72} virtio_blk_update_config: max_discard_seg = 1 (hard-coded); a payload "
-                               "over 16 bytes is UNSUPP (controllers.md 4.4)"),
+    "max_discard_seg": Fact(1, f"{Q72} virtio_blk_update_config: max_discard_seg = 1 (hard-coded); "
+                               "virtio_blk_handle_discard_write_zeroes answers UNSUPP to a payload over 16 bytes"),
     "discard_sector_alignment": Fact(1, f"{Q72} virtio_blk_update_config: discard_granularity >> 9, default "
                                         "granularity = logical block size (report-discard-granularity on)"),
     "max_write_zeroes_sectors": Fact(4194303, f"{Q72} property max-write-zeroes-sectors default "
                                               "BDRV_REQUEST_MAX_SECTORS"),
     "max_write_zeroes_seg": Fact(1, f"{Q72} virtio_blk_update_config: max_write_zeroes_seg = 1"),
     "write_zeroes_may_unmap": Fact(True, f"{Q72} virtio_blk_update_config: write_zeroes_may_unmap = 1 always, "
-                                         "even with discard=ignore (controllers.md 9.1)"),
+                                         "even with discard=ignore"),
     "commands_need_feature": Fact(False, f"{Q72} virtio_blk_handle_request dispatches DISCARD / WRITE_ZEROES "
                                          "whatever was negotiated"),
     "max_rw_sectors": Fact(4194303, f"{Q72} virtio_blk_sect_range_ok: nb_sectors > BDRV_REQUEST_MAX_SECTORS "
@@ -144,8 +143,8 @@ SCSI_FACTS = {
     "block_characteristics_vpd": Fact(True, f"{SD72} scsi_disk_emulate_vpd_page: B1h listed for TYPE_DISK"),
     "lbpme": Fact(True, f"{SD72} SAI_READ_CAPACITY_16: byte 14 = 0x80 when discard_granularity != 0 (scsi_realize "
                         "sets -1 to max(block, 4 KiB))"),
-    "lbprz": Fact(False, f"{SD72}: LBPRZ is never set (controllers.md 5.2, 9.1)"),
-    "lbpu": Fact(True, f"{SD72} VPD B2h byte 5 = 0xE0, even when discard is disabled (controllers.md 5.2)"),
+    "lbprz": Fact(False, f"{SD72}: LBPRZ is never set, neither in READ CAPACITY(16) nor in VPD B2h"),
+    "lbpu": Fact(True, f"{SD72} scsi_disk_emulate_vpd_page: B2h byte 5 = 0xE0, even when discard is disabled"),
     "lbpws": Fact(True, f"{SD72} VPD B2h byte 5 = 0xE0"),
     "lbpws10": Fact(True, f"{SD72} VPD B2h byte 5 = 0xE0"),
     "provisioning_type": Fact(2, f"{SD72} VPD B2h byte 6 = 2 (thin) when discard_granularity != 0"),
@@ -154,7 +153,8 @@ SCSI_FACTS = {
     "unmap_granularity_alignment": Fact(None, f"{Q72} hw/scsi/emulation.c scsi_emulate_block_limits: "
                                               "\"alignment is zero\", UGAVALID 0"),
     "max_unmap_bytes": Fact(GiB, f"{SD72} DEFAULT_MAX_UNMAP_SIZE 1 GiB -> MAXIMUM UNMAP LBA COUNT 2097152 at "
-                                 "512-byte blocks, above libiscsi's 1048576 bound (controllers.md 9.7)"),
+                                 "512-byte blocks, above the 1048576 bound libiscsi's test_inquiry_block_limits "
+                                 "asserts"),
     "max_unmap_descriptors": Fact(255, f"{SD72} scsi_disk_emulate_vpd_page: max_unmap_descr = 255"),
     "max_io_bytes": Fact(INT_MAX, f"{SD72} DEFAULT_MAX_IO_SIZE INT_MAX (with blk_get_max_transfer, also INT_MAX "
                                   "rounded to the request alignment) -> MAXIMUM TRANSFER LENGTH"),
@@ -162,11 +162,10 @@ SCSI_FACTS = {
                                           "transfer length"),
     "wsnz": Fact(True, f"{SD72} bl.wsnz = 1; scsi_disk_emulate_write_same refuses 0 blocks"),
     "enforce_limits": Fact(False, f"{SD72} scsi_disk_emulate_unmap / _write_same / dma_command check neither "
-                                  "descriptor count, LBA count, write same length nor transfer length "
-                                  "(controllers.md 9.4)"),
+                                  "descriptor count, LBA count, write same length nor transfer length"),
     "get_lba_status": Fact(False, f"{SD72} SERVICE_ACTION_IN_16: only SAI_READ_CAPACITY_16, else INVALID FIELD"),
     "synchronize_cache_16": Fact(False, f"{SD72} scsi_disk_reqops_dispatch has no SYNCHRONIZE_CACHE_16: "
-                                        "INVALID OPCODE (controllers.md 5.1, 9.8)"),
+                                        "INVALID OPCODE"),
     "report_supported_opcodes": Fact(False, f"{SD72}: MAINTENANCE IN is not dispatched -> INVALID OPCODE"),
     "unmap_anchor_check": Fact(True, f"{SD72} scsi_disk_emulate_unmap: ANCHOR = 1 -> INVALID FIELD"),
     "unmap_write_protect_check": Fact(True, f"{SD72} scsi_disk_emulate_unmap: !blk_is_writable -> "
@@ -179,9 +178,8 @@ SCSI_FACTS = {
                                 "blk_aio_pwrite_zeroes (MAY_UNMAP iff UNMAP), else the block written repeatedly"),
     "write_same_ndob": Fact("no-op", f"{Q72} hw/scsi/scsi-bus.c scsi_req_xfer: NDOB -> xfer 0, and "
                                      "scsi_disk_emulate_command completes a 0-byte request GOOD before the "
-                                     "handler runs; observed on 7.2.22 (controllers.md 9.13)"),
-    "verify_range_check": Fact(False, f"{SD72} scsi_disk_emulate_command VERIFY: no LBA check (controllers.md "
-                                      "5.1, 9.8)"),
+                                     "handler runs; observed on 7.2.22"),
+    "verify_range_check": Fact(False, f"{SD72} scsi_disk_emulate_command VERIFY: no LBA check"),
     "verify_bytchk": Fact("invalid-field", f"{SD72} scsi_disk_emulate_command VERIFY: buf[1] & 6 -> "
                                            "INVALID FIELD"),
     "sync_cache_range_check": Fact(False, f"{SD72} SYNCHRONIZE_CACHE: blk_aio_flush, the range is not read"),
@@ -195,7 +193,7 @@ SCSI_FACTS = {
     "mode_default_values": Fact("current", f"{SD72} mode_sense_page distinguishes only page control 1 "
                                            "(changeable); default values are the current ones"),
     "power_on_unit_attention": Fact(True, f"{SD72} scsi_disk_reset -> scsi_device_purge_requests(RESET) -> "
-                                          "UNIT ATTENTION 29h/00h (virtio-scsi qtest, controllers.md 8.4)"),
+                                          "UNIT ATTENTION 29h/00h (tests/qtest/virtio-scsi-test.c relies on it)"),
     "request_sense_unit_attention": Fact("check-condition", f"{Q72} hw/scsi/scsi-bus.c scsi_req_new: REQUEST "
                                                             "SENSE with an unreported unit attention gets "
                                                             "reqops_unit_attention"),

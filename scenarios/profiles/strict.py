@@ -39,7 +39,7 @@ ATA_FACTS.update({
                               "a larger COUNT is aborted); the value 1 is a choice: one block of 64 entries is what "
                               "Linux libata sends (ATA_MAX_TRIM_RNUM)"),
     "out_of_range_error": Fact("idnf", f"{ACS3} error outputs of the READ/WRITE commands: ID NOT FOUND when the "
-                                       "address is outside the accessible capacity (controllers.md 1.6 [std]); "
+                                       "address is outside the accessible capacity; "
                                        "DSM ranges past capacity stay ABRT"),
     "rotation_rate": Fact(0, f"{ACS3} IDENTIFY word 217: 0000h = rate not reported (choice: not claimed)"),
     "physical_sector_exp": Fact(None, f"{ACS3} IDENTIFY word 106 bit 13 means several logical sectors per "
@@ -149,7 +149,7 @@ SCSI_FACTS.update({
     "discard_granularity": Fact(4096, "choice: OPTIMAL UNMAP GRANULARITY 4 KiB, as QEMU"),
     "unmap_granularity_alignment": Fact(0, f"{SBC3}: UGAVALID 1 with alignment 0 (granules start at LBA 0)"),
     "max_unmap_bytes": Fact(512 << 20, "choice: 512 MiB, MAXIMUM UNMAP LBA COUNT 1048576 at 512-byte blocks, "
-                                       "within libiscsi test_inquiry_block_limits' bound (controllers.md 8.5)"),
+                                       "within the 1048576 bound libiscsi's test_inquiry_block_limits asserts"),
     "max_unmap_descriptors": Fact(255, "choice: 255 descriptors fill a 4 KiB parameter list, as QEMU"),
     "max_io_bytes": Fact(32 << 20, f"choice: {SBC3} MAXIMUM TRANSFER LENGTH of 32 MiB, enforced"),
     "max_write_same_bytes": Fact(512 << 20, "choice: MAXIMUM WRITE SAME LENGTH = the unmap limit, enforced"),
@@ -163,10 +163,11 @@ SCSI_FACTS.update({
     "unmap_anchor_check": Fact(True, f"{SBC3}: ANCHOR 1 with ANC_SUP 0 -> INVALID FIELD IN CDB"),
     "unmap_write_protect_check": Fact(True, f"{SBC3} write protection: DATA PROTECT / WRITE PROTECTED"),
     "unmap_length_rules": Fact("truncate", f"{SBC3}: a list of 1-7 bytes is PARAMETER LIST LENGTH ERROR; "
-                                           "an incomplete last descriptor is ignored (LIO and tcmu-runner "
-                                           "truncate likewise, controllers.md 5.3)"),
+                                           "an incomplete last descriptor is ignored (Linux target_core_sbc.c "
+                                           "sbc_execute_unmap truncates likewise; tcmu-runner ignores it too, "
+                                           "from a reading of its UNMAP code)"),
     "unmap_validate_first": Fact(True, "choice: every descriptor is checked before the first discard, so a "
-                                       "failing UNMAP changes nothing (DESIGN.md exact semantics)"),
+                                       "failing UNMAP changes nothing (emu's exact semantics, docs/architecture.md)"),
     "write_same": Fact("write", f"{SBC3}: the block is written to every LBA; zeros with UNMAP may unmap"),
     "write_same_ndob": Fact("zero", f"{SBC3} WRITE SAME(16) NDOB: no data-out, the blocks become zero "
                                     "(unmapped with UNMAP)"),

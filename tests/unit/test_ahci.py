@@ -1,5 +1,5 @@
-"""The AHCI HBA (QEMU ich9-ahci) and its Linux-style guest driver, in the spirit of QEMU's ahci-test
-(controllers.md 8.1), over real raw and qcow2 images."""
+"""The AHCI HBA (QEMU ich9-ahci) and its Linux-style guest driver, in the spirit of QEMU's
+tests/qtest/ahci-test.c, over real raw and qcow2 images."""
 
 from __future__ import annotations
 

@@ -152,7 +152,7 @@ def test_range_ending_at_capacity_is_fine(tmp_path):
 
 
 def test_qemu_bmdma_trim_scenario(tmp_path):
-    """QEMU tests/qtest/ide-test.c test_bmdma_trim (controllers.md 8.2)."""
+    """QEMU tests/qtest/ide-test.c test_bmdma_trim."""
     dev, _ = make(tmp_path)
     assert run(dev, b"\xFF" * 16 * 512, command=0xCA, lba=0, count=16, device=LBA).ok
     payload = encode_ranges([(0, 2), (6, 8)])

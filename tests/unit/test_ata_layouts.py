@@ -173,7 +173,7 @@ def test_ahci_register_offsets():
     assert L.port_register(0, L.PX_CI) == 0x138
     assert L.port_register(5, L.PX_SACT) == 0x100 + 5 * 0x80 + 0x34
     assert L.SSTS_QEMU_ATTACHED == 0x113
-    # QEMU's ICH9 CAP for 6 ports, composed from the named bits (controllers.md 2.2)
+    # QEMU's ICH9 CAP for 6 ports (hw/ide/ahci.c), composed from the named bits
     cap = 5 | 31 << L.CAP_NCS_SHIFT | 1 << L.CAP_ISS_SHIFT | L.CAP_SNCQ | L.CAP_SAM | L.CAP_S64A
     assert cap == 0xC0141F05
 

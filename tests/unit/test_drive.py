@@ -29,7 +29,7 @@ def host_bytes(path):
 
 # -- splitting ---------------------------------------------------------------------------------------
 def test_split_matches_qemus_worked_example():
-    """controllers.md 7.2: discard [1000, 200000) at 64 KiB alignment -> head, bulk, tail."""
+    """QEMU block/io.c bdrv_co_pdiscard: discard [1000, 200000) at 64 KiB alignment -> head, bulk, tail."""
     assert split(1000, 199000, 65536, 1, 0) == [(1000, 64536), (65536, 131072), (196608, 3392)]
 
 

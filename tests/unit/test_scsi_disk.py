@@ -1,6 +1,6 @@
 """The SCSI disk over real raw and qcow2 images, per profile: every command, its errors (status + key/ASC/ASCQ)
-and the image left untouched by a failing command; cases after libiscsi's test-tool and QEMU's virtio-scsi
-qtests (controllers.md 8.4, 8.5)."""
+and the image left untouched by a failing command; cases after libiscsi's test-tool and QEMU's
+tests/qtest/virtio-scsi-test.c."""
 
 from __future__ import annotations
 
@@ -219,7 +219,7 @@ def test_block_limits_page(tmp_path, profile, bs, expect):
 
 
 def test_qemu_max_unmap_lba_count_is_what_libiscsi_flags():
-    # test_inquiry_block_limits: with LBPU the count must be <= 1048576 unless 0xFFFFFFFF (controllers.md 9.7)
+    # libiscsi test_inquiry_block_limits: with LBPU the count must be <= 1048576 unless 0xFFFFFFFF
     counts = {p: scsi_disk_config(p, 1 << 20).max_unmap_blocks for p in ("qemu-7.2", "strict")}
     assert counts["qemu-7.2"] > 1048576 >= counts["strict"]
 
@@ -337,7 +337,7 @@ def test_fua_and_a_disabled_write_cache_flush(tmp_path):
 
 def test_verify_qemu_72_no_range_check_and_bytchk_refused(tmp_path):
     disk = make(tmp_path)
-    assert run(disk, cdb10(0x2F, SIZE // 512 + 10, 5)).ok                     # controllers.md 9.8
+    assert run(disk, cdb10(0x2F, SIZE // 512 + 10, 5)).ok                     # QEMU: VERIFY not range checked
     assert disk.plan(cdb10(0x2F, 0, 2, flags=0x02)) == (Direction.OUT, 1024)
     fails(run(disk, cdb10(0x2F, 0, 2, flags=0x02), pattern(2)), S.INVALID_FIELD)
 
@@ -442,11 +442,12 @@ def test_unmap_limits_are_enforced_only_by_strict(tmp_path, profile):
             fails(res, S.INVALID_PARAM)
             assert res.completions == []
         else:
-            assert res.ok                                                   # controllers.md 9.4
+            assert res.ok                                                   # QEMU enforces neither limit
 
 
 def test_qemu_large_lba_unmap_with_4k_blocks(tmp_path):
-    # virtio-scsi-test.c test_unmap_large_lba (issue #345): 4 KiB blocks, 1 GiB, LBA 0x7FFF x 0x3FF blocks
+    # virtio-scsi-test.c test_unmap_large_lba (its range check once counted 512-byte units): 4 KiB blocks, 1 GiB,
+    # LBA 0x7FFF x 0x3FF blocks
     disk = make(tmp_path, size=1 << 30, bs=4096)
     lst = unmap_list([(0x7FFF, 0x3FF)])
     assert lst[:4] == b"\x00\x16\x00\x10"
@@ -514,7 +515,7 @@ def test_write_same_ndob_is_a_no_op_on_qemu_72_and_zeroes_on_strict(tmp_path, fm
     before = image(qemu)
     assert qemu.plan(ws16(0, 8, ndob=True, unmap=True)) == (Direction.NONE, 0)
     res = run(qemu, ws16(0, 8, ndob=True, unmap=True))
-    assert res.ok and res.completions == [] and image(qemu) == before        # controllers.md 9.13
+    assert res.ok and res.completions == [] and image(qemu) == before        # as QEMU 7.2.22 does
     assert run(qemu, ws10(0, 8, ndob=True)).ok and image(qemu) == before
     strict = make(tmp_path, "strict", fmt)
     written(strict)

@@ -69,7 +69,7 @@ def test_block_limits_offsets_match_qemu_and_libiscsi():
         maximum_transfer_length=0x3FFFFF, optimal_transfer_length=0, maximum_prefetch_length=0,
         maximum_unmap_lba_count=2097152, maximum_unmap_block_descriptor_count=255, optimal_unmap_granularity=8,
         ugavalid=True, unmap_granularity_alignment=3, maximum_write_same_length=0x3FFFFF))
-    page = bytes(4) + raw                      # offsets as controllers.md 5.2 counts them, from the page start
+    page = bytes(4) + raw                      # offsets from the page start, as libiscsi's unmarshaller counts
     assert page[4] == 1 and page[8:12] == (0x3FFFFF).to_bytes(4, "big")
     assert page[20:24] == (2097152).to_bytes(4, "big") and page[24:28] == (255).to_bytes(4, "big")
     assert page[28:32] == (8).to_bytes(4, "big") and page[32:36] == bytes.fromhex("80000003")

@@ -1,5 +1,5 @@
-"""virtio-blk (QEMU hw/block/virtio-blk.c) and its Linux-style driver: QEMU's virtio-blk-test scenarios
-(controllers.md 8.3), the IOERR/UNSUPP table and order of checks (4.4), framing errors that break the device,
+"""virtio-blk (QEMU hw/block/virtio-blk.c) and its Linux-style driver: QEMU's tests/qtest/virtio-blk-test.c
+scenarios, virtio_blk_handle_request's IOERR/UNSUPP table and order of checks, framing errors that break the device,
 the profiles, and host space reclaimed by DISCARD / WRITE_ZEROES on raw and qcow2."""
 
 from __future__ import annotations

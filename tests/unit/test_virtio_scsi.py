@@ -1,6 +1,6 @@
-"""virtio-scsi (QEMU hw/scsi/virtio-scsi.c) and its Linux-style driver: layouts, QEMU's virtio-scsi qtests
-(controllers.md 8.4), LUN addressing, every response code, framing errors that break the device, TMF and AN on the
-control queue, events, configuration writes and the profiles."""
+"""virtio-scsi (QEMU hw/scsi/virtio-scsi.c) and its Linux-style driver: layouts, QEMU's qtests
+(tests/qtest/virtio-scsi-test.c), LUN addressing, every response code, framing errors that break the device, TMF
+and AN on the control queue, events, configuration writes and the profiles."""
 
 from __future__ import annotations
 
@@ -152,7 +152,8 @@ def test_qtest_unaligned_write_same(env):
 
 
 def test_qtest_large_lba_unmap_with_4k_blocks(tmp_path):
-    """virtio-scsi-test large-lba-unmap (issue #345): 4 KiB blocks, UNMAP LBA 0x7FFF x 0x3FF."""
+    """virtio-scsi-test large-lba-unmap (the range check once counted 512-byte units): 4 KiB blocks, UNMAP LBA
+    0x7FFF x 0x3FF."""
     env = make_virtio_scsi(tmp_path, size=1 << 30, block_size=4096)
     body = unmap_list((0x7FFF, 0x3FF))
     assert len(body) == 24 and body[:4] == bytes.fromhex("00160010")
