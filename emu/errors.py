@@ -68,6 +68,16 @@ class BlockError(EmuError):
         return f"{self.args[0]} ({_errno.errorcode.get(self.errno, self.errno)})"
 
 
+class DriverError(EmuError):
+    """A guest-driver model failed: the device would not come up, or refused what the driver needs to use it."""
+
+
+class DriverLayoutError(DriverError):
+    """The guest driver cannot lay this request out as the real driver would (more PRDs than one table holds,
+    sectors the disk does not advertise, partial sectors): the caller asked for something the driver never sends,
+    so nothing reached the device."""
+
+
 class GuestMemoryError(EmuError):
     """Misuse of guest RAM by a guest-driver model: a bad free, or no room left for an allocation."""
 

@@ -1,7 +1,8 @@
 """Test support shared by the property and interop tests: image variants and the reference model.
 
 The model states what a guest must read after each operation, written from the documented
-semantics (formats.md 1.7, controllers.md 7), independently of the code under test.
+semantics (docs/formats.md; QEMU 7.2 block/io.c bdrv_co_pdiscard and block/qcow2-cluster.c for what a
+discard or a zero write leaves), independently of the code under test.
 """
 
 from __future__ import annotations

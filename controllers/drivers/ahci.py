@@ -72,6 +72,7 @@ from controllers.ata.layouts import (
 )
 from controllers.drivers.config import GuestConfig, LibataConfig
 from controllers.drivers.libata import discard_dsms, lba_28_ok
+from emu.errors import DriverError, DriverLayoutError
 
 if TYPE_CHECKING:
     from controllers.ahci import AhciHba
@@ -87,7 +88,7 @@ DEF_PORT_IRQ = (PXIS_TFES | PXIS_HBFS | 1 << 28 | 1 << 27 | PXIS_OFS | 1 << 23 |
 _REPORTS_LBA = (C.READ_NATIVE_MAX_ADDRESS, C.READ_NATIVE_MAX_ADDRESS_EXT)   # answer with an LBA in the D2H FIS
 
 
-class AhciDriverError(Exception):
+class AhciDriverError(DriverError):
     """The port cannot be brought up (no device, engines that will not start)."""
 
 
@@ -147,7 +148,7 @@ class AhciDriver:
     def __init__(self, sim: Simulation, mem: GuestMemory, hba: AhciHba, irq: InterruptLine, *, guest: GuestConfig,
                  prd_bytes: int = PRD_MAX_BYTES) -> None:
         if not 2 <= prd_bytes <= PRD_MAX_BYTES or prd_bytes & 1:
-            raise ValueError(f"prd_bytes {prd_bytes} must be even and in 2..{PRD_MAX_BYTES}")
+            raise DriverLayoutError(f"prd_bytes {prd_bytes} must be even and in 2..{PRD_MAX_BYTES}")
         self.sim = sim
         self.mem = mem
         self.hba = hba
@@ -225,7 +226,7 @@ class AhciDriver:
               lba48: bool = False) -> Generator[Any, Any, AhciOutcome]:
         """WRITE FPDMA QUEUED, WRITE DMA (EXT) or WRITE SECTORS (EXT); `data` is whole sectors."""
         if not data or len(data) % SECTOR_SIZE:
-            raise ValueError(f"write of {len(data)} bytes is not whole 512-byte sectors")
+            raise DriverLayoutError(f"write of {len(data)} bytes is not whole 512-byte sectors")
         regs = _rw_registers(lba, len(data) // SECTOR_SIZE, self.libata, write=True, ncq=ncq, pio=pio, lba48=lba48)
         return (yield from self.raw(regs, data, 0))
 
@@ -254,7 +255,7 @@ class AhciDriver:
         """Several FPDMA commands at once, tags 0..n-1: ("read", lba, count) or ("write", lba, data). PxSACT is
         set for all tags, then PxCI (ahci_qc_issue); each outcome's ok says whether its tag finished."""
         if not 1 <= len(commands) <= 32:
-            raise ValueError(f"an NCQ batch holds 1..32 commands, not {len(commands)}")
+            raise DriverLayoutError(f"an NCQ batch holds 1..32 commands, not {len(commands)}")
         cmds = []
         for tag, command in enumerate(commands):
             kind, lba, arg = command
@@ -265,7 +266,7 @@ class AhciDriver:
                 regs = _rw_registers(lba, len(arg) // SECTOR_SIZE, self.libata, write=True, ncq=True, tag=tag)
                 data_out, data_in = arg, 0
             else:
-                raise ValueError(f"unknown NCQ batch command {kind!r}")
+                raise DriverLayoutError(f"unknown NCQ batch command {kind!r}")
             cmds.append(_Cmd(tag, _fis_of(regs), True, data_out, data_in))
         return (yield from self._issue(cmds))
 
@@ -276,7 +277,7 @@ class AhciDriver:
         with (address, byte count) entries, for fuzzing; a count is stored as DBC = count - 1."""
         if fis is None:
             if regs is None:
-                raise ValueError("raw() needs registers or a FIS")
+                raise DriverLayoutError("raw() needs registers or a FIS")
             fis = _fis_of(regs)
         fis = bytes(fis[:64])
         ncq = len(fis) > 2 and fis[0] == FIS_TYPE_REG_H2D and fis[2] in NCQ_COMMANDS
@@ -421,7 +422,7 @@ def _rw_registers(lba: int, count: int, libata: LibataConfig, *, write: bool, nc
     """ata_build_rw_tf: NCQ (FEATURES = count, COUNT = tag << 3), else LBA28 when lba_28_ok (the command ends below
     0FFFFFFFh, at most ATA_MAX_SECTORS), else LBA48."""
     if not 1 <= count <= 0x10000:
-        raise ValueError(f"sector count {count} is outside 1..65536")
+        raise DriverLayoutError(f"sector count {count} is outside 1..65536")
     if ncq:
         command = C.WRITE_FPDMA_QUEUED if write else C.READ_FPDMA_QUEUED
         return AtaRegisters(command, features=count & 0xFFFF, lba=lba, count=tag << 3, device=DEVICE_LBA)

@@ -44,6 +44,7 @@ from controllers.ata.layouts import (
 from controllers.drivers.config import GuestConfig
 from controllers.drivers.libata import discard_dsms, lba_28_ok
 from controllers.ide import REG_CONTROL
+from emu.errors import DriverLayoutError
 
 if TYPE_CHECKING:
     import simpy
@@ -93,7 +94,7 @@ class PiixDriver:
     def __init__(self, channel: IdeChannel, mem: GuestMemory, *, guest: GuestConfig, device: int = 0,
                  poll_interval: float = 1e-6) -> None:
         if device not in (0, 1):
-            raise ValueError(f"an IDE device is 0 (master) or 1 (slave), not {device}")
+            raise DriverLayoutError(f"an IDE device is 0 (master) or 1 (slave), not {device}")
         self.channel = channel
         self.mem = mem
         self.sim = channel.sim
@@ -147,7 +148,7 @@ class PiixDriver:
     def write(self, lba: int, data: bytes, dma: bool = True) -> Generator[simpy.Event, Any, AtaOutcome]:
         """Write whole sectors in commands of at most `max_sectors` (the first failure ends the write)."""
         if len(data) % SECTOR_SIZE:
-            raise ValueError(f"a write is whole {SECTOR_SIZE}-byte sectors, not {len(data)} bytes")
+            raise DriverLayoutError(f"a write is whole {SECTOR_SIZE}-byte sectors, not {len(data)} bytes")
         yield from self._ensure_identified()
         outcome = AtaOutcome(0, 0)
         for start, n in self._chunks(lba, len(data) // SECTOR_SIZE):
@@ -193,9 +194,9 @@ class PiixDriver:
             fields = unpack_h2d_fis(bytes(fis).ljust(H2D_FIS_SIZE, b"\0"))
             regs = AtaRegisters.from_fields(fields)
         if regs is None:
-            raise ValueError("raw() needs registers or a FIS")
+            raise DriverLayoutError("raw() needs registers or a FIS")
         if data_out is not None and data_in_len:
-            raise ValueError("a command moves data in one direction: data_out or data_in_len, not both")
+            raise DriverLayoutError("a command moves data in one direction: data_out or data_in_len, not both")
         if dma is None:
             dma = regs.command in _DMA
         yield from self._select()
@@ -264,7 +265,7 @@ class PiixDriver:
         nbytes = len(data_out) if write else data_in_len
         size = max(nbytes, SECTOR_SIZE)     # an empty transfer still gets a buffer and one PRD
         if size > (PRD_MAX_ENTRIES - 1) * PRD_BOUNDARY:
-            raise ValueError(f"{nbytes} bytes need more PRDs than one {PRD_MAX_ENTRIES}-entry PRD table holds")
+            raise DriverLayoutError(f"{nbytes} bytes need more PRDs than one {PRD_MAX_ENTRIES}-entry PRD table holds")
         buf = self.mem.alloc(size, align=4096)
         table = None
         try:
@@ -399,7 +400,7 @@ class PiixDriver:
         count."""
         lba48 = not lba_28_ok(lba, n, self.libata)
         if lba48 and not self.lba48:
-            raise ValueError(f"sectors {lba}+{n} need LBA48, which the disk does not advertise")
+            raise DriverLayoutError(f"sectors {lba}+{n} need LBA48, which the disk does not advertise")
         if dma:
             command = (C.WRITE_DMA_EXT if lba48 else C.WRITE_DMA) if write else (
                 C.READ_DMA_EXT if lba48 else C.READ_DMA)

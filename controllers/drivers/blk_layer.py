@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from emu.errors import DriverError
+
 UINT_MAX = 0xFFFFFFFF
 SECTOR = 512
 
@@ -46,7 +48,7 @@ class DiscardLimits:
     def __post_init__(self) -> None:
         if (self.max_sectors < 0 or not 1 <= self.granularity <= UINT_MAX // SECTOR or self.alignment < 0
                 or self.max_segments < 1):
-            raise ValueError(f"impossible discard limits {self}")
+            raise DriverError(f"impossible discard limits {self}")
 
 
 def bio_allowed_max_sectors(logical_block: int = SECTOR) -> int:

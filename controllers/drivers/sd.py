@@ -49,6 +49,7 @@ from controllers.scsi.layouts import (
     Op,
     parse,
 )
+from emu.errors import DriverError, DriverLayoutError
 
 SECTOR = 512
 UINT_MAX = 0xFFFFFFFF
@@ -77,7 +78,7 @@ class CommandOutcome(Protocol):
 Command = Callable[[bytes, bytes, int], Generator[Any, Any, CommandOutcome]]
 
 
-class SdError(Exception):
+class SdError(DriverError):
     """The disk could not be brought up (a command the probe needs failed)."""
 
 
@@ -332,7 +333,7 @@ class SdDriver:
     def write(self, lba: int, data: bytes) -> Generator[Any, Any, bool]:
         bs, step = self.disk.block_size, self._step()
         if len(data) % bs:
-            raise ValueError(f"write of {len(data)} bytes is not whole {bs}-byte blocks")
+            raise DriverLayoutError(f"write of {len(data)} bytes is not whole {bs}-byte blocks")
         view = memoryview(data)                     # pieces go to the driver without a copy each
         for off in range(0, len(data), step * bs):
             piece = view[off:off + step * bs]
@@ -357,7 +358,7 @@ class SdDriver:
                                            d.discard.alignment // SECTOR, logical_block=d.block_size)
         for sector, count in ranges:
             if sector % per_block or count % per_block:
-                raise ValueError(f"discard {sector}+{count} is not whole {d.block_size}-byte blocks")
+                raise DriverLayoutError(f"discard {sector}+{count} is not whole {d.block_size}-byte blocks")
         out = []
         for [(start, n)] in blk_layer.discard_requests(ranges, limits):     # one range per request (sd)
             lba, blocks = start // per_block, n // per_block

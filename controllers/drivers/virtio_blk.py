@@ -45,6 +45,7 @@ from controllers.virtio.layouts import (
     SECTOR_SIZE,
     bit,
 )
+from emu.errors import DriverLayoutError
 
 if TYPE_CHECKING:
     from controllers.virtio.pci import VirtioPciTransport
@@ -179,7 +180,7 @@ class VirtioBlkDriver:
     def write(self, sector: int, data: bytes, queue: int = 0) -> Generator[Any, Any, BlkOutcome]:
         """`data` in requests of at most the queue's max_sectors (`_pieces`); stops at the first failure."""
         if not data or len(data) % SECTOR_SIZE:
-            raise ValueError(f"write of {len(data)} bytes is not whole 512-byte sectors")
+            raise DriverLayoutError(f"write of {len(data)} bytes is not whole 512-byte sectors")
         view, outcomes = memoryview(data), []
         for start, n in _pieces(sector, len(data) // SECTOR_SIZE, self.max_sectors):
             offset = (start - sector) * SECTOR_SIZE

@@ -53,6 +53,7 @@ from controllers.virtio.layouts import (
     used_ring_size,
     vring_need_event,
 )
+from emu.errors import DriverError
 
 if TYPE_CHECKING:
     from controllers.virtio.pci import VirtioPciTransport
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from emu.sim import InterruptLine, Simulation
 
 
-class VirtioDriverError(Exception):
+class VirtioDriverError(DriverError):
     """The driver cannot bring the device up (no queue, a refused feature set) or was misused."""
 
 

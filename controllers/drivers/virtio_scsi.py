@@ -50,6 +50,7 @@ from controllers.virtio.layouts import (
     SCSI_TMF_RESP_SIZE,
     bit,
 )
+from emu.errors import DriverLayoutError
 
 if TYPE_CHECKING:
     from controllers.virtio.pci import VirtioPciTransport
@@ -108,14 +109,14 @@ class ScsiEvent:
 def lun_field(target: int, lun: int) -> bytes:
     """virtio_scsi_init_hdr's 8-byte LUN field: the LUN in the flat address method."""
     if not 0 <= lun <= LUN_MAX:
-        raise ValueError(f"LUN {lun} does not fit a single-level LUN (0..{LUN_MAX})")
+        raise DriverLayoutError(f"LUN {lun} does not fit a single-level LUN (0..{LUN_MAX})")
     return SCSI_LUN_FAST.pack(1, target, LUN_FLAT << LUN_METHOD_SHIFT | lun, bytes(4))
 
 
 def command_header(target: int, lun: int, cdb: bytes, tag: int = 0, cdb_size: int = SCSI_CDB_DEFAULT_SIZE) -> bytes:
     """The request header of a command: LUN, tag, SIMPLE, prio 0, crn 0, the CDB zero padded to cdb_size."""
     if len(cdb) > cdb_size:
-        raise ValueError(f"CDB of {len(cdb)} bytes does not fit cdb_size {cdb_size}")
+        raise DriverLayoutError(f"CDB of {len(cdb)} bytes does not fit cdb_size {cdb_size}")
     return SCSI_CMD_REQ_FAST.pack(lun_field(target, lun), tag, SCSI_S_SIMPLE, 0, 0) + cdb.ljust(cdb_size, b"\0")
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from controllers.ata.device import AtaRegisters
-from emu.errors import UsageError
+from emu.errors import DriverLayoutError, UsageError
 from scenarios.replay.script import FAMILY_OF, ScriptError, Step
 
 if TYPE_CHECKING:
@@ -74,6 +74,6 @@ def replay(machine: Machine, steps: Iterable[Step], where: str) -> Iterator[tupl
     for step in steps:
         try:
             outcome = send(machine, step)
-        except ValueError as exc:       # the guest-driver model cannot send it (e.g. more PRDs than a table)
+        except DriverLayoutError as exc:    # the guest-driver model cannot send it (e.g. more PRDs than a table)
             raise ScriptError(f"{where}:{step.line}: {exc}") from None
         yield step, {"line": step.line, **family.with_names(outcome)}

@@ -25,7 +25,7 @@ GOOD, CHECK = 0x00, 0x02
 
 
 def expected_response(env, lun: bytes, cdb: bytes, out_len: int, in_len: int) -> int:
-    """The response virtio_scsi_handle_cmd_req_prepare gives, from the rules (controllers.md 6.1)."""
+    """The response virtio_scsi_handle_cmd_req_prepare gives (QEMU 7.2 hw/scsi/virtio-scsi.c), from its rules."""
     if out_len and in_len:
         return L.SCSI_S_FAILURE
     spec = env.dev.config.addressing == "spec"

@@ -30,6 +30,7 @@ from controllers.drivers.sd import (
 )
 from controllers.scsi import layouts as L
 from controllers.scsi import sense as S
+from emu.errors import DriverLayoutError
 from scenarios.profiles.virtio_blk import virtio_pci_config
 from scenarios.profiles.virtio_scsi import virtio_scsi_config
 from tests.virtio_support import GUEST, MiB, close_scsi, make_virtio_scsi, pattern, run
@@ -192,7 +193,7 @@ def test_read_write_flush_split_to_the_limits(tmp_path):
 
 def test_discard_of_a_partial_block_is_refused(tmp_path):
     env = sd_env(tmp_path, "qemu-7.2", block_size=4096)
-    with pytest.raises(ValueError):
+    with pytest.raises(DriverLayoutError):
         env.sd.discard_commands([(1, 8)])
     assert env.sd.discard_commands([(8, 8)]) == [unmap_command(1, 1)]
     close_scsi(env)

@@ -34,7 +34,7 @@ def test_common_cfg_offsets_are_virtio_1_2_4_1_4_3():
     assert {name: off for name, (off, _) in L.COMMON_CFG_FIELDS.items()} == expected
 
 
-def test_blk_config_offsets_are_controllers_md_4_2():
+def test_blk_config_offsets_are_virtio_1_2_5_2_4():
     offsets = {name: off for name, (off, _) in L.BLK_CONFIG_FIELDS.items()}
     assert offsets["seg_max"] == 12 and offsets["blk_size"] == 20 and offsets["writeback"] == 32
     assert offsets["num_queues"] == 34 and offsets["max_discard_sectors"] == 36 and offsets["max_discard_seg"] == 40

@@ -16,6 +16,7 @@ from controllers.drivers.virtio_scsi import command_header, lun_field
 from controllers.scsi import sense as S
 from controllers.virtio import layouts as L
 from controllers.virtio.scsi import VirtioScsiConfig, VirtioScsiDevice, encode_lun
+from emu.errors import DriverLayoutError
 from scenarios.profiles.facts import UnknownProfile
 from scenarios.profiles.virtio_blk import virtio_pci_config
 from scenarios.profiles.virtio_scsi import PROFILES, virtio_scsi_config
@@ -76,7 +77,7 @@ def test_layout_sizes_are_virtio_1_2_5_6(layout, size):
     assert layout.sizeof() == size
 
 
-def test_config_offsets_are_controllers_md_6_4():
+def test_config_offsets_are_virtio_1_2_5_6_4():
     assert {n: off for n, (off, _) in L.SCSI_CONFIG_FIELDS.items()} == {
         "num_queues": 0, "seg_max": 4, "max_sectors": 8, "cmd_per_lun": 12, "event_info_size": 16,
         "sense_size": 20, "cdb_size": 24, "max_channel": 28, "max_target": 30, "max_lun": 32}
@@ -495,5 +496,5 @@ def test_device_arguments_are_checked(env):
         dataclasses.replace(VirtioScsiConfig(), queue_size=2)
     assert lun_field(0, 0) == bytes.fromhex("0100400000000000")
     assert lun_field(2, 0x1234) == bytes.fromhex("0102523400000000")     # flat space: 01b, then 14 bits
-    with pytest.raises(ValueError, match="single-level"):
+    with pytest.raises(DriverLayoutError, match="single-level"):
         lun_field(0, 0x4000)
