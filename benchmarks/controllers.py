@@ -6,7 +6,7 @@ Linux-style guest driver encodes every request into guest memory (PRDs, command 
 descriptors), the emulated controller decodes those bytes, the device runs the command through the Drive onto a
 raw image, and the driver collects the completion in simulated time. The anchor is a plain os.pwrite (os.pread)
 loop over the same offsets on another raw file in the same directory, timed in the same invocation; the ratio is
-emu's request rate over the anchor's (1.0 = as fast as the bare system calls; the issue's goal for 64 KiB is 0.5).
+emu's request rate over the anchor's (1.0 = as fast as the bare system calls).
 Each measurement runs `--repeat` times, interleaved with its anchor; the fastest run counts.
 
 The row `inline-ring` is a second yardstick, not emu: one virtio-blk round trip written out inline with the

@@ -37,7 +37,6 @@ from controllers.ata.codec import (
 )
 from controllers.ata.device import PAGE_COMMANDS, AtaDevice, AtaRegisters, AtaResult, Protocol, Transfer
 from controllers.ata.layouts import (
-    H2D_FIS_SIZE,
     AHCI_CMD_HEADER_SIZE,
     AHCI_CMD_LIST_SIZE,
     AHCI_CMD_TABLE_HEADER_SIZE,
@@ -57,6 +56,7 @@ from controllers.ata.layouts import (
     FIS_TYPE_REG_H2D,
     GHC_AE,
     GHC_HR,
+    H2D_FIS_SIZE,
     HBA_CAP,
     HBA_GHC,
     HBA_IS,
@@ -102,9 +102,9 @@ from controllers.ata.layouts import (
     SIG_DISK,
     SSTS_QEMU_ATTACHED,
     STATUS_BSY,
+    STATUS_DRDY,
     STATUS_DRQ,
     STATUS_DSC,
-    STATUS_DRDY,
     STATUS_ERR,
     VS_AHCI_1_0,
     AtaCommand,

@@ -13,12 +13,11 @@ import errno
 import os
 from dataclasses import dataclass, field
 
+from emu.block.backend import BlockLimits, BlockStatus, Status
 from emu.errors import BlockError, UnsupportedFeature, UsageError
 from emu.memory import scatter
-from emu.block.backend import BlockLimits, BlockStatus, Status
 from emu.trace import NULL_TRACE, Trace
 from images.hostfile import HostFile
-
 
 _ZEROS: dict[int, bytes] = {}
 

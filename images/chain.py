@@ -13,8 +13,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from emu.errors import UnsupportedFeature, UsageError
 from emu.block.backend import Status
+from emu.errors import UnsupportedFeature, UsageError
 from images.backend import ImageBackend, backing_path, zeros
 from images.convert import differing_runs
 from images.probe import detect_format, open_image

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from emu.errors import UsageError
 from emu.block.backend import Status
+from emu.errors import UsageError
 from images.backend import ImageBackend
 
 CHUNK = 2 << 20   # qemu-img convert's default buffer (IO_BUF_SIZE)

@@ -22,7 +22,6 @@ from typing import NamedTuple
 from controllers.ata.config import AtaConfig
 from controllers.ata.dsm import decode_entries
 from controllers.ata.identify import build_identify, default_chs, transfer_mode_words
-from controllers.ata.smart import PAGE_FEATURES, SmartState
 from controllers.ata.layouts import (
     DSM_TRIM,
     ERROR_ABRT,
@@ -42,6 +41,7 @@ from controllers.ata.layouts import (
     decode_lba,
     ncq_fields,
 )
+from controllers.ata.smart import PAGE_FEATURES, SmartState
 from emu.block import Completion, Drive
 
 C = AtaCommand

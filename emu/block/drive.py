@@ -15,12 +15,12 @@ import errno
 from collections import Counter
 from typing import Protocol
 
+from emu.block.backend import Backend, BlockLimits, Status
 from emu.block.options import DriveOptions
 from emu.block.request import Completion, Flags, Op, Request
 from emu.errors import BlockError, ImageError
 from emu.memory import scatter
 from emu.trace import Act, Trace
-from emu.block.backend import Backend, BlockLimits, Status
 
 MAX_BOUNCE_BUFFER = 32768 * 512  # QEMU MAX_BOUNCE_BUFFER: largest zero buffer of the fallback
 _ZEROS = bytes(1 << 20)

@@ -7,8 +7,7 @@ import os
 import sys
 
 from emu.block import Drive, DriveOptions
-from emu.cli.chain import (cmd_commit, cmd_compact, cmd_immutable, cmd_rebase, cmd_snapshot, cmd_stream,
-                           snapshot_table)
+from emu.cli.chain import cmd_commit, cmd_compact, cmd_immutable, cmd_rebase, cmd_snapshot, cmd_stream, snapshot_table
 from emu.cli.common import Parser, open_for_cli, parse_options
 from emu.errors import EmuError, UnsupportedFeature, UsageError
 from emu.units import human_size, parse_size

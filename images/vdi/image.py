@@ -27,10 +27,10 @@ from array import array
 
 from construct import ConstructError
 
-from emu.errors import CorruptImage, ImageError, InvalidImage, UnsupportedFeature, UsageError
-from emu.units import human_size
-from emu.trace import Act, NULL_TRACE, Trace
 from emu.block.backend import BlockStatus, Status
+from emu.errors import CorruptImage, ImageError, InvalidImage, UnsupportedFeature, UsageError
+from emu.trace import NULL_TRACE, Act, Trace
+from emu.units import human_size
 from images.backend import CheckResult, ImageBackend, backing_path, zeros
 from images.hostfile import HostFile
 from images.vdi import layout as L

@@ -30,9 +30,9 @@ from array import array
 
 from construct import ConstructError
 
-from emu.errors import ImageError, InvalidImage, UnsupportedFeature, UsageError
-from emu.trace import Act, NULL_TRACE, Trace
 from emu.block.backend import BlockStatus, Status
+from emu.errors import ImageError, InvalidImage, UnsupportedFeature, UsageError
+from emu.trace import NULL_TRACE, Act, Trace
 from images.backend import ImageBackend, backing_path, zeros
 from images.hostfile import HostFile
 from images.vhd import layout as L

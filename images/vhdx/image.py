@@ -41,8 +41,16 @@ from images.vhdx import FORMAT, relink
 from images.vhdx import layout as L
 from images.vhdx.bat import ABSENT, PAGE, PRESENT, SECTOR, Bat
 from images.vhdx.bitmaps import SectorBitmaps
-from images.vhdx.headers import (Headers, build_parent_locator, check_regions, format_guid, locator_path,
-                                 parse_parent_locator, read_metadata, read_regions)
+from images.vhdx.headers import (
+    Headers,
+    build_parent_locator,
+    check_regions,
+    format_guid,
+    locator_path,
+    parse_parent_locator,
+    read_metadata,
+    read_regions,
+)
 from images.vhdx.log import Log
 from images.vhdx.slots import BlockSlots
 from images.vhdx.transaction import LogWriter, Transaction

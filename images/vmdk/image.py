@@ -23,10 +23,10 @@ from collections import OrderedDict
 
 from construct import ConstructError
 
-from emu.errors import BlockError, ImageError, InvalidImage, UnsupportedFeature, UsageError
-from emu.units import human_size
-from emu.trace import Act, NULL_TRACE, Trace
 from emu.block.backend import BlockStatus, Status
+from emu.errors import BlockError, ImageError, InvalidImage, UnsupportedFeature, UsageError
+from emu.trace import NULL_TRACE, Act, Trace
+from emu.units import human_size
 from images.backend import CheckResult, ImageBackend, backing_path, zeros
 from images.hostfile import HostFile
 from images.vmdk import layout as L

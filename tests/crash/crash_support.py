@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 
 import images
 from emu.block import Drive, DriveOptions
-from emu.errors import EmuError
 from emu.block.backend import Status
+from emu.errors import EmuError
 from images.hostfile import HostFile
 from images.qcow2 import layout as L
 from images.qcow2.image import open_qcow2

@@ -31,10 +31,27 @@ import os
 import random
 
 import pytest
+from crash_support import (
+    KiB,
+    MiB,
+    Scenario,
+    brief,
+    check_prefix_cuts,
+    check_reordered,
+    close,
+    coverage_prelude,
+    discard,
+    flush,
+    make_backing,
+    qemu_check,
+    random_ops,
+    recorder,
+    replay,
+    select_cuts,
+    write,
+    zero,
+)
 
-from crash_support import (KiB, MiB, Scenario, brief, check_prefix_cuts, check_reordered, close, coverage_prelude,
-                           discard, flush, make_backing, qemu_check, random_ops, recorder, replay, select_cuts, write,
-                           zero)
 from emu.block import DriveOptions
 
 V3_64K = {"cluster_size": "65536", "compat": "1.1", "lazy_refcounts": "off"}

@@ -36,10 +36,29 @@ import os
 import random
 
 import pytest
+from crash_support import (
+    MiB,
+    Recording,
+    Scenario,
+    Tools,
+    brief,
+    check_prefix_cuts,
+    check_reordered,
+    close,
+    discard,
+    flush,
+    landmarks,
+    make_backing,
+    qemu_check,
+    random_ops,
+    recorder,
+    replay,
+    select_cuts,
+    vhdx_log_pending,
+    write,
+    zero,
+)
 
-from crash_support import (MiB, Recording, Scenario, Tools, brief, check_prefix_cuts, check_reordered, close, discard,
-                           flush, landmarks, make_backing, qemu_check, random_ops, recorder, replay, select_cuts,
-                           vhdx_log_pending, write, zero)
 from emu.errors import EmuError
 from images import open_image
 from images.vhdx import layout as VL

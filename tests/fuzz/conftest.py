@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from qcow2_fuzz_support import qemu_img_run
 
 

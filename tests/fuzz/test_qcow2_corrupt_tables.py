@@ -14,13 +14,12 @@ import struct
 import subprocess
 
 import pytest
+from qcow2_fuzz_support import Hang, patch_field, patch_u64, qemu_img_run, read_u64, time_limit, traced_memory
 
 from emu.block import Drive, DriveOptions
 from emu.errors import BlockError, CorruptImage, EmuError
 from images import open_image
 from images.qcow2 import layout as L
-from qcow2_fuzz_support import (Hang, patch_field, patch_u64, qemu_img_run, read_u64, time_limit,
-                                traced_memory)
 
 pytestmark = pytest.mark.qemu
 

@@ -20,14 +20,22 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
+from qcow2_fuzz_support import (
+    FAR_PAST_EOF,
+    Hang,
+    Layout,
+    address_space_cap,
+    describe,
+    qemu_img_run,
+    time_limit,
+    traced_memory,
+)
 
 from emu.block import Drive, DriveOptions
 from emu.errors import BlockError, EmuError
 from images import open_image
 from images.inspect import map_extents
 from images.qcow2 import layout as L
-from qcow2_fuzz_support import (FAR_PAST_EOF, Hang, Layout, address_space_cap, describe, qemu_img_run,
-                                time_limit, traced_memory)
 
 pytestmark = pytest.mark.qemu
 

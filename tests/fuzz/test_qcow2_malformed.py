@@ -12,11 +12,11 @@ import shutil
 import struct
 
 import pytest
+from qcow2_fuzz_support import HEADER_FIELDS, extensions, patch_bytes, patch_field, qemu_img_run, read_field
 
 from emu.errors import ImageError, InvalidImage, UnsupportedFeature
 from images import detect_format, open_image
 from images.qcow2 import layout as L
-from qcow2_fuzz_support import HEADER_FIELDS, extensions, patch_bytes, patch_field, qemu_img_run, read_field
 from tests.support import assert_open_fails
 
 pytestmark = pytest.mark.qemu

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 
 from emu.block import Drive, DriveOptions
-from emu.errors import BlockError, EmuError, InvalidImage, UnsupportedFeature
 from emu.crc32c import crc32c
+from emu.errors import BlockError, EmuError, InvalidImage, UnsupportedFeature
 from images import create_image, detect_format, open_image
 from images.inspect import map_extents
 from tests.conftest import run

@@ -13,7 +13,7 @@ from controllers.scsi import layouts as L
 from controllers.scsi import sense as S
 from controllers.scsi.command import Direction
 from controllers.scsi.disk import ScsiDisk
-from emu.block import DriveOptions, Drive
+from emu.block import Drive, DriveOptions
 from images import create_image, open_image
 from scenarios.profiles.scsi import scsi_disk_config
 
