@@ -4,7 +4,7 @@ bus-master PRD (IDE_BM_PRD_FAST, equal to IDE_BM_PRD).
 
 Each one gives the same fields as its construct definition in `layouts.py` (ATA_H2D_FIS, AHCI_CMD_HEADER,
 AHCI_PRDT_ENTRY, ATA_D2H_FIS, ATA_PIO_SETUP_FIS, ATA_SDB_FIS), checked byte for byte by
-tests/unit/test_ata_layouts.py. Like every compiled codec here
+tests/controllers/ata/test_ata_layouts.py. Like every compiled codec here
 they skip construct's checks: the caller has bounds-checked the buffer, and for a FIS looked at the type
 byte (QEMU's handle_cmd refuses a CFIS whose byte 0 is not 0x27 before decoding anything).
 """

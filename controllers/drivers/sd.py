@@ -155,7 +155,7 @@ def discard_limits(mode: ProvisioningMode, block_size: int, physical_block_size:
 
 
 # The READ/WRITE(10) and (16) CDBs sd sends with no flags, as struct codecs for the per-request path (equal to
-# layouts.RW_10 / RW_16 built with protect, dpo, fua and group 0: tests/unit/test_sd.py).
+# layouts.RW_10 / RW_16 built with protect, dpo, fua and group 0: tests/controllers/drivers/test_sd.py).
 RW_10_FAST = struct.Struct(">BBIBHB")      # opcode, flags, LBA, group, transfer length, control
 RW_16_FAST = struct.Struct(">BBQIBB")      # opcode, flags, LBA, transfer length, group, control
 

@@ -1,7 +1,7 @@
 """A fast decoder for the READ/WRITE CDBs, the one hot path of the SCSI disk.
 
 It gives exactly the fields of `layouts.RW_6/RW_10/RW_12/RW_16` (checked byte for byte against construct by
-tests/unit/test_scsi_layouts.py); construct's BitStruct is far too slow to run once per 4 KiB read.
+tests/controllers/scsi/test_scsi_layouts.py); construct's BitStruct is far too slow to run once per 4 KiB read.
 """
 
 from __future__ import annotations

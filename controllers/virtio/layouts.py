@@ -11,8 +11,9 @@ Sources (field names are the spec's):
   config limits.
 
 All integers are little-endian (virtio 1.x is always LE). The fast codecs at the end are plain `struct.Struct`s
-with the same field order as their construct definitions; tests/unit/test_virtio_layouts.py checks them byte for
-byte. The device decodes descriptors and request headers with them, after checking the bytes lie in guest RAM.
+with the same field order as their construct definitions; tests/controllers/virtio/test_virtio_layouts.py checks
+them byte for byte. The device decodes descriptors and request headers with them, after checking the bytes lie
+in guest RAM.
 """
 
 from __future__ import annotations

@@ -138,12 +138,13 @@ def test_a_transfer_the_piix_driver_cannot_lay_out_is_a_one_line_error(disk, tmp
     assert code == 1 and f"{path}:3: " in err and "PRD" in err and err.count("\n") == 1
 
 
-REPLAY_DIR = os.path.join(os.path.dirname(__file__), "..", "replay")
+REPLAY_DIR = os.path.join(os.path.dirname(__file__), "..", "scenarios", "replay")
 
 
 @pytest.mark.parametrize("name", sorted(n for n in os.listdir(REPLAY_DIR) if n.endswith(".jsonl")))
 def test_the_checked_in_regression_scripts_pass(name, disk, capsys):
-    """tests/replay/<controller>-<profile>.jsonl: QEMU-qtest-style scenarios, on a 64 MiB raw image with -d unmap."""
+    """tests/scenarios/replay/<controller>-<profile>.jsonl: QEMU-qtest-style scenarios, on a 64 MiB raw image with
+    -d unmap."""
     controller = next(c for c in ("virtio-blk", "virtio-scsi", "ide", "ahci") if name.startswith(c + "-"))
     profile = name.removesuffix(".jsonl").removeprefix(controller + "-")
     code, outcomes, err = run(capsys, "--controller", controller, "--profile", profile, "--image", disk,

@@ -1,7 +1,7 @@
 """The image formats the contract and model suites run on, one entry each, with what each promises as data.
 
 A new format (or chain) is one `FormatCase` in `FORMATS`: the backend contract (test_backend_contract.py) and the
-random-operation model (tests/property/test_image_model.py) then run on it. The capabilities are written from the
+random-operation model (tests/images/property/test_image_model.py) then run on it. The capabilities are written from the
 documented semantics (docs/formats.md, "What a discard gives back, per format"), not read from the code under test.
 """
 

@@ -12,7 +12,7 @@ import ast
 import pathlib
 from dataclasses import dataclass
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("emu", "images", "controllers", "scenarios", "benchmarks")
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from controllers.drivers.virtio_blk import header, segment
 from controllers.virtio import layouts as L
-from tests.fuzz.frontend_inputs import (
+from tests.contract.frontend_inputs import (
     BLK_DATA_IN,
     BLK_TYPES,
     CHAIN_HEADS,

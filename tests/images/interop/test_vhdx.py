@@ -1,6 +1,6 @@
 """VHDX against qemu-img (dynamic and fixed disks, both directions; qemu-img check replays a dirty log)
 and libvhdi (differencing disks, which qemu 7.2 cannot open); whole-block discards; the metadata log.
-Malformed files are in tests/fuzz/test_vhdx_malformed.py."""
+Malformed files are in tests/images/fuzz/test_vhdx_malformed.py."""
 
 from __future__ import annotations
 

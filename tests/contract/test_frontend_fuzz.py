@@ -1,11 +1,12 @@
 """The fuzz contract every front end keeps: random guest input gets the protocol's answer or an EmuError, never
 another exception, and the device answers a plain read afterwards (after the recovery a guest driver would run).
 
-One table of front ends, each with its raw guest input (tests/fuzz/frontend_inputs.py), sent by its Linux-style
+One table of front ends, each with its raw guest input (tests/contract/frontend_inputs.py), sent by its Linux-style
 driver on a `scenarios.machine` guest under a drawn profile: IDE (a command's task file, PIO or bus-master DMA),
 AHCI (a command FIS and its PRDT), virtio-blk (descriptor chains and request headers), virtio-scsi (request headers
-with LUN fields and CDBs). The front ends' own fuzz tests (tests/unit/test_ide.py, test_ahci.py, test_ata_device.py,
-test_virtio_ring_fuzz.py, test_virtio_scsi_fuzz.py, test_scsi_fuzz.py) check the exact answers.
+with LUN fields and CDBs). The front ends' own fuzz tests (tests/controllers/ata/test_ide.py, test_ahci.py,
+test_ata_device.py, tests/controllers/virtio/test_virtio_ring_fuzz.py, test_virtio_scsi_fuzz.py,
+tests/controllers/scsi/test_scsi_fuzz.py) check the exact answers.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from emu.errors import EmuError
 from images import create_image, open_image
 from scenarios.machine import CONTROLLERS, GUEST_RAM, Machine, build
 from scenarios.profiles import NAMES
-from tests.fuzz.frontend_inputs import (
+from tests.contract.frontend_inputs import (
     BLK_DATA_IN,
     BLK_TYPES,
     CHAIN_HEADS,

@@ -15,7 +15,7 @@ from controllers.scsi.command import Direction
 from controllers.virtio import layouts as L
 from scenarios.profiles.virtio_blk import virtio_pci_config
 from scenarios.profiles.virtio_scsi import PROFILES, virtio_scsi_config
-from tests.fuzz.frontend_inputs import DATA_LENS, LUN_FIELDS, scsi_cdbs, scsi_lbas
+from tests.contract.frontend_inputs import DATA_LENS, LUN_FIELDS, scsi_cdbs, scsi_lbas
 from tests.support import time_limit
 from tests.virtio_support import close_scsi, make_virtio_scsi, pattern, run
 
