@@ -22,7 +22,9 @@ from controllers.ahci import AhciHba
 from controllers.ata.device import AtaDevice
 from controllers.drivers.ahci import AhciDriver
 from controllers.drivers.ata_piix import PiixDriver
+from controllers.drivers.blk_layer import UINT_MAX, DiscardLimits, QueueLimits
 from controllers.drivers.config import GuestConfig
+from controllers.drivers.libata import queue_limits as libata_queue_limits
 from controllers.drivers.sd import ProvisioningMode, SdDriver, SdError
 from controllers.drivers.virtio_blk import VirtioBlkDriver
 from controllers.drivers.virtio_scsi import VirtioScsiDriver
@@ -49,12 +51,31 @@ class GuestDisk:
     """What a guest's block layer asks of its disk driver, in 512-byte sectors. Each call is a generator for the
     machine's simulation; it returns whether every command the driver sent succeeded. `discard` returns the
     number of commands sent (0: the driver sends none, e.g. the device does not advertise discard).
-    `discard_command` names what a discard becomes on the wire."""
+    `discard_command` names what a discard becomes on the wire. `queue_limits()` gives the queue the driver set up
+    (what /sys/block/X/queue shows); `write_zeroes` exists only where the queue has WRITE ZEROES."""
 
     discard_command = "DSM TRIM"        # libata's translation of WRITE SAME(16) UNMAP (libata.py)
+    sata_port = False                   # ata_piix: a parallel ATA port (ATA_CBL_PATA*)
 
-    def __init__(self, driver) -> None:
+    def __init__(self, driver, guest: GuestConfig) -> None:
         self.driver = driver
+        self.guest = guest
+
+    def queue_limits(self) -> Generator[Any, Any, QueueLimits]:
+        """libata's queue over IDE: after IDENTIFY, as ata_dev_configure and sd set it up."""
+        yield from self._identified()
+        return libata_queue_limits(self._identity(), self.guest.libata, self.guest.block, sata_port=self.sata_port,
+                                   max_segments=self._max_segments())
+
+    def _identified(self) -> Generator[Any, Any, None]:
+        if self.driver.info is None:
+            yield from self.driver.identify()
+
+    def _identity(self) -> dict:
+        return self.driver.info
+
+    def _max_segments(self) -> int:
+        return self.guest.libata.piix_max_segments
 
     def write(self, sector: int, data: bytes) -> Generator[Any, Any, bool]:
         return (yield from self.driver.write(sector, data)).ok
@@ -78,6 +99,18 @@ class GuestDisk:
 class AhciDisk(GuestDisk):
     """libata on AHCI queues reads and writes with NCQ (READ/WRITE FPDMA QUEUED), as Linux does."""
 
+    sata_port = True                    # ahci sets ATA_CBL_SATA
+
+    def _identified(self) -> Generator[Any, Any, None]:
+        if self.driver.identity is None:
+            yield from self.driver.identify()
+
+    def _identity(self) -> dict:
+        return self.driver.identity
+
+    def _max_segments(self) -> int:
+        return self.guest.libata.ahci_max_segments
+
     def write(self, sector: int, data: bytes) -> Generator[Any, Any, bool]:
         return (yield from self.driver.write(sector, data, ncq=True)).ok
 
@@ -89,6 +122,24 @@ class AhciDisk(GuestDisk):
 class VirtioBlkDisk(GuestDisk):
     discard_command = "DISCARD"
 
+    def queue_limits(self) -> Generator[Any, Any, QueueLimits]:
+        """virtblk_probe: max_hw_sectors -1U, max_segments from seg_max, segments of size_max (else -1U), discard
+        and WRITE ZEROES from the negotiated features and the configuration space."""
+        yield from ()
+        lim = self.driver.limits
+        discard = None
+        if lim.max_discard_sectors:
+            discard = DiscardLimits(lim.max_discard_sectors, lim.discard_granularity,
+                                    max_segments=lim.max_discard_seg, logical_block=lim.blk_size)
+        return QueueLimits(max_sectors=self.guest.block.max_sectors, max_hw_sectors=UINT_MAX,
+                           max_segments=lim.seg_max, max_segment_size=UINT_MAX,
+                           max_write_zeroes=lim.max_write_zeroes_sectors, discard=discard,
+                           logical_block=lim.blk_size)
+
+    def write_zeroes(self, sector: int, count: int, *, unmap: bool) -> Generator[Any, Any, bool]:
+        outcomes = yield from self.driver.write_zeroes(sector, count, unmap=unmap)
+        return all(o.ok for o in outcomes)
+
     def _send_discards(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, list]:
         return (yield from self.driver.discard(ranges))
 
@@ -98,7 +149,7 @@ class SdGuestDisk(GuestDisk):
     the discard commands of the provisioning mode sd chose (UNMAP, WRITE SAME(16/10) with UNMAP, or none)."""
 
     def __init__(self, driver: VirtioScsiDriver, guest: GuestConfig) -> None:
-        super().__init__(driver)
+        super().__init__(driver, guest)
         self.sd = SdDriver(lambda cdb, data_out, data_in_len: driver.command(0, cdb, data_out, data_in_len),
                            guest=guest, max_hw_sectors=driver.limits.max_sectors)
 
@@ -132,6 +183,16 @@ class SdGuestDisk(GuestDisk):
     def _send_discards(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, list]:
         yield from self._ready()
         return (yield from self.sd.discard(ranges))
+
+    def queue_limits(self) -> Generator[Any, Any, QueueLimits]:
+        """sd's queue over virtio_scsi: the host's seg_max entries of the SCSI default segment size."""
+        yield from self._ready()
+        return self.sd.queue_limits(self.driver.limits.seg_max, self.guest.block.max_segment_size)
+
+    def write_zeroes(self, sector: int, count: int, *, unmap: bool) -> Generator[Any, Any, bool]:
+        yield from self._ready()
+        outcomes = yield from self.sd.write_zeroes(sector, count, unmap=unmap)
+        return all(o.ok for o in outcomes)
 
 
 Driver = PiixDriver | AhciDriver | VirtioBlkDriver | VirtioScsiDriver
@@ -223,9 +284,10 @@ def _virtio_scsi_driver(parts: Parts, transport: VirtioPciTransport) -> VirtioSc
 
 
 TABLE: dict[str, Controller] = {
-    "ide": Controller(_ide_channel, _piix_driver, lambda parts, driver: GuestDisk(driver)),
-    "ahci": Controller(_ahci_hba, _ahci_driver, lambda parts, driver: AhciDisk(driver)),
-    "virtio-blk": Controller(_virtio_blk_function, _virtio_blk_driver, lambda parts, driver: VirtioBlkDisk(driver)),
+    "ide": Controller(_ide_channel, _piix_driver, lambda parts, driver: GuestDisk(driver, parts.guest)),
+    "ahci": Controller(_ahci_hba, _ahci_driver, lambda parts, driver: AhciDisk(driver, parts.guest)),
+    "virtio-blk": Controller(_virtio_blk_function, _virtio_blk_driver,
+                             lambda parts, driver: VirtioBlkDisk(driver, parts.guest)),
     "virtio-scsi": Controller(_virtio_scsi_function, _virtio_scsi_driver,
                               lambda parts, driver: SdGuestDisk(driver, parts.guest)),
 }

@@ -24,10 +24,10 @@ def _missing(message: str) -> None:
     pytest.skip(message)
 
 
-def _need(tool: str) -> str:
-    path = shutil.which(tool)
+def _need(tool: str, package: str = "qemu-utils") -> str:
+    path = shutil.which(tool) or (shutil.which(tool, path="/sbin:/usr/sbin") if package == "e2fsprogs" else None)
     if path is None:
-        _missing(f"{tool} is not installed (Debian package qemu-utils)")
+        _missing(f"{tool} is not installed (Debian package {package})")
     return path
 
 
@@ -47,6 +47,12 @@ def qemu_img() -> str:
 @pytest.fixture(scope="session")
 def qemu_io() -> str:
     return _need("qemu-io")
+
+
+@pytest.fixture(scope="session")
+def e2fsprogs() -> dict[str, str]:
+    """The real mke2fs, dumpe2fs and debugfs: the oracle of the ext4 model's layout."""
+    return {tool: _need(tool, "e2fsprogs") for tool in ("mke2fs", "dumpe2fs", "debugfs")}
 
 
 def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:

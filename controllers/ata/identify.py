@@ -246,6 +246,9 @@ def parse_identify(page: bytes) -> dict:
         "queue_depth": (w[ID_QUEUE_DEPTH] & 0x1F) + 1,    # ata_id_queue_depth
         "ncq_send_recv": bool(w[ID_SATA_CAPABILITY_2] & (1 << 6)),
         "major_version": major,
+        # ata_id_is_sata: word 93 zero and word 80 (as a signed short) at least ATA-5's bit; QEMU's page reads as
+        # PATA, which libata limits on a SATA port (ata_dev_knobble)
+        "sata": w[ID_HW_CONFIG] == 0 and 0x0020 <= w[ID_MAJOR_VER] < 0x8000,
         "write_cache_supported": valid_83 and bool(w[ID_COMMAND_SET_1] & (1 << 5)),
         "write_cache_enabled": valid_87 and bool(w[ID_CFS_ENABLE_1] & (1 << 5)),
         "flush": valid_83 and bool(w[ID_COMMAND_SET_2] & (1 << 12)),

@@ -1,5 +1,5 @@
-"""What a Linux 6.1 guest's block layer decides before any driver sees a request: how large a read or write
-request may be, and how discards become requests.
+"""What a Linux 6.1 guest's block layer decides before any driver sees a request: a queue's limits, how large a
+read or write request may be, and how discards become requests.
 
 Every Linux disk driver gets its requests from the same code, so the rules live here once and each driver model
 (virtio_blk, sd, libata under sd) only turns requests into commands. All numbers are 512-byte sectors.
@@ -49,6 +49,42 @@ class DiscardLimits:
         if (self.max_sectors < 0 or not 1 <= self.granularity <= UINT_MAX // SECTOR or self.alignment < 0
                 or self.max_segments < 1):
             raise DriverError(f"impossible discard limits {self}")
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """A disk queue's limits as its driver set them (what /sys/block/X/queue shows), in 512-byte sectors and bytes.
+
+    max_sectors: the largest read or write request (max_sectors_kb); max_segments and max_segment_size: the
+    scatter-gather entries a request may use and the bytes of one (blk_queue_max_segments, ..._segment_size);
+    max_write_zeroes: sectors of one WRITE ZEROES request, 0 when the disk has none (write_zeroes_max_bytes);
+    discard: None when the disk takes no discard.
+    """
+
+    max_sectors: int
+    max_hw_sectors: int
+    max_segments: int
+    max_segment_size: int
+    max_write_zeroes: int
+    discard: DiscardLimits | None
+    logical_block: int = SECTOR
+
+    def rw_sectors(self, contiguous: bool) -> int:
+        """The most sectors one read or write request carries: max_sectors, or fewer when its pages cannot share
+        segments (`contiguous` False: every 4 KiB page is an entry of its own, as the zero page repeated or the
+        scattered pages of a block device's cache are)."""
+        per_segment = self.max_segment_size if contiguous else PAGE
+        return min(self.max_sectors, self.max_segments * per_segment // SECTOR)
+
+
+PAGE = 4096
+
+
+def rw_requests(sector: int, count: int, limits: QueueLimits, *, contiguous: bool) -> list[tuple[int, int]]:
+    """The requests of one read or write bio of `count` sectors (bio_split_rw, the split pieces REQ_NOMERGE): pieces
+    of `limits.rw_sectors(contiguous)` and the rest."""
+    step = limits.rw_sectors(contiguous)
+    return [(s, min(step, sector + count - s)) for s in range(sector, sector + count, step)]
 
 
 def bio_allowed_max_sectors(logical_block: int = SECTOR) -> int:

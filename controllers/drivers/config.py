@@ -24,6 +24,7 @@ class BlockLayerConfig:
     """The block layer every disk driver gets its requests from."""
 
     max_sectors: int                    # a read or write request's default size limit, 512-byte sectors
+    max_segment_size: int               # bytes of one scatter-gather entry unless the driver sets another
     request_timeout: float              # simulated seconds before a blk-mq request counts as lost
     zero_pages_bytes: int               # the most one zero-page write (write-zeroes fallback) carries
 
@@ -34,6 +35,9 @@ class LibataConfig:
 
     max_trim_rnum: int                  # range entries in the one 512-byte DSM block sent per TRIM
     max_sectors: int                    # the most sectors a command of a disk without LBA48 moves
+    max_sectors_lba48: int              # ... of an LBA48 disk
+    piix_max_segments: int              # scatter-gather entries per command under ata_piix (bus-master PRDs)
+    ahci_max_segments: int              # ... under ahci (PRDT entries)
 
 
 @dataclass(frozen=True)

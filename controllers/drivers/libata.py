@@ -27,8 +27,8 @@ from controllers.ata.layouts import (
     SECTOR_SIZE,
     AtaCommand,
 )
-from controllers.drivers.blk_layer import DiscardLimits, discard_requests
-from controllers.drivers.config import LibataConfig
+from controllers.drivers.blk_layer import DiscardLimits, QueueLimits, discard_requests
+from controllers.drivers.config import BlockLayerConfig, LibataConfig
 
 
 def max_write_same_blocks(libata: LibataConfig) -> int:
@@ -106,3 +106,17 @@ def write_same_to_dsm(lba: int, n_block: int, libata: LibataConfig, *, unmap: bo
     registers = AtaRegisters(command=AtaCommand.DATA_SET_MANAGEMENT, features=DSM_TRIM,
                              count=len(payload) // SECTOR_SIZE, device=DEVICE_OBSOLETE)
     return Translated(registers, payload)
+
+
+def queue_limits(identity: dict, libata: LibataConfig, block: BlockLayerConfig, *, sata_port: bool,
+                 max_segments: int) -> QueueLimits:
+    """The queue libata and sd set up for an ATA disk after IDENTIFY (Linux 6.1 ata_dev_configure,
+    ata_scsi_dev_config, sd_revalidate_disk): LBA48 disks take ATA_MAX_SECTORS_LBA48 per command, others
+    ATA_MAX_SECTORS, and so does a disk that reads as PATA on a SATA port (ata_dev_knobble); discards go as WRITE
+    SAME(16) of at most the B0 page's length; no WRITE ZEROES (ata_scsi_dev_config sets no_write_same)."""
+    hw = libata.max_sectors_lba48 if identity["lba48"] else libata.max_sectors
+    if sata_port and not identity["sata"]:
+        hw = libata.max_sectors
+    discard = DiscardLimits(max_write_same_blocks(libata)) if identity["trim"] else None
+    return QueueLimits(max_sectors=min(hw, block.max_sectors), max_hw_sectors=hw, max_segments=max_segments,
+                       max_segment_size=block.max_segment_size, max_write_zeroes=0, discard=discard)

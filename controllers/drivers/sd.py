@@ -351,11 +351,10 @@ class SdDriver:
         """The (CDB, data-out) of every command that discarding (sector, count) ranges of 512-byte sectors sends;
         none when the mode has no discard (blkdev_issue_discard fails with EOPNOTSUPP)."""
         d = self.disk
-        if not d.discard.max_blocks:
+        limits = self.discard_queue_limits()
+        if limits is None:
             return []
         per_block = d.block_size // SECTOR
-        limits = blk_layer.DiscardLimits(d.discard.max_blocks * per_block, max(d.discard.granularity // SECTOR, 1),
-                                           d.discard.alignment // SECTOR, logical_block=d.block_size)
         for sector, count in ranges:
             if sector % per_block or count % per_block:
                 raise DriverLayoutError(f"discard {sector}+{count} is not whole {d.block_size}-byte blocks")
@@ -368,6 +367,57 @@ class SdDriver:
                 out.append(write_same_command(lba, blocks, d.block_size, sixteen=d.mode is ProvisioningMode.WS16,
                                               unmap=d.mode is not ProvisioningMode.ZERO))
         return out
+
+    def max_ws_blocks(self) -> int:
+        """sd_config_write_same: WRITE SAME's block limit (the B0 page's, capped at SD_MAX_WS16_BLOCKS above
+        SD_MAX_WS10_BLOCKS); 0 when the disk gives none (sd then sets no_write_same and zeroes with writes)."""
+        limits = self.disk.limits
+        blocks = limits.max_ws_blocks if limits else 0
+        if blocks > self.config.max_ws10_blocks:
+            return min(blocks, self.config.max_ws16_blocks)
+        return blocks
+
+    def queue_limits(self, max_segments: int, max_segment_size: int) -> blk_layer.QueueLimits:
+        """The queue sd sets up over a host with these scatter-gather limits (sd_revalidate_disk)."""
+        d = self.disk
+        per_block = d.block_size // SECTOR
+        return blk_layer.QueueLimits(
+            max_sectors=self._step() * per_block,
+            max_hw_sectors=min(self.max_hw_sectors, d.max_xfer_blocks * per_block),
+            max_segments=max_segments, max_segment_size=max_segment_size,
+            max_write_zeroes=self.max_ws_blocks() * per_block, discard=self.discard_queue_limits(),
+            logical_block=d.block_size)
+
+    def discard_queue_limits(self) -> blk_layer.DiscardLimits | None:
+        """The queue's discard limits in 512-byte sectors, or None when the provisioning mode has no discard."""
+        d = self.disk
+        if not d.discard.max_blocks:
+            return None
+        per_block = d.block_size // SECTOR
+        return blk_layer.DiscardLimits(d.discard.max_blocks * per_block, max(d.discard.granularity // SECTOR, 1),
+                                       d.discard.alignment // SECTOR, logical_block=d.block_size)
+
+    def write_zeroes(self, sector: int, count: int, *, unmap: bool) -> Generator[Any, Any, list[CommandOutcome]]:
+        """sd_setup_write_zeroes_cmnd: WRITE SAME of a zeroed block, in requests of at most max_ws_blocks; with the
+        UNMAP bit only when `unmap` and the disk reads zeros after UNMAP (LBPRZ with LBPWS: SD_ZERO_WS16_UNMAP);
+        (16) for large LBAs or counts, else (10). Stops at the first failure."""
+        d = self.disk
+        per_block = d.block_size // SECTOR
+        step = self.max_ws_blocks()
+        if not step or sector % per_block or count % per_block:
+            raise DriverLayoutError(f"sd cannot zero {sector}+{count} with WRITE SAME (max_ws_blocks {step})")
+        with_unmap = unmap and d.lbprz and bool(d.provisioning and d.provisioning.lbpws)
+        outcomes = []
+        lba, blocks = sector // per_block, count // per_block
+        for first in range(lba, lba + blocks, step):
+            n = min(step, lba + blocks - first)
+            sixteen = with_unmap or first + n > UINT_MAX or n > 0xFFFF
+            cdb, data = write_same_command(first, n, d.block_size, sixteen=sixteen, unmap=with_unmap)
+            out = yield from self.command(cdb, data, 0)
+            outcomes.append(out)
+            if not out.ok:
+                break
+        return outcomes
 
     def discard(self, ranges: Sequence[tuple[int, int]]) -> Generator[Any, Any, list[CommandOutcome]]:
         """Send the discard commands in order; stops after the first failure."""

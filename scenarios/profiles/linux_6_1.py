@@ -18,6 +18,9 @@ BLOCK_FACTS = {
     "max_sectors": Fact(2560, f"{L61} include/linux/blkdev.h BLK_DEF_MAX_SECTORS (1280 KiB per read or write "
                               "request); blk_queue_max_hw_sectors caps max_sectors at it, and virtblk_probe sets "
                               "max_hw_sectors to -1U, so it is virtio_blk's limit"),
+    "max_segment_size": Fact(65536, f"{L61} include/linux/blkdev.h BLK_MAX_SEGMENT_SIZE, the segment size "
+                                    "blk_set_default_limits gives and the SCSI midlayer keeps (sysfs "
+                                    "max_segment_size 65536 on ata_piix, ahci and virtio-scsi)"),
     "request_timeout": Fact(30.0, f"{L61} block/blk-mq.c blk_mq_init_allocated_queue: rq_timeout 30 * HZ when "
                                   "the tag set gives none (blk-mq's default request timeout)"),
     "zero_pages_bytes": Fact(1 << 20, f"{L61} block/blk-lib.c __blkdev_issue_zero_pages: bios of at most "
@@ -28,7 +31,14 @@ LIBATA_FACTS = {
     "max_trim_rnum": Fact(64, f"{L61} include/linux/ata.h ATA_MAX_TRIM_RNUM: the entries of the one 512-byte "
                               "block drivers/ata/libata-scsi.c ata_format_dsm_trim_descr fills per TRIM"),
     "max_sectors": Fact(256, f"{L61} include/linux/ata.h ATA_MAX_SECTORS: lba_28_ok's limit, and the max_sectors "
-                             "libata-core.c ata_dev_configure gives a disk without LBA48"),
+                             "libata-core.c ata_dev_configure gives a disk without LBA48, or a PATA-looking disk on "
+                             "a SATA port (ata_dev_knobble: QEMU's ide-hd behind AHCI, sysfs max_hw_sectors_kb 128)"),
+    "max_sectors_lba48": Fact(65535, f"{L61} include/linux/ata.h ATA_MAX_SECTORS_LBA48, ata_dev_configure's limit "
+                                     "for an LBA48 disk (sysfs max_hw_sectors_kb 32767 under ata_piix)"),
+    "piix_max_segments": Fact(128, f"{L61} include/linux/libata.h LIBATA_MAX_PRD, ATA_BMDMA_SHT's sg_tablesize "
+                                   "(sysfs max_segments 128 under ata_piix)"),
+    "ahci_max_segments": Fact(168, f"{L61} drivers/ata/ahci.h AHCI_MAX_SG, AHCI_SHT's sg_tablesize (sysfs "
+                                   "max_segments 168 under ahci)"),
 }
 
 SD_FACTS = {
