@@ -55,6 +55,12 @@ def e2fsprogs() -> dict[str, str]:
     return {tool: _need(tool, "e2fsprogs") for tool in ("mke2fs", "dumpe2fs", "debugfs")}
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium: a run report's page must render."""
+    return _need("chromium", "chromium")
+
+
 def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command, capturing text output; fail the test with its stderr when check is set."""
     proc = subprocess.run(cmd, capture_output=True, text=True)
