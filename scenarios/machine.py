@@ -304,6 +304,7 @@ class Machine:
     mem: GuestMemory
     driver: Driver
     disk: GuestDisk
+    sectors: int = 0                    # the disk's size as the guest sees it, 512-byte sectors
 
     def run(self, gen: Generator[Any, Any, Any]) -> Any:
         """Run one guest-driver generator to its end; its return value."""
@@ -329,7 +330,7 @@ def build(controller: str, drive: Drive, profile_name: str, *, timing: LatencyMo
     parts = Parts(sim, mem, InterruptLine(sim, controller), drive, profile_name, config, timing)
     try:
         driver = entry.driver(parts, entry.function(parts))
-        return Machine(controller, profile_name, sim, mem, driver, entry.disk(parts, driver))
+        return Machine(controller, profile_name, sim, mem, driver, entry.disk(parts, driver), drive.capacity // SECTOR)
     except BaseException:
         mem.close()
         raise

@@ -2,24 +2,33 @@
 controller, and taking it all apart again afterwards.
 
 This is the one module that reaches every layer below it: the commands and the stories built on runs (`emu
-replay`, `emu demo`) get their images, drives and machines here and never open an image or build a device
-themselves. Today a run is one image, its Drive and, for a guest, the machine on it; it grows into the scenario
-runner (a TOML scenario -> images -> Drive -> machine -> guest file system -> result) in the same place.
+replay`, `emu demo`, `emu run`) get their images, drives and machines here and never open an image or build a
+device themselves. A scenario's disk (`ScenarioDisk`) is its chain of image files, made and filled from the
+scenario's `[disk]`, the Drive on the top one, and the offline operations (snapshot, commit, compact) that change
+the files under the running guest; `scenarios.play` runs the steps on it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import random
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import images
 from controllers.ata.layouts import DSM_MAX_RANGE_SECTORS
 from emu.block import Drive, DriveOptions
+from emu.block.backend import Status
+from emu.errors import UsageError
 from emu.sim import LatencyModel, Monitor
 from images import snapshots
+from images.chain import commit
+from images.compact import compact
+from images.probe import FORMATS
+from scenarios.guest.content import fresh_content
 from scenarios.machine import Machine, build
+from scenarios.spec import DiskSpec, Scenario, load
 
 HOST_BYTES = "host_bytes"       # the monitor's metric: an image file's space on the host (st_blocks)
 # The longest range one ATA DSM TRIM entry carries (its 16-bit sector count): a story explains what that leaves
@@ -97,3 +106,136 @@ def guest_run(image: str, controller: str, profile: str, fmt: str | None = None,
             yield run
         finally:
             machine.close()
+
+
+def load_scenario(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """A scenario file or catalog name, read with the image formats emu has."""
+    return load(source, overrides, formats=tuple(FORMATS))
+
+
+# -- a scenario's disk ----------------------------------------------------------------------------------------------
+EXTENSIONS = {"raw": "img", "qcow2": "qcow2", "vdi": "vdi", "vpc": "vhd", "vhdx": "vhdx", "vmdk": "vmdk"}
+FILL_CHUNK = 4 << 20        # a backing layer's fill is written in pieces of this size
+
+
+def layer_kind(flags: int) -> str:
+    """What a layer holds for a range, as `qemu-img map` tells it: data, zeros without data, or nothing (the layer
+    below shows through)."""
+    if flags & Status.DATA:
+        return "data"
+    return "zero" if flags & Status.ALLOCATED else "unallocated"
+
+
+class ScenarioDisk:
+    """The image files of a scenario's `[disk]` in `directory` (its backing layers `base*.EXT` filled as the
+    scenario says, then `disk.EXT` on top), the Drive on the top one, and a probe of every layer's host bytes in
+    `monitor`. The files are the run's: they stay in `directory` for qemu-img to read afterwards."""
+
+    def __init__(self, directory: str, spec: DiskSpec, options: DriveOptions, monitor: Monitor,
+                 rng: random.Random) -> None:
+        self.directory = directory
+        self.spec = spec
+        self.options = options
+        self.monitor = monitor
+        os.makedirs(directory, exist_ok=True)
+        below: str | None = None
+        for i, layer in enumerate(spec.backing):
+            stem = "base" if len(spec.backing) == 1 else f"base{i + 1}"
+            path = os.path.join(directory, f"{stem}.{EXTENSIONS[layer.format]}")
+            self._create(path, layer.format, layer.options, below)
+            self._fill(path, layer.format, layer.fill, rng)
+            below = path
+        self.top = os.path.join(directory, f"disk.{EXTENSIONS[spec.format]}")
+        self._create(self.top, spec.format, spec.options, below)
+        self.drive = Drive(images.open_image(self.top, spec.format), options, monitor)
+        self._probe()
+
+    def _create(self, path: str, fmt: str, options: dict[str, str], below: str | None) -> None:
+        if os.path.exists(path):
+            raise UsageError(f"{path} already exists: give the run an empty directory")
+        images.create_image(path, fmt, self.spec.size, options,
+                            backing=None if below is None else os.path.basename(below),
+                            backing_fmt=None if below is None else images.detect_format(below))
+
+    @staticmethod
+    def _fill(path: str, fmt: str, fills, rng: random.Random) -> None:
+        image = images.open_image(path, fmt)
+        try:
+            for fill in fills:
+                for offset in range(fill.offset, fill.offset + fill.size, FILL_CHUNK):
+                    n = min(FILL_CHUNK, fill.offset + fill.size - offset)
+                    image.write(offset, fresh_content(rng, n, fill.content))
+            image.flush()
+        finally:
+            image.close()
+
+    # -- what the run reads --------------------------------------------------------------------------------------
+    def chain(self) -> list:
+        """The open image backends of the chain, base first."""
+        return list(reversed(self.drive.backend.chain()))
+
+    def layers(self) -> list[str]:
+        """The layers' file names, base first (the names of the monitor's rows)."""
+        return [os.path.basename(layer.path) for layer in self.chain()]
+
+    def _probe(self) -> None:
+        for layer in self.monitor.probed(HOST_BYTES):
+            self.monitor.unprobe(layer, HOST_BYTES)
+        for layer in self.chain():
+            path = layer.path
+            self.monitor.probe(os.path.basename(path), HOST_BYTES, lambda path=path: host_bytes(path))
+
+    def host_bytes(self) -> dict[str, int]:
+        """Every layer's host bytes now, base first."""
+        return {os.path.basename(layer.path): host_bytes(layer.path) for layer in self.chain()}
+
+    def maps(self) -> dict[str, list[list]]:
+        """Per layer, what it holds over the guest's address space: runs of [offset, length, kind]."""
+        out = {}
+        for layer in self.chain():
+            runs: list[list] = []
+            offset, end = 0, layer.virtual_size
+            while offset < end:
+                status = layer.block_status(offset, end - offset)
+                kind = layer_kind(status.flags)
+                if runs and runs[-1][2] == kind:
+                    runs[-1][1] += status.length
+                else:
+                    runs.append([offset, status.length, kind])
+                offset += status.length
+            out[os.path.basename(layer.path)] = runs
+        return out
+
+    # -- offline operations on the files ---------------------------------------------------------------------------
+    def _offline(self, operation: Callable[[], object]) -> object:
+        """Close the image, change the files, reopen the top under the same Drive (the guest does not notice)."""
+        self.drive.flush()
+        self.drive.close()
+        try:
+            return operation()
+        finally:
+            self.drive.reattach(images.open_image(self.top, images.detect_format(self.top)))
+            self._probe()
+
+    def snapshot(self, action: str, name: str) -> int:
+        """Take, revert to or delete (merge) snapshot `name` of the top image, as `emu img snapshot` does; the
+        bytes a delete merged (0 for take and revert, which copy nothing)."""
+        if action == "delete":
+            return self._offline(lambda: snapshots.delete(self.top, name).data_bytes)
+        operation = snapshots.create if action == "take" else snapshots.revert
+        self._offline(lambda: operation(self.top, name))
+        return 0
+
+    def commit(self) -> int:
+        """`emu img commit` of the top into the layer below; the bytes written there."""
+        return self._offline(lambda: commit(self.top).data_bytes)
+
+    def compact(self) -> int:
+        """`emu img compact` of the top image; the host bytes it gave back."""
+        def run() -> int:
+            done = compact(self.top)
+            return done.host_before - done.host_after
+        return self._offline(run)
+
+    def close(self) -> None:
+        self.drive.close()

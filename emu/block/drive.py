@@ -18,7 +18,7 @@ from typing import Protocol
 from emu.block.backend import Backend, BlockLimits, Status
 from emu.block.options import DriveOptions
 from emu.block.request import Completion, Flags, Op, Request
-from emu.errors import BlockError, ImageError
+from emu.errors import BlockError, ImageError, UsageError
 from emu.memory import scatter
 from emu.trace import Act, Trace
 
@@ -122,6 +122,15 @@ class Drive:
 
     def close(self) -> None:
         self.backend.close()
+
+    def reattach(self, backend: Backend) -> None:
+        """Put another image under the running guest (QEMU's blockdev-snapshot, or a drive reopened after an
+        offline operation): the device and its options stay; the caller has flushed and closed the old image.
+        The new one must have the same size, since the guest already knows the disk's capacity."""
+        if backend.virtual_size != self.capacity:
+            raise UsageError(f"the new image has {backend.virtual_size} bytes; the drive has {self.capacity}")
+        backend.host_unmap = self.options.unmap
+        self.backend = backend
 
     # -- what the drive is: asked by devices and guests, never of the image behind it ------------------------
     @property

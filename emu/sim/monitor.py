@@ -61,6 +61,10 @@ class Monitor:
         """Stop sampling a pair (an image layer that is gone); its rows stay."""
         self._probes.pop((layer, metric), None)
 
+    def probed(self, metric: str) -> list[str]:
+        """The layers with a probe of `metric`, in the order they were registered."""
+        return [layer for layer, m in self._probes if m == metric]
+
     def sample(self) -> list[Row]:
         """Record every probe now, in the order they were registered."""
         return [self.record(layer, metric, read()) for (layer, metric), read in self._probes.items()]

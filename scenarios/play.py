@@ -1,0 +1,262 @@
+"""A scenario played: its disk made (scenarios.run), the guest booted on the machine, the steps performed in
+simulated time and measured after each one, and the run's record, `result.json` (its schema in docs/scenarios.md).
+
+The guest's steps run as SimPy processes on the machine's simulation; the offline ones (snapshot, commit, compact)
+change the image files while the guest waits, and take the time the latency model gives the bytes they move. After
+every step the monitor samples each layer's host bytes and the guest's used bytes; a step's requests and discards
+are read from the Drive's traces in the monitor, the guest's own requests from its block device's log.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from emu.block import DriveOptions
+from emu.errors import UsageError
+from emu.sim import LatencyModel, Monitor
+from emu.trace import Act
+from scenarios.explain import Discard, Explainer, Freed
+from scenarios.guest.content import fresh_content
+from scenarios.guest.ext4.fs import Committed
+from scenarios.guest.linux.block import Issued
+from scenarios.guest.linux.system import LinuxGuest
+from scenarios.machine import build
+from scenarios.run import HOST_BYTES, ScenarioDisk
+from scenarios.spec import Scenario, Step
+
+SCHEMA = 1
+GUEST = "guest"                     # the monitor's layer for what the guest's file system reports
+GUEST_USED = "guest_used_bytes"
+OPS = ("read", "write", "discard", "write-zeroes", "flush")
+LINUX_GUESTS = ("linux-",)          # guest profiles whose tools the Linux guest model runs
+
+Progress = Callable[[int, int, Step], None]     # (index, steps, the step about to run)
+
+
+@dataclass
+class Played:
+    """A finished run: its result document, and every request the guest issued with the phase it ended in
+    (None after the last phase)."""
+
+    result: dict
+    issued: list[tuple[str | None, Issued]] = field(default_factory=list)
+
+
+class Player:
+    """One scenario's run in `directory`, open until `close()`: the disk, the machine, the guest, the record."""
+
+    def __init__(self, scenario: Scenario, directory: str) -> None:
+        if not scenario.machine.guest.startswith(LINUX_GUESTS):
+            raise UsageError(f"guest '{scenario.machine.guest}': only Linux guests run scenarios yet")
+        self.scenario = scenario
+        self.rng = random.Random(scenario.seed)
+        self.monitor = Monitor()
+        options = DriveOptions(discard=scenario.drive.discard, detect_zeroes=scenario.drive.detect_zeroes)
+        self.disk = ScenarioDisk(directory, scenario.disk, options, self.monitor, self.rng)
+        self.timing = LatencyModel()
+        try:
+            self.machine = build(scenario.machine.controller, self.disk.drive, scenario.machine.profile,
+                                 guest=scenario.machine.guest, timing=self.timing)
+        except BaseException:
+            self.disk.close()
+            raise
+        self.monitor.clock = lambda: self.machine.sim.now
+        self.guest = LinuxGuest(self.machine, self.rng)
+        self.monitor.probe(GUEST, GUEST_USED, lambda: self.guest.used_bytes)
+        self.snapshots: dict[str, tuple[Committed | None, dict[str, bytearray]]] = {}
+        self.expected: dict[str, bytearray] = {}       # what each file holds, by what was written (real payload)
+        self.steps: list[dict] = []
+        self.phases: list[dict] = []
+        self.issued: list[tuple[str | None, Issued]] = []
+        self.explainer = Explainer()
+        self.machine.run(self.guest.boot())
+        self.maps_before = self.disk.maps()
+        self.monitor.sample()
+
+    def close(self) -> None:
+        self.machine.close()
+        self.disk.close()
+
+    # -- the steps ---------------------------------------------------------------------------------------------------
+    def play(self, progress: Progress | None = None) -> Played:
+        total = len(self.scenario.steps)
+        for index, step in enumerate(self.scenario.steps):
+            if progress is not None:
+                progress(index, total, step)
+            self.step(index, step)
+        self.issued.extend((None, r) for r in self.guest.dev.issued)
+        self.guest.dev.issued.clear()
+        return Played(self.result(), self.issued)
+
+    def step(self, index: int, step: Step) -> dict:
+        """Perform one step and record it (and its phase, if it ends one)."""
+        sim = self.machine.sim
+        start, served = sim.now, len(self.monitor.requests)
+        issued_from = len(self.guest.dev.issued)
+        output = self._do(step)
+        self._follow(index, served, self.guest.dev.issued[issued_from:])
+        rows = {(row.layer, row.metric): row.value for row in self.monitor.sample()}
+        layers = {name: int(rows[(name, HOST_BYTES)]) for name in self.disk.layers()}
+        record = {"index": index, "do": step.do, "args": dict(step.args), "start": start, "end": sim.now,
+                  "duration": sim.now - start, "layers": layers, "guest_used_bytes": self.guest.used_bytes,
+                  "requests": self._requests(served),
+                  "discards": self._discards(served, self.guest.dev.issued[issued_from:])}
+        if output:
+            record["output"] = output
+        self.steps.append(record)
+        if step.phase:
+            top = self.disk.layers()[-1]
+            self.phases.append({"name": step.phase, "time": sim.now, "host_bytes": layers[top], "layers": layers,
+                                "guest_used_bytes": self.guest.used_bytes})
+            self.issued.extend((step.phase, r) for r in self.guest.dev.issued)
+            self.guest.dev.issued.clear()
+        return record
+
+    def _do(self, step: Step) -> dict:
+        a, guest, run = step.args, self.guest, self.machine.run
+        do = step.do
+        if do == "mkfs":
+            run(guest.mkfs(self.scenario.fs.type, self.scenario.fs.mkfs))
+            self.expected = {}
+        elif do == "mount":
+            run(guest.mount(a.get("options", self.scenario.fs.mount)))
+        elif do == "umount":
+            run(guest.umount())
+        elif do == "write":
+            data = fresh_content(self.rng, a["size"], a["content"])
+            run(guest.write(a["file"], data, a.get("offset")))
+            self._remember(a["file"], data, a.get("offset"))
+        elif do == "delete":
+            run(guest.delete(a["file"]))
+            self.expected.pop(a["file"], None)
+        elif do == "truncate":
+            run(guest.truncate(a["file"], a["size"]))
+            content = self.expected.setdefault(a["file"], bytearray())
+            del content[a["size"]:]
+            content.extend(bytes(a["size"] - len(content)))
+        elif do == "sync":
+            run(guest.sync())
+        elif do == "fstrim":
+            return {"trimmed_bytes": run(guest.fstrim(a.get("offset", 0), a.get("length"), a.get("minlen", 0)))}
+        elif do == "zero-fill":
+            if a.get("tool", "dd") != "dd":
+                raise UsageError("zero-fill tool=sdelete runs on Windows guests, which are not modelled yet")
+            run(guest.zero_fill("zero.fill", a.get("size")))
+        elif do == "blkdiscard":
+            run(guest.blkdiscard(a.get("offset", 0), a.get("length")))
+        elif do == "idle":
+            run(guest.idle(a["seconds"]))
+        elif do == "power-cycle":
+            guest.power_cut()
+            self._forget_unsynced()
+        else:
+            return self._offline(step)
+        return {}
+
+    def _offline(self, step: Step) -> dict:
+        """The steps that change image files while the guest waits; they take the time of the bytes they move."""
+        a, do = step.args, step.do
+        if self.guest.fs is not None and self.guest.fs.mounted and not (do == "snapshot" and a["action"] != "revert"):
+            raise UsageError(f"step {do}: the file system is mounted (umount it first)")
+        if do == "snapshot":
+            if a["action"] == "take":
+                self.snapshots[a["name"]] = (self.guest.checkpoint(), {k: bytearray(v) for k, v in
+                                                                       self.expected.items()})
+            moved = self.disk.snapshot(a["action"], a["name"])
+            if a["action"] == "revert":
+                state, expected = self.snapshots[a["name"]]
+                self.guest.power_cut(state)
+                self.expected = {k: bytearray(v) for k, v in expected.items()}
+            output = {"merged_bytes": moved}
+        elif do == "commit":
+            moved = self.disk.commit()
+            output = {"committed_bytes": moved}
+        else:
+            moved = 0
+            output = {"host_bytes_freed": self.disk.compact()}
+        cost = self.timing.cost("read", moved) + self.timing.cost("write", moved) if moved else 0.0
+        self.machine.run(self.guest.idle(cost))
+        return output
+
+    def _remember(self, name: str, data: bytes, offset: int | None) -> None:
+        content = self.expected.setdefault(name, bytearray())
+        offset = len(content) if offset is None else offset
+        if offset > len(content):
+            content.extend(bytes(offset - len(content)))
+        content[offset:offset + len(data)] = data
+
+    def _forget_unsynced(self) -> None:
+        """After a power cut the files are those the file system committed: their content as far as written."""
+        fs = self.guest.fs
+        if fs is None:
+            return
+        self.expected = {name: content for name, content in self.expected.items() if name in fs.files}
+        for name, content in self.expected.items():
+            f = fs.files[name]
+            del content[f.size:]
+
+    def _follow(self, index: int, served: int, issued: list[Issued]) -> None:
+        """Hand the explainer what the step freed and discarded."""
+        fs = self.guest.fs
+        if fs is not None:
+            self.explainer.freed += [Freed(start * fs.bs, count * fs.bs, index) for start, count in fs.freed]
+            fs.freed.clear()
+        self.explainer.guest_discards += [Discard(r.sector * 512, r.sectors * 512, index) for r in issued
+                                          if r.op == "discard"]
+        self.explainer.drive_discards += [Discard(t.offset, t.length, index, t)
+                                          for t in self.monitor.traces("discard", served)]
+
+    def explain(self) -> dict:
+        """Where every byte the guest freed went, by reason (scenarios.explain)."""
+        fs = self.guest.fs
+
+        def is_used(offset: int, length: int) -> bool:
+            return fs is not None and any(fs.used[offset // fs.bs:-(-(offset + length) // fs.bs)])
+
+        dev = self.guest.dev
+        return self.explainer.explain(self.disk.chain(), is_used, dev.limits.discard is not None,
+                                      self.disk.drive.format_name)
+
+    # -- the guest's view ------------------------------------------------------------------------------------------
+    def read_file(self, name: str) -> bytes:
+        """A file's content as the guest reads it now (its page cache, else the disk through the whole chain)."""
+        return self.machine.run(self.guest.fs.read(name))
+
+    # -- the record ------------------------------------------------------------------------------------------------
+    def _requests(self, since: int) -> dict[str, int]:
+        counts = dict.fromkeys(OPS, 0)
+        for trace in self.monitor.traces(since=since):
+            counts[trace.op] += 1
+        return counts
+
+    def _discards(self, since: int, issued: list[Issued]) -> dict[str, int]:
+        """Bytes of discard the guest issued, and what the Drive passed to the image or dropped."""
+        passed = dropped = 0
+        for trace in self.monitor.traces("discard", since):
+            if any(e.layer == "drive" and e.action == Act.DROPPED for e in trace.events):
+                dropped += trace.length
+            else:
+                passed += trace.length
+        return {"issued_bytes": sum(r.sectors * 512 for r in issued if r.op == "discard"),
+                "passed_bytes": passed, "dropped_bytes": dropped}
+
+    def result(self) -> dict:
+        s = self.scenario
+        return {"schema": SCHEMA,
+                "scenario": {"name": s.name, "title": s.title, "story": s.story, "file": s.source, "seed": s.seed,
+                             "settings": s.settings()},
+                "phases": self.phases, "steps": self.steps,
+                "timeline": [[r.time, r.layer, r.metric, r.value] for r in self.monitor.rows],
+                "maps": {"before": self.maps_before, "after": self.disk.maps()}, "explain": self.explain()}
+
+
+def play(scenario: Scenario, directory: str, progress: Progress | None = None) -> Played:
+    """Run `scenario` with its image files in `directory`; the record."""
+    player = Player(scenario, directory)
+    try:
+        return player.play(progress)
+    finally:
+        player.close()
+
