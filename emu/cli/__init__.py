@@ -1,5 +1,5 @@
 """The `emu` command: `emu img ...` (qemu-img-like), `emu io ...` (qemu-io-like), `emu replay`, `emu profiles`,
-`emu demo`.
+`emu run`, `emu explain`, `emu demo`.
 
 Every deliberate failure is an EmuError and is printed as one line on stderr with a non-zero exit;
 anything else is a bug and keeps its traceback.
@@ -20,6 +20,8 @@ COMMANDS = (
      "run a JSON Lines script of guest commands through an emulated controller (ide, ahci, virtio-*)"),
     ("profiles", "emu.cli.profiles",
      "list the device profiles (QEMU versions, the standards): every value and its source"),
+    ("run", "emu.cli.run", "play a scenario (emu run --list) on the simulated guest: tables, result.json, report"),
+    ("explain", "emu.cli.explain", "play a scenario and say where every byte the guest freed went, and why"),
     ("demo", "emu.cli.demo", "a short walk-through: a guest writes, deletes and discards; where does the space go?"),
 )
 MODULES = {name: module for name, module, _ in COMMANDS}

@@ -10,6 +10,7 @@ from emu.units import human_size
 
 SCHEMA = 1                  # the result.json schema this report reads (docs/scenarios.md)
 HOST_BYTES = "host_bytes"   # the timeline's metric of an image layer's host allocation
+SIZE_ARGS = ("size", "offset", "length", "minlen")   # a step's keys that hold bytes
 OPS = ("read", "write", "discard", "write-zeroes", "flush")
 
 
@@ -60,7 +61,16 @@ def seconds(value: float) -> str:
 
 def step_name(step: dict) -> str:
     """A step as the scenario file wrote it: `write file=big size=64M content=random`."""
-    return " ".join([step["do"]] + [f"{key}={value}" for key, value in step["args"].items()])
+    return " ".join([step["do"]] + [f"{key}={_arg(key, value)}" for key, value in step["args"].items()])
+
+
+def _arg(key: str, value) -> str:
+    """A step's argument as a person writes it: sizes with their suffix (`64M`), the rest as they are."""
+    if key in SIZE_ARGS and isinstance(value, int) and value:
+        for suffix, unit in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("k", 1 << 10)):
+            if value % unit == 0:
+                return f"{value // unit}{suffix}"
+    return str(value)
 
 
 def requests(step: dict) -> str:
@@ -72,7 +82,8 @@ def requests(step: dict) -> str:
 def headline(result: dict) -> str:
     """One line of the settings a reader compares runs by: format and size, controller, drive options, fs."""
     settings = result["scenario"].get("settings", {})
-    parts = [" ".join(settings[key] for key in ("disk.format", "disk.size") if key in settings),
+    parts = [" ".join(size(value) if isinstance(value, int) else str(value)
+                      for value in (settings.get(key) for key in ("disk.format", "disk.size")) if value is not None),
              settings.get("machine.controller", ""),
              *(f"{label}={settings[key]}" for key, label in (("drive.discard", "discard"),
                                                              ("drive.detect_zeroes", "detect-zeroes"))

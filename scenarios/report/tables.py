@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from emu.units import human_size
 from scenarios.report.rows import Table, check, headline, phases_table, steps_table
 
 GAP = "  "
@@ -25,4 +26,16 @@ def summary(result: dict) -> str:
     scenario = result["scenario"]
     lines = [f"{scenario['name']}: {scenario['title']}", headline(result), "", "Steps"]
     lines += layout(steps_table(result)) + ["", "Phases"] + layout(phases_table(result))
+    return "\n".join(lines) + "\n"
+
+
+def explanation(result: dict) -> str:
+    """Where the freed bytes went: the total, then each reason with its bytes and an example trace."""
+    check(result)
+    explained = result["explain"]
+    lines = [f"{result['scenario']['name']}: {headline(result)}",
+             f"The guest freed {human_size(explained['freed_bytes'])}."]
+    for entry in explained["by_reason"]:
+        lines.append(f"\n{human_size(entry['bytes']):>10}  {entry['text']}")
+        lines += ["            " + line for line in entry["example"].splitlines()]
     return "\n".join(lines) + "\n"
