@@ -21,7 +21,7 @@ from scenarios.explain import Discard, Explainer, Freed
 from scenarios.guest.content import fresh_content
 from scenarios.guest.ext4.fs import Committed
 from scenarios.guest.linux.block import Issued
-from scenarios.guest.linux.system import LinuxGuest
+from scenarios.guest.select import driver_profile, make_guest
 from scenarios.machine import build
 from scenarios.run import HOST_BYTES, ScenarioDisk
 from scenarios.spec import Scenario, Step
@@ -30,7 +30,6 @@ SCHEMA = 1
 GUEST = "guest"                     # the monitor's layer for what the guest's file system reports
 GUEST_USED = "guest_used_bytes"
 OPS = ("read", "write", "discard", "write-zeroes", "flush")
-LINUX_GUESTS = ("linux-",)          # guest profiles whose tools the Linux guest model runs
 
 Progress = Callable[[int, int, Step], None]     # (index, steps, the step about to run)
 
@@ -48,8 +47,6 @@ class Player:
     """One scenario's run in `directory`, open until `close()`: the disk, the machine, the guest, the record."""
 
     def __init__(self, scenario: Scenario, directory: str) -> None:
-        if not scenario.machine.guest.startswith(LINUX_GUESTS):
-            raise UsageError(f"guest '{scenario.machine.guest}': only Linux guests run scenarios yet")
         self.scenario = scenario
         self.rng = random.Random(scenario.seed)
         self.monitor = Monitor()
@@ -58,12 +55,12 @@ class Player:
         self.timing = LatencyModel()
         try:
             self.machine = build(scenario.machine.controller, self.disk.drive, scenario.machine.profile,
-                                 guest=scenario.machine.guest, timing=self.timing)
+                                 guest=driver_profile(scenario.machine.guest), timing=self.timing)
         except BaseException:
             self.disk.close()
             raise
         self.monitor.clock = lambda: self.machine.sim.now
-        self.guest = LinuxGuest(self.machine, self.rng)
+        self.guest = make_guest(scenario.machine.guest, self.machine, self.rng)
         self.monitor.probe(GUEST, GUEST_USED, lambda: self.guest.used_bytes)
         self.snapshots: dict[str, tuple[Committed | None, dict[str, bytearray]]] = {}
         self.expected: dict[str, bytearray] = {}       # what each file holds, by what was written (real payload)
