@@ -7,11 +7,13 @@ mutation (`journal`) to simulate power loss at any write.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import errno
 import os
 import stat
 
+from emu.block.payload import is_payload
 from emu.errors import ImageError
 
 # linux/falloc.h
@@ -26,6 +28,43 @@ _fallocate.restype = ctypes.c_int
 
 CACHE_MODES = ("writeback", "unsafe", "writethrough")
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
+
+
+class _PayloadRuns:
+    """Where a host file holds synthetic payload: sorted, disjoint [start, end) runs.
+
+    The payload is allocated with fallocate, whose unwritten extents SEEK_DATA reports as holes; the host file
+    system would know the range as data had it been written, so this remembers it for it, by file identity (device
+    and inode, which survive the renames of a snapshot), for every HostFile of that file in this process."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def add(self, start: int, end: int) -> None:
+        i = bisect.bisect_left(self.ends, start)
+        j = bisect.bisect_right(self.starts, end)
+        if i < j:
+            start, end = min(start, self.starts[i]), max(end, self.ends[j - 1])
+        self.starts[i:j], self.ends[i:j] = [start], [end]
+
+    def remove(self, start: int, end: int) -> None:
+        i = bisect.bisect_right(self.ends, start)
+        j = bisect.bisect_left(self.starts, end)
+        if i >= j:
+            return
+        keep = [(s, e) for s, e in ((self.starts[i], start), (end, self.ends[j - 1])) if s < e]
+        self.starts[i:j], self.ends[i:j] = [s for s, _ in keep], [e for _, e in keep]
+
+    def at(self, offset: int) -> tuple[bool, int | None]:
+        """Whether `offset` is in a run, and where that run ends (or where the next one starts, None: none)."""
+        i = bisect.bisect_right(self.starts, offset) - 1
+        if i >= 0 and offset < self.ends[i]:
+            return True, self.ends[i]
+        return False, self.starts[i + 1] if i + 1 < len(self.starts) else None
+
+
+_PAYLOAD_RUNS: dict[tuple[int, int], _PayloadRuns] = {}
 
 
 class HostFile:
@@ -52,9 +91,14 @@ class HostFile:
             os.close(self.fd)
             raise ImageError("not a regular file", path=path)
         self.path = path
+        st = os.fstat(self.fd)
+        self._identity = (st.st_dev, st.st_ino)
+        if create:
+            _PAYLOAD_RUNS.pop(self._identity, None)     # a new file under an old inode number holds nothing
         self.writable = writable
         self.cache = cache
         self.journal: list | None = None
+        self.synthetic = False          # writes of the synthetic payload allocate instead (emu.block.payload)
         self.can_punch = True
         self._size = os.fstat(self.fd).st_size
 
@@ -83,6 +127,10 @@ class HostFile:
 
     # -- mutations ---------------------------------------------------------------------------------
     def pwrite(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if self.synthetic and is_payload(data):
+            self.allocate(offset, len(data))
+            _PAYLOAD_RUNS.setdefault(self._identity, _PayloadRuns()).add(offset, offset + len(data))
+            return
         if self.journal is not None:
             self.journal.append(("pwrite", (offset, bytes(data))))
         done = os.pwrite(self.fd, data, offset)
@@ -100,6 +148,7 @@ class HostFile:
         if not self._fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length):
             self.can_punch = False  # as file-posix: ENOTSUP disables discard for this node
             return 0
+        self._forget_payload(offset, length)
         if self.journal is not None:
             self.journal.append(("punch", (offset, length)))
         return max(0, before - self.allocated_bytes())
@@ -108,6 +157,7 @@ class HostFile:
         """Make a range read as zeros and stay allocated (FALLOC_FL_ZERO_RANGE, else written zeros)."""
         if length <= 0:
             return
+        self._forget_payload(offset, length)
         if not self._fallocate(FALLOC_FL_ZERO_RANGE, offset, length):
             self.pwrite(offset, bytes(length))
             return
@@ -156,8 +206,26 @@ class HostFile:
     def extent_at(self, offset: int) -> tuple[bool, int]:
         """(is_data, end) for the data or hole run containing `offset`, from SEEK_DATA/SEEK_HOLE.
 
-        A trailing hole (ENXIO) ends at the file size; failures are reported as data, as QEMU does.
+        A trailing hole (ENXIO) ends at the file size; failures are reported as data, as QEMU does. Synthetic
+        payload counts as data.
         """
+        is_data, end = self._seek(offset)
+        runs = _PAYLOAD_RUNS.get(self._identity)
+        if runs is None:
+            return is_data, end
+        inside, boundary = runs.at(offset)
+        if inside:          # a page of it read into the host's cache shows as data too, up to where it ends
+            return True, max(boundary, end) if is_data else boundary
+        if is_data:
+            return True, end
+        return False, end if boundary is None else min(end, boundary)
+
+    def _forget_payload(self, offset: int, length: int) -> None:
+        runs = _PAYLOAD_RUNS.get(self._identity)
+        if runs is not None:
+            runs.remove(offset, offset + length)
+
+    def _seek(self, offset: int) -> tuple[bool, int]:
         try:
             data = os.lseek(self.fd, offset, os.SEEK_DATA)
         except OSError as exc:

@@ -148,7 +148,7 @@ class ScenarioDisk:
         self.top = os.path.join(directory, f"disk.{EXTENSIONS[spec.format]}")
         self._create(self.top, spec.format, spec.options, below)
         self.drive = Drive(images.open_image(self.top, spec.format), options, monitor)
-        self._probe()
+        self._attached()
 
     def _create(self, path: str, fmt: str, options: dict[str, str], below: str | None) -> None:
         if os.path.exists(path):
@@ -178,7 +178,10 @@ class ScenarioDisk:
         """The layers' file names, base first (the names of the monitor's rows)."""
         return [os.path.basename(layer.path) for layer in self.chain()]
 
-    def _probe(self) -> None:
+    def _attached(self) -> None:
+        """A chain opened under the Drive: its host files told about a synthetic payload, its layers probed."""
+        for layer in self.chain():
+            layer.host.synthetic = self.spec.payload == "synthetic"
         for layer in self.monitor.probed(HOST_BYTES):
             self.monitor.unprobe(layer, HOST_BYTES)
         for layer in self.chain():
@@ -215,7 +218,7 @@ class ScenarioDisk:
             return operation()
         finally:
             self.drive.reattach(images.open_image(self.top, images.detect_format(self.top)))
-            self._probe()
+            self._attached()
 
     def snapshot(self, action: str, name: str) -> int:
         """Take, revert to or delete (merge) snapshot `name` of the top image, as `emu img snapshot` does; the

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from emu.errors import UsageError
+from scenarios.guest.content import Uniform
 from scenarios.guest.ext4.journal import Journal
 from scenarios.guest.ext4.layout import FIRST_INO, FLEX_BG, INODE_SIZE, Layout
 from scenarios.guest.linux.block import BlockDevice
@@ -45,6 +46,7 @@ class File:
     size: int = 0
     extents: list[tuple[int, int, int]] = field(default_factory=list)
     dirty: dict[int, bytes] = field(default_factory=dict)        # file block -> content not yet written back
+    uniform: list[tuple[int, int, Uniform]] = field(default_factory=list)   # dirty runs: (block, count, content)
 
     def physical(self, block: int) -> int | None:
         for logical, phys, n in self.extents:
@@ -52,9 +54,39 @@ class File:
                 return phys + block - logical
         return None
 
+    def run_at(self, block: int) -> tuple[int | None, int]:
+        """(physical block, blocks) of the mapped run from `block` to its extent's end, or (None, blocks) of the
+        hole from `block` to the next extent (a huge count past the last)."""
+        hole = 1 << 62
+        for i, (logical, phys, n) in enumerate(self.extents):
+            if logical <= block < logical + n:
+                end = logical + n
+                for next_logical, next_phys, next_n in self.extents[i + 1:]:     # physically contiguous too
+                    if next_logical != end or next_phys != phys + end - logical:
+                        break
+                    end += next_n
+                return phys + block - logical, end - block
+            if logical > block:
+                hole = min(hole, logical - block)
+        return None, hole
+
     @property
     def allocated(self) -> int:
         return sum(n for _, _, n in self.extents)
+
+
+def _cut_runs(f: File, first: int, end: int) -> None:
+    """Take blocks [first, end) out of the file's uniform runs (written over, or truncated away)."""
+    kept = []
+    for start, n, content in f.uniform:
+        if start + n <= first or end <= start:
+            kept.append((start, n, content))
+            continue
+        if start < first:
+            kept.append((start, first - start, content))
+        if end < start + n:
+            kept.append((end, start + n - end, content))
+    f.uniform = kept
 
 
 def _normalized(size_bytes: int, block_size: int) -> int:
@@ -101,14 +133,16 @@ class Ext4:
     # -- what survives a power cut ----------------------------------------------------------------------------------
     def checkpoint(self) -> Committed:
         """The file system as it is now, without its page cache: what a commit makes durable."""
-        return Committed({name: replace(f, extents=list(f.extents), dirty={}) for name, f in self.files.items()},
+        return Committed({name: replace(f, extents=list(f.extents), dirty={}, uniform=[])
+                          for name, f in self.files.items()},
                          bytearray(self.used), self.next_ino)
 
     def restore(self, state: Committed) -> None:
         """Go back to `state` (a power cut, a snapshot reverted): unmounted, dirty pages and the running
         transaction lost; the journal's committed blocks are replayed at the next mount, so the committed state is
         the file system's."""
-        self.files = {name: replace(f, extents=list(f.extents), dirty={}) for name, f in state.files.items()}
+        self.files = {name: replace(f, extents=list(f.extents), dirty={}, uniform=[])
+                      for name, f in state.files.items()}
         self.used[:] = state.used
         self.next_ino = state.next_ino
         self.mounted = False
@@ -133,7 +167,7 @@ class Ext4:
 
     @property
     def free_blocks(self) -> int:
-        return len(self.used) - sum(self.used)
+        return self.used.count(0)
 
     @property
     def used_bytes(self) -> int:
@@ -199,12 +233,16 @@ class Ext4:
             self.journal.add(self.layout.first_data_block)
         return f
 
-    def write(self, name: str, data: bytes, offset: int | None = None) -> Generator[Any, Any, None]:
+    def write(self, name: str, data: bytes | Uniform, offset: int | None = None) -> Generator[Any, Any, None]:
         """Buffered write of `data` at `offset` (default: the end of the file); nothing reaches the disk yet."""
         f = self._open(name, create=True)
         offset = f.size if offset is None else offset
+        if isinstance(data, Uniform):
+            self._write_uniform(f, offset, data)
+            return
         end = offset + len(data)
         bs = self.bs
+        _cut_runs(f, offset // bs, -(-end // bs))
         for block in range(offset // bs, -(-end // bs)):
             lo, hi = max(offset, block * bs), min(end, (block + 1) * bs)
             page = f.dirty.get(block)
@@ -219,13 +257,28 @@ class Ext4:
         f.size = max(f.size, end)
         yield from ()
 
+    def _write_uniform(self, f: File, offset: int, data: Uniform) -> None:
+        bs = self.bs
+        if offset % bs or data.length % bs:
+            raise UsageError(f"a synthetic write must be whole {bs}-byte blocks (offset {offset}, {data.length} bytes)")
+        first, count = offset // bs, data.length // bs
+        for block in [b for b in f.dirty if first <= b < first + count]:
+            del f.dirty[block]
+        _cut_runs(f, first, first + count)
+        f.uniform.append((first, count, data))
+        f.uniform.sort(key=lambda run: run[0])
+        f.size = max(f.size, offset + data.length)
+
     def read(self, name: str) -> Generator[Any, Any, bytes]:
         """The file's content as a reader sees it (dirty pages, else the disk, holes as zeros)."""
         f = self._open(name, create=False)
         out = bytearray()
+        runs = {b: content for first, n, content in f.uniform for b in range(first, first + n)}
         for block in range(-(-f.size // self.bs)):
             if block in f.dirty:
                 out += f.dirty[block]
+            elif block in runs:
+                out += runs[block].page(self.bs)
             elif f.physical(block) is not None:
                 out += yield from self.dev.pread(f.physical(block) * self.bs, self.bs)
             else:
@@ -247,6 +300,7 @@ class Ext4:
         f = self._open(name, create=False)
         keep = -(-size // self.bs)
         f.dirty = {b: d for b, d in f.dirty.items() if b < keep}
+        _cut_runs(f, keep, 1 << 62)
         if size < f.size:
             self.journal.add(self._itable_block(f.ino), self.layout.first_data_block)
             self._free_extents(f, keep)
@@ -332,34 +386,40 @@ class Ext4:
     def _writeback_file(self, f: File) -> Generator[Any, Any, None]:
         """ext4_writepages: the file's dirty blocks in order, in stretches of contiguous file blocks of at most one
         chunk; unmapped blocks get their space now (delalloc), and every physically contiguous piece is one bio."""
+        for first, count, content in self._stretches(f):
+            pos = 0
+            while pos < count:
+                block = first + pos
+                phys, length = f.run_at(block)
+                length = min(length, count - pos)
+                if phys is None:
+                    phys, length = self._allocate(f, block, length)
+                    self._add_extent(f, block, phys, length)
+                    for g in range(self._group_of(phys), self._group_of(phys + length - 1) + 1):
+                        self.journal.add(self.layout.groups[g].block_bitmap, self._gdt_block(g))
+                    self.journal.add(self._itable_block(f.ino))
+                yield from self.dev.submit_write(self._sector(phys), content(pos, length), contiguous=True)
+                pos += length
+        f.dirty, f.uniform = {}, []
+
+    def _stretches(self, f: File) -> list[tuple[int, int, Any]]:
+        """The dirty blocks as (first block, count, content(pos, n)) stretches of at most one chunk, in block order:
+        runs of dirty pages, and the uniform runs."""
+        out = []
         blocks = sorted(f.dirty)
         i = 0
         while i < len(blocks):
             j = i
             while j + 1 < len(blocks) and blocks[j + 1] == blocks[j] + 1 and j + 1 - i < EXTENT_CHUNK:
                 j += 1
-            stretch = blocks[i:j + 1]
+            pages = [f.dirty[b] for b in blocks[i:j + 1]]
+            out.append((blocks[i], j + 1 - i, lambda pos, n, pages=pages: b"".join(pages[pos:pos + n])))
             i = j + 1
-            pos = 0
-            while pos < len(stretch):
-                block = stretch[pos]
-                phys = f.physical(block)
-                if phys is None:
-                    length = 1
-                    while pos + length < len(stretch) and f.physical(stretch[pos + length]) is None:
-                        length += 1
-                    phys, length = self._allocate(f, block, length)
-                    self._add_extent(f, block, phys, length)
-                    for g in range(self._group_of(phys), self._group_of(phys + length - 1) + 1):
-                        self.journal.add(self.layout.groups[g].block_bitmap, self._gdt_block(g))
-                    self.journal.add(self._itable_block(f.ino))
-                else:
-                    length = 1
-                    while pos + length < len(stretch) and f.physical(stretch[pos + length]) == phys + length:
-                        length += 1
-                data = b"".join(f.dirty.pop(stretch[pos + k]) for k in range(length))
-                yield from self.dev.submit_write(self._sector(phys), data, contiguous=True)
-                pos += length
+        for first, count, content in f.uniform:
+            for start in range(first, first + count, EXTENT_CHUNK):
+                n = min(EXTENT_CHUNK, first + count - start)
+                out.append((start, n, lambda _pos, k, content=content: content.view(k * self.bs)))
+        return sorted(out, key=lambda stretch: stretch[0])
 
     def _add_extent(self, f: File, block: int, phys: int, n: int) -> None:
         if f.extents:

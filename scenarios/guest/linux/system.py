@@ -12,6 +12,7 @@ from collections.abc import Generator
 from typing import Any
 
 from emu.errors import UsageError
+from scenarios.guest.content import Uniform
 from scenarios.guest.ext4.fs import Committed, Ext4
 from scenarios.guest.ext4.mkfs import MkfsOptions, mkfs
 from scenarios.guest.linux.block import BlockDevice
@@ -92,7 +93,11 @@ class LinuxGuest:
         fs = self._fs()
         if size is None:
             size = fs.free_blocks * fs.bs
-        yield from fs.write(name, bytes(size))
+        whole = size - size % fs.bs
+        if whole:           # a run of zeros, never made: a fill of the free space may be larger than memory
+            yield from fs.write(name, Uniform("zeros", whole), 0)
+        if size > whole:
+            yield from fs.write(name, bytes(size - whole), whole)
         yield from fs.sync()
         yield from fs.delete(name)
         yield from fs.sync()
