@@ -22,7 +22,8 @@ SECTOR = 512
 REASONS = {
     "reclaimed": "reclaimed: the image no longer holds it and no layer below does",
     "reused": "reused: the file system wrote new data there after freeing it",
-    "not-discarded": "the file system never discarded it (not mounted with -o discard, and no fstrim after the delete)",
+    "not-discarded": "the guest never discarded it (Linux: not mounted with -o discard and no fstrim after the delete; "
+                     "Windows: no delete notification, no retrim)",
     "no-device-discard": "the device does not offer discard: the guest's queue has none",
     "driver-dropped": "the guest discarded it, but its driver sent nothing to the device",
     "drive-ignore": "the drive dropped the discard (discard=ignore: the request succeeds and nothing is freed)",

@@ -141,8 +141,9 @@ class Player:
         elif do == "fstrim":
             return {"trimmed_bytes": run(guest.fstrim(a.get("offset", 0), a.get("length"), a.get("minlen", 0)))}
         elif do == "zero-fill":
-            if a.get("tool", "dd") != "dd":
-                raise UsageError("zero-fill tool=sdelete runs on Windows guests, which are not modelled yet")
+            windows = hasattr(guest, "sdelete")
+            if (a.get("tool", "dd") == "sdelete") != windows:
+                raise UsageError("zero-fill: tool=sdelete runs on Windows guests, tool=dd on Linux guests")
             run(guest.zero_fill("zero.fill", a.get("size")))
         elif do == "blkdiscard":
             run(guest.blkdiscard(a.get("offset", 0), a.get("length")))

@@ -11,14 +11,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from controllers.drivers.config import GuestConfig
-from scenarios.profiles import linux_6_1, qemu_1_4_pc, qemu_7_2, qemu_8_2, strict
-from scenarios.profiles.facts import FROM_DRIVE, Fact, lookup
-from scenarios.profiles.families import BLOCK, LIBATA, SD, VIRTIO_BLK_DRIVER, VIRTIO_SCSI_DRIVER
+from scenarios.profiles import linux_6_1, qemu_1_4_pc, qemu_7_2, qemu_8_2, strict, windows
+from scenarios.profiles.facts import FROM_DRIVE, Fact, ProfileError, lookup
+from scenarios.profiles.families import BLOCK, GUEST, LIBATA, SD, VIRTIO_BLK_DRIVER, VIRTIO_SCSI_DRIVER
 from scenarios.profiles.family import Profile
 
 HYPERVISORS: dict[str, Profile] = {p.name: p for p in (qemu_7_2.PROFILE, qemu_8_2.PROFILE, qemu_1_4_pc.PROFILE,
                                                        strict.PROFILE)}
-GUESTS: dict[str, Profile] = {p.name: p for p in (linux_6_1.PROFILE,)}
+# Linux guests state their drivers' limits (the GUEST shape); Windows guests their delete notifications
+# (windows.WINDOWS_GUEST), and run on the Linux drivers' wire shapes (scenarios.guest.select.driver_profile).
+GUESTS: dict[str, Profile] = {p.name: p for p in (linux_6_1.PROFILE, *windows.PROFILES.values())}
 NAMES: tuple[str, ...] = tuple(HYPERVISORS)
 GUEST_NAMES: tuple[str, ...] = tuple(GUESTS)
 DEFAULT_PROFILE = "qemu-7.2"
@@ -38,6 +40,8 @@ def check_name(name: str) -> str:
 def guest_config(name: str = DEFAULT_GUEST) -> GuestConfig:
     """The configuration of every guest driver under guest profile `name`."""
     profile = lookup(GUESTS, name)
+    if profile.shape is not GUEST:
+        raise ProfileError(f"guest profile '{name}' configures no Linux drivers (its machine runs linux-6.1's)")
     return GuestConfig(block=profile[BLOCK].config(), libata=profile[LIBATA].config(), sd=profile[SD].config(),
                        virtio_blk=profile[VIRTIO_BLK_DRIVER].config(),
                        virtio_scsi=profile[VIRTIO_SCSI_DRIVER].config())
@@ -86,5 +90,6 @@ def describe(name: str | None = None) -> str:
         return "\n".join(_describe(lookup({**HYPERVISORS, **GUESTS}, name)))
     blocks = ["\n".join(_describe(profile)) for profile in HYPERVISORS.values()]
     guests = ", ".join(f"{n} (default)" if n == DEFAULT_GUEST else n for n in GUEST_NAMES)
-    blocks.append(f"guest profiles (the Linux drivers' own limits; `emu profiles NAME` lists one): {guests}")
+    blocks.append(f"guest profiles (Linux drivers' limits, Windows delete notifications; `emu profiles NAME` lists "
+                  f"one): {guests}")
     return "\n\n".join(blocks)

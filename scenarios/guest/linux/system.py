@@ -15,6 +15,7 @@ from emu.errors import UsageError
 from scenarios.guest.content import Uniform
 from scenarios.guest.ext4.fs import Committed, Ext4
 from scenarios.guest.ext4.mkfs import MkfsOptions, mkfs
+from scenarios.guest.fat.fs import FatOptions, fat32_layout, format_fat32
 from scenarios.guest.linux.block import BlockDevice
 
 SECTOR = 512
@@ -43,10 +44,14 @@ class LinuxGuest:
 
     # -- the tools ----------------------------------------------------------------------------------------------------
     def mkfs(self, fstype: str, options: str) -> Generator[Any, Any, None]:
-        if fstype != "ext4":
-            raise UsageError(f"file system '{fstype}': only ext4 is modelled on Linux guests yet")
+        if fstype not in ("ext4", "fat32"):
+            raise UsageError(f"file system '{fstype}': Linux guests make ext4 or fat32 (vfat)")
         if self.fs is not None and self.fs.mounted:
             raise UsageError("mkfs: the file system is mounted")
+        if fstype == "fat32":       # mkfs.fat -F 32 (dosfstools 4.2), mounted as vfat
+            layout = fat32_layout(self.dev.sectors, FatOptions.parse_mkfs(options).spc, chooser="mkfs.fat")
+            self.fs = yield from format_fat32(self.dev, layout)
+            return
         # Linux 6.1 has ext4's lazy inode-table init, so mke2fs finds /sys/fs/ext4/features/lazy_itable_init
         layout = yield from mkfs(self.dev, MkfsOptions.parse(options), lazy_itable_default=True)
         self.fs = Ext4(self.dev, layout, self.rng)
