@@ -31,6 +31,7 @@ GUEST = "guest"                     # the monitor's layer for what the guest's f
 GUEST_USED = "guest_used_bytes"
 OPS = ("read", "write", "discard", "write-zeroes", "flush")
 
+DURABLE = ("mkfs", "sync", "umount", "zero-fill")     # steps after which every write so far is committed
 Progress = Callable[[int, int, Step], None]     # (index, steps, the step about to run)
 
 
@@ -64,6 +65,7 @@ class Player:
         self.monitor.probe(GUEST, GUEST_USED, lambda: self.guest.used_bytes)
         self.snapshots: dict[str, tuple[Committed | None, dict[str, bytearray]]] = {}
         self.expected: dict[str, bytearray] = {}       # what each file holds, by what was written (real payload)
+        self.durable: dict[str, bytearray] = {}        # ... as of the last step that committed everything
         self.steps: list[dict] = []
         self.phases: list[dict] = []
         self.issued: list[tuple[str | None, Issued]] = []
@@ -93,6 +95,8 @@ class Player:
         start, served = sim.now, len(self.monitor.requests)
         issued_from = len(self.guest.dev.issued)
         output = self._do(step)
+        if step.do in DURABLE:
+            self.durable = {k: bytearray(v) for k, v in self.expected.items()}
         self._follow(index, served, self.guest.dev.issued[issued_from:])
         rows = {(row.layer, row.metric): row.value for row in self.monitor.sample()}
         layers = {name: int(rows[(name, HOST_BYTES)]) for name in self.disk.layers()}
@@ -164,7 +168,7 @@ class Player:
         if do == "snapshot":
             if a["action"] == "take":
                 self.snapshots[a["name"]] = (self.guest.checkpoint(), {k: bytearray(v) for k, v in
-                                                                       self.expected.items()})
+                                                                       self.durable.items()})
             moved = self.disk.snapshot(a["action"], a["name"])
             if a["action"] == "revert":
                 state, expected = self.snapshots[a["name"]]
@@ -201,14 +205,13 @@ class Player:
         content[offset:offset + len(data)] = data
 
     def _forget_unsynced(self) -> None:
-        """After a power cut the files are those the file system committed: their content as far as written."""
+        """After a power cut the files are those the file system committed, holding what the last committing step
+        left in them."""
         fs = self.guest.fs
         if fs is None:
             return
-        self.expected = {name: content for name, content in self.expected.items() if name in fs.files}
-        for name, content in self.expected.items():
-            f = fs.files[name]
-            del content[f.size:]
+        self.expected = {name: bytearray(self.durable.get(name, b""))[:fs.files[name].size] for name in fs.files
+                         if name in self.durable}
 
     def _follow(self, index: int, served: int, issued: list[Issued]) -> None:
         """Hand the explainer what the step freed and discarded."""

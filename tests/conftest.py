@@ -25,7 +25,7 @@ def _missing(message: str) -> None:
 
 
 def _need(tool: str, package: str = "qemu-utils") -> str:
-    path = shutil.which(tool) or (shutil.which(tool, path="/sbin:/usr/sbin") if package == "e2fsprogs" else None)
+    path = shutil.which(tool) or shutil.which(tool, path="/sbin:/usr/sbin")
     if path is None:
         _missing(f"{tool} is not installed (Debian package {package})")
     return path
@@ -53,6 +53,18 @@ def qemu_io() -> str:
 def e2fsprogs() -> dict[str, str]:
     """The real mke2fs, dumpe2fs and debugfs: the oracle of the ext4 model's layout."""
     return {tool: _need(tool, "e2fsprogs") for tool in ("mke2fs", "dumpe2fs", "debugfs")}
+
+
+@pytest.fixture(scope="session")
+def ntfs3g() -> dict[str, str]:
+    """ntfs-3g's mkntfs and ntfsinfo: the oracle of the NTFS model's layout."""
+    return {tool: _need(tool, "ntfs-3g") for tool in ("mkntfs", "ntfsinfo")}
+
+
+@pytest.fixture(scope="session")
+def mkfs_fat() -> str:
+    """dosfstools' mkfs.fat: the oracle of the FAT32 model's layout."""
+    return _need("mkfs.fat", "dosfstools")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from emu.block.payload import payload
 
-CONTENTS = ("random", "pattern", "zeros")
 _PATTERN = bytes(range(256))
 
 

@@ -392,3 +392,20 @@ def test_the_drive_answers_read_only_limits_and_allocation_itself(tmp_path):
     writable.close()
     drive.close()
     assert Drive(open_image(path, "qcow2", read_only=True)).read_only
+
+
+def test_reattach_puts_another_image_under_the_drive_of_the_same_size_only(tmp_path):
+    drive, _ = make(tmp_path, discard="unmap")
+    drive.write(0, b"a" * 4096)
+    drive.close()
+    other = str(tmp_path / "other.img")
+    create_image(other, "raw", 16 * MiB)
+    image = open_image(other, "raw")
+    drive.reattach(image)
+    assert drive.format_name == "raw" and image.host_unmap          # the drive's options carry over
+    assert drive.read(0, 4096).data == bytes(4096)
+    small = str(tmp_path / "small.img")
+    create_image(small, "raw", 8 * MiB)
+    with pytest.raises(UsageError, match="the drive has 16777216"):
+        drive.reattach(open_image(small, "raw"))
+    drive.close()

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import struct
 import subprocess
 
@@ -14,7 +12,6 @@ from hypothesis import strategies as st
 
 from emu.errors import UsageError
 from scenarios.guest.fat.fs import FatOptions, fat32_layout, sectors_per_cluster
-from tests.conftest import _missing
 from tests.scenarios.guest.test_ntfs import OPS, check_files, run_ops, scenario, steps
 
 MiB = 1 << 20
@@ -22,15 +19,13 @@ GiB = 1 << 30
 
 
 @pytest.mark.parametrize("size", [64 * MiB, 256 * MiB, 300 * MiB, GiB, 9 * GiB, 17 * GiB, 40 * GiB])
-def test_layout_is_mkfs_fat_layout(tmp_path, size):
+def test_layout_is_mkfs_fat_layout(tmp_path, size, mkfs_fat):
     """mkfs.fat rounds an image file's sectors to its guessed geometry's track: the layout is compared for the
     sectors it used."""
-    if not all(shutil.which(t, path=os.environ.get('PATH', '') + ':/sbin:/usr/sbin') for t in ('mkfs.fat',)):
-        _missing('dosfstools not installed')
     image = tmp_path / "f.img"
     with open(image, "wb") as f:
         f.truncate(size)
-    subprocess.run(["mkfs.fat", "-F", "32", str(image)], check=True, capture_output=True)
+    subprocess.run([mkfs_fat, "-F", "32", str(image)], check=True, capture_output=True)
     with open(image, "rb") as f:
         boot = f.read(512)
     _bps, spc, reserved, fats = struct.unpack_from("<HBHB", boot, 11)

@@ -3,9 +3,7 @@ and controller (through the Player, on real images), retrim, sdelete -z with det
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -17,7 +15,6 @@ from scenarios.guest.ntfs.fs import FormatOptions, NtfsLayout, ntfs_layout
 from scenarios.play import Player
 from scenarios.run import load_scenario
 from scenarios.spec import Step
-from tests.conftest import _missing
 
 MiB = 1 << 20
 
@@ -48,25 +45,23 @@ def write_delete(player: Player, size: int = 64 * MiB) -> list[dict]:
 
 # -- layout ---------------------------------------------------------------------------------------------------------
 
-def _ntfsinfo(image, *args) -> str:
-    return subprocess.run(["ntfsinfo", *args, str(image)], capture_output=True, text=True, check=True).stdout
+def _ntfsinfo(tools, image, *args) -> str:
+    return subprocess.run([tools["ntfsinfo"], *args, str(image)], capture_output=True, text=True, check=True).stdout
 
 
-def _runs(image, inode: int) -> list[tuple[int, int]]:
-    text = _ntfsinfo(image, "-v", "-i", str(inode))
+def _runs(tools, image, inode: int) -> list[tuple[int, int]]:
+    text = _ntfsinfo(tools, image, "-v", "-i", str(inode))
     return [(int(lcn, 16), int(n, 16)) for lcn, n in
             re.findall(r"^\t\t\t0x[0-9a-f]+\t\t(0x[0-9a-f]+)\t\t(0x[0-9a-f]+)", text, re.M)]
 
 
 @pytest.mark.parametrize("size", [64 * MiB, 255 * MiB, 1 << 30, 3 << 30])
-def test_layout_is_mkntfs_layout(tmp_path, size):
-    if not all(shutil.which(t, path=os.environ.get('PATH', '') + ':/sbin:/usr/sbin') for t in ('mkntfs', 'ntfsinfo')):
-        _missing('ntfs-3g not installed')
+def test_layout_is_mkntfs_layout(tmp_path, size, ntfs3g):
     image = tmp_path / "n.img"
     with open(image, "wb") as f:
         f.truncate(size)
-    subprocess.run(["mkntfs", "-F", "-Q", "-q", "-c", "4096", str(image)], check=True, capture_output=True)
-    info = _ntfsinfo(image, "-m")
+    subprocess.run([ntfs3g["mkntfs"], "-F", "-Q", "-q", "-c", "4096", str(image)], check=True, capture_output=True)
+    info = _ntfsinfo(ntfs3g, image, "-m")
 
     def field(name: str) -> int:
         return int(re.search(rf"{re.escape(name)}: (\d+)", info).group(1))
@@ -78,11 +73,11 @@ def test_layout_is_mkntfs_layout(tmp_path, size):
     assert layout.zone_end == field("MFT Zone End")
     used = sum(n for _, n, _ in layout.system_runs())
     assert layout.clusters - used == field("Free Clusters")
-    assert _runs(image, 0)[0] == (layout.mft_lcn, layout.mft_clusters)
-    assert _runs(image, 2) == [(layout.log_lcn, layout.log_clusters)]
-    assert _runs(image, 6) == [(layout.bitmap_lcn, layout.bitmap_clusters)]
-    assert _runs(image, 9) == [(layout.secure_lcn, 65)]
-    assert _runs(image, 10) == [(layout.upcase_lcn, 32)]
+    assert _runs(ntfs3g, image, 0)[0] == (layout.mft_lcn, layout.mft_clusters)
+    assert _runs(ntfs3g, image, 2) == [(layout.log_lcn, layout.log_clusters)]
+    assert _runs(ntfs3g, image, 6) == [(layout.bitmap_lcn, layout.bitmap_clusters)]
+    assert _runs(ntfs3g, image, 9) == [(layout.secure_lcn, 65)]
+    assert _runs(ntfs3g, image, 10) == [(layout.upcase_lcn, 32)]
 
 
 def test_layout_limits_and_format_options():
