@@ -9,6 +9,7 @@ are read from the Drive's traces in the monitor, the guest's own requests from i
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ OPS = ("read", "write", "discard", "write-zeroes", "flush")
 
 DURABLE = ("mkfs", "sync", "umount", "zero-fill")     # steps after which every write so far is committed
 Progress = Callable[[int, int, Step], None]     # (index, steps, the step about to run)
+IMMUTABLE = ("immutable", "")                   # the key of what an immutable disk's auto-reset gives back
 
 
 @dataclass
@@ -63,7 +65,8 @@ class Player:
         self.monitor.clock = lambda: self.machine.sim.now
         self.guest = make_guest(scenario.machine.guest, self.machine, self.rng)
         self.monitor.probe(GUEST, GUEST_USED, lambda: self.guest.used_bytes)
-        self.snapshots: dict[str, tuple[Committed | None, dict[str, bytearray]]] = {}
+        # what the disk held at a snapshot, a copy or the immutable base's making: (kind, name) -> (state, files)
+        self.saved: dict[tuple[str, str], tuple[Committed | None, dict[str, bytearray]]] = {}
         self.expected: dict[str, bytearray] = {}       # what each file holds, by what was written (real payload)
         self.durable: dict[str, bytearray] = {}        # ... as of the last step that committed everything
         self.steps: list[dict] = []
@@ -156,30 +159,63 @@ class Player:
         elif do == "power-cycle":
             guest.power_cut()
             self._forget_unsynced()
+            return self._power_on()
         else:
             return self._offline(step)
         return {}
 
+    def _save(self, key: tuple[str, str]) -> None:
+        """Remember what the guest's disk holds now, for a revert, a restore or an immutable disk's reset."""
+        self.saved[key] = (self.guest.checkpoint(), {k: bytearray(v) for k, v in self.durable.items()})
+
+    def _back_to(self, key: tuple[str, str]) -> None:
+        """The disk was put back to what it held at `_save(key)`: so are the guest's file system and files."""
+        state, expected = self.saved[key]
+        self.guest.power_cut(state)
+        self.expected = {k: bytearray(v) for k, v in expected.items()}
+        self.durable = {k: bytearray(v) for k, v in expected.items()}
+
+    def _power_on(self) -> dict:
+        """An immutable disk's differencing image at power-on: reset (the guest finds the base's files) or kept."""
+        done = self.disk.power_on()
+        if done is None:
+            return {}
+        if done.action == "reset":
+            self._back_to(IMMUTABLE)
+        return {"differencing": done.action, "discarded_host_bytes": done.discarded_bytes}
+
     def _offline(self, step: Step) -> dict:
-        """The steps that change image files while the guest waits; they take the time of the bytes they move."""
+        """The steps that change image files while the guest waits; they take the time of the bytes they move
+        (read once, written once)."""
         a, do = step.args, step.do
         if self.guest.fs is not None and self.guest.fs.mounted and not (do == "snapshot" and a["action"] != "revert"):
             raise UsageError(f"step {do}: the file system is mounted (umount it first)")
+        moved = 0
         if do == "snapshot":
             if a["action"] == "take":
-                self.snapshots[a["name"]] = (self.guest.checkpoint(), {k: bytearray(v) for k, v in
-                                                                       self.durable.items()})
+                self._save(("snapshot", a["name"]))
             moved = self.disk.snapshot(a["action"], a["name"])
             if a["action"] == "revert":
-                state, expected = self.snapshots[a["name"]]
-                self.guest.power_cut(state)
-                self.expected = {k: bytearray(v) for k, v in expected.items()}
-            output = {"merged_bytes": moved}
+                self._back_to(("snapshot", a["name"]))
+            output = {"merged_bytes": moved} if a["action"] == "delete" else {}
+        elif do == "copy":
+            if a["action"] == "take":
+                self._save(("copy", a["name"]))
+                done = self.disk.copy(a["name"], a["sparse"])
+                output = {"copied_bytes": done.copied_bytes, "copy_host_bytes": done.host_bytes}
+            else:
+                done = self.disk.restore(a["name"])
+                self._back_to(("copy", a["name"]))
+                output = {"copied_bytes": done.copied_bytes}
+            moved = done.copied_bytes
+        elif do == "immutable":
+            self.guest.power_cut()
+            self._save(IMMUTABLE)
+            output = {"differencing": self.disk.make_immutable(a["auto_reset"]).action}
         elif do == "commit":
             moved = self.disk.commit()
             output = {"committed_bytes": moved}
         else:
-            moved = 0
             output = {"host_bytes_freed": self.disk.compact()}
         cost = self.timing.cost("read", moved) + self.timing.cost("write", moved) if moved else 0.0
         self.machine.run(self.guest.idle(cost))
@@ -210,7 +246,7 @@ class Player:
         fs = self.guest.fs
         if fs is None:
             return
-        self.expected = {name: bytearray(self.durable.get(name, b""))[:fs.files[name].size] for name in fs.files
+        self.expected = {name: bytearray(memoryview(self.durable[name])[:fs.files[name].size]) for name in fs.files
                          if name in self.durable}
 
     def _follow(self, index: int, served: int, issued: list[Issued]) -> None:
@@ -258,12 +294,18 @@ class Player:
         return {"issued_bytes": sum(r.sectors * 512 for r in issued if r.op == "discard"),
                 "passed_bytes": passed, "dropped_bytes": dropped}
 
+    def _created(self) -> dict[str, dict]:
+        """Every image file as its create left it, and the time writing what it wrote takes (the latency model):
+        what preallocation costs before the guest boots."""
+        return {name: {**dataclasses.asdict(made), "seconds": self.timing.cost("write", made.written_bytes)}
+                for name, made in self.disk.created.items()}
+
     def result(self) -> dict:
         s = self.scenario
         return {"schema": SCHEMA,
                 "scenario": {"name": s.name, "title": s.title, "story": s.story, "file": s.source, "seed": s.seed,
                              "settings": s.settings()},
-                "phases": self.phases, "steps": self.steps,
+                "created": self._created(), "phases": self.phases, "steps": self.steps,
                 "timeline": [[r.time, r.layer, r.metric, r.value] for r in self.monitor.rows],
                 "maps": {"before": self.maps_before, "after": self.disk.maps()}, "explain": self.explain()}
 

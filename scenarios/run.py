@@ -25,6 +25,7 @@ from emu.sim import LatencyModel, Monitor
 from images import snapshots
 from images.chain import commit
 from images.compact import compact
+from images.filecopy import Copied, copy_file, data_bytes
 from images.probe import FORMATS
 from scenarios.guest.content import fresh_content
 from scenarios.machine import Machine, build
@@ -126,10 +127,22 @@ def layer_kind(flags: int) -> str:
     return "zero" if flags & Status.ALLOCATED else "unallocated"
 
 
+@dataclass(frozen=True)
+class Created:
+    """An image file as its create left it: what the guest sees, what the host holds, what the create wrote
+    (data, not holes nor fallocated ranges: what its time depends on)."""
+
+    virtual_size: int
+    file_size: int
+    host_bytes: int
+    written_bytes: int
+
+
 class ScenarioDisk:
     """The image files of a scenario's `[disk]` in `directory` (its backing layers `base*.EXT` filled as the
     scenario says, then `disk.EXT` on top), the Drive on the top one, and a probe of every layer's host bytes in
-    `monitor`. The files are the run's: they stay in `directory` for qemu-img to read afterwards."""
+    `monitor`. The files are the run's: they stay in `directory` for qemu-img to read afterwards. Copies of the
+    top are `copy-NAME.EXT`; once the disk is made VirtualBox's immutable base, the guest writes `diff.EXT`."""
 
     def __init__(self, directory: str, spec: DiskSpec, options: DriveOptions, monitor: Monitor,
                  rng: random.Random) -> None:
@@ -137,6 +150,9 @@ class ScenarioDisk:
         self.spec = spec
         self.options = options
         self.monitor = monitor
+        self.created: dict[str, Created] = {}
+        self.copies: dict[str, tuple[str, bool]] = {}      # name -> (file, sparse)
+        self.immutable: tuple[str, bool] | None = None     # (the base, auto-reset)
         os.makedirs(directory, exist_ok=True)
         below: str | None = None
         for i, layer in enumerate(spec.backing):
@@ -156,6 +172,9 @@ class ScenarioDisk:
         images.create_image(path, fmt, self.spec.size, options,
                             backing=None if below is None else os.path.basename(below),
                             backing_fmt=None if below is None else images.detect_format(below))
+        st = os.stat(path)
+        self.created[os.path.basename(path)] = Created(self.spec.size, st.st_size, st.st_blocks * 512,
+                                                       data_bytes(path))
 
     @staticmethod
     def _fill(path: str, fmt: str, fills, rng: random.Random) -> None:
@@ -239,6 +258,50 @@ class ScenarioDisk:
             done = compact(self.top)
             return done.host_before - done.host_after
         return self._offline(run)
+
+    def _path(self, stem: str) -> str:
+        return os.path.join(self.directory, f"{stem}.{EXTENSIONS[self.spec.format]}")
+
+    def copy(self, name: str, sparse: bool) -> Copied:
+        """A full copy of the top image file, `copy-NAME.EXT`, as `cp --sparse=always|never` makes it."""
+        target = self._path(f"copy-{name}")
+        if os.path.exists(target):
+            raise UsageError(f"{target} already exists: give the run an empty directory")
+        done = self._offline(lambda: copy_file(self.top, target, sparse=sparse))
+        self.copies[name] = (target, sparse)
+        return done
+
+    def restore(self, name: str) -> Copied:
+        """The top image file replaced by a copy of copy `name` (made as that copy was); the bytes copied."""
+        source, sparse = self.copies[name]
+
+        def run() -> Copied:
+            temporary = os.path.join(self.directory, f".{os.path.basename(self.top)}.restore")
+            done = copy_file(source, temporary, sparse=sparse)
+            os.replace(temporary, self.top)
+            return done
+        return self._offline(run)
+
+    def make_immutable(self, auto_reset: bool) -> snapshots.PowerOn:
+        """VirtualBox's `modifymedium --type immutable [--autoreset]` on the top image, then a power-on: the image
+        becomes a write-protected base and the guest writes into `diff.EXT`, a differencing image on it."""
+        base, child = self.top, self._path("diff")
+
+        def run() -> snapshots.PowerOn:
+            done = snapshots.power_on_immutable(base, child, auto_reset=auto_reset)
+            self.top = child
+            return done
+        done = self._offline(run)
+        self.immutable = (base, auto_reset)
+        return done
+
+    def power_on(self) -> snapshots.PowerOn | None:
+        """What a power-on does to the disk: an immutable base's differencing image is reset (auto-reset) or kept;
+        None for an ordinary disk, which a power cycle leaves as it is."""
+        if self.immutable is None:
+            return None
+        base, auto_reset = self.immutable
+        return self._offline(lambda: snapshots.power_on_immutable(base, self.top, auto_reset=auto_reset))
 
     def close(self) -> None:
         self.drive.close()

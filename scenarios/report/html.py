@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from html import escape
 
 from emu.units import human_size
-from scenarios.report.rows import Table, check, headline, phases_table, steps_table
+from scenarios.report.rows import Table, check, created_table, headline, phases_table, steps_table
 
 NUM = ' class="num"'
 SECTIONS = {"machine": "Machine", "disk": "Disk", "drive": "Drive", "fs": "File system"}
@@ -100,6 +100,10 @@ def page(result: dict, images: Mapping[str, str]) -> str:
         f'<p class="sub">{escape(" · ".join(str(part) for part in about if part))}</p>',
         story,
         "<h2>Settings</h2>", settings(result),
+        "<h2>Images as created</h2>",
+        "<p>Each image file before the guest boots: the size the guest sees, the file's length, its host bytes, "
+        "what creating it wrote (preallocation) and the time that takes in the latency model.</p>",
+        cells(created_table(result)),
         "<h2>Phases</h2>",
         "<p>The host bytes of every image layer (base first; the guest writes to the last) when each phase ended, "
         "with the change since the phase before, and the bytes the guest's file system had in use.</p>",
@@ -107,7 +111,8 @@ def page(result: dict, images: Mapping[str, str]) -> str:
         "<h2>Pictures</h2>", figures(images),
         "<h2>Steps</h2>",
         "<p>Each step's simulated duration, the host bytes of every layer when it ended, the requests the Drive "
-        "served during it, and the discards the guest issued and the Drive passed on or dropped.</p>",
+        "served during it, the discards the guest issued and the Drive passed on or dropped, and what the step "
+        "reported.</p>",
         cells(steps_table(result, with_requests=True)),
     ]
     if result.get("explain"):

@@ -66,6 +66,8 @@ def step_name(step: dict) -> str:
 
 def _arg(key: str, value) -> str:
     """A step's argument as a person writes it: sizes with their suffix (`64M`), the rest as they are."""
+    if isinstance(value, bool):
+        return str(value).lower()
     if key in SIZE_ARGS and isinstance(value, int) and value:
         for suffix, unit in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("k", 1 << 10)):
             if value % unit == 0:
@@ -93,12 +95,10 @@ def headline(result: dict) -> str:
 
 
 def start_bytes(result: dict) -> dict[str, int]:
-    """Each layer's host bytes at its first timeline sample: the images as created, before the first step."""
-    first: dict[str, int] = {}
-    for _time, layer, metric, value in result["timeline"]:
-        if metric == HOST_BYTES:
-            first.setdefault(layer, int(value))
-    return first
+    """Each layer's host bytes at the timeline's first sample: the images as created, before the first step (a
+    layer made later, a snapshot's, has none)."""
+    samples = [(time, layer, int(value)) for time, layer, metric, value in result["timeline"] if metric == HOST_BYTES]
+    return {layer: value for time, layer, value in samples if time == samples[0][0]}
 
 
 def phases_table(result: dict) -> Table:
@@ -116,10 +116,32 @@ def phases_table(result: dict) -> Table:
     return Table(("phase", "time", *names, "guest used"), tuple(rows), (False, True, *[True] * len(names), True))
 
 
+def created_table(result: dict) -> Table:
+    """Per image file as its create left it (before the guest boots): the size the guest sees, the file's length,
+    its host bytes, what the create wrote and how long writing that takes in the latency model (preallocation's
+    cost). Results without the record give no rows."""
+    rows = tuple((name, size(made["virtual_size"]), size(made["file_size"]), size(made["host_bytes"]),
+                  size(made["written_bytes"]), seconds(made["seconds"]))
+                 for name, made in (result.get("created") or {}).items())
+    return Table(("image", "virtual size", "file size", "host bytes", "written", "time"), rows,
+                 (False, True, True, True, True, True))
+
+
+def output(step: dict) -> str:
+    """What a step reported, as a person reads it: `trimmed 973 MiB`, `differencing reset, discarded 64 MiB`."""
+    parts = []
+    for key, value in (step.get("output") or {}).items():
+        if key.endswith("_bytes") and isinstance(value, int):
+            parts.append(f"{key[:-len('_bytes')].replace('_', ' ')} {size(value)}")
+        else:
+            parts.append(f"{key.replace('_', ' ')} {value}")
+    return ", ".join(parts) or "-"
+
+
 def steps_table(result: dict, *, with_requests: bool = False) -> Table:
     """Per step: what it did, its simulated duration, each layer's host bytes when it ended, the guest's used
     bytes, the discards issued by the guest and passed to or dropped by the Drive (and, on request, the requests
-    per operation)."""
+    per operation), and what the step reported (fstrim's bytes, a merge's, a copy's)."""
     names = layers(result)
     rows = []
     for step in result["steps"]:
@@ -129,8 +151,9 @@ def steps_table(result: dict, *, with_requests: bool = False) -> Table:
                  for key in ("issued_bytes", "passed_bytes", "dropped_bytes")]
         rows.append((str(step["index"]), step_name(step), seconds(step["duration"]),
                      *(size(step["layers"].get(name)) for name in names), size(step.get("guest_used_bytes")),
-                     *((requests(step),) if with_requests else ()), *moved))
+                     *((requests(step),) if with_requests else ()), *moved, output(step)))
     headers = ("#", "step", "duration", *names, "guest used", *(("requests",) if with_requests else ()),
-               "discard issued", "passed", "dropped")
-    numeric = (True, False, True, *[True] * len(names), True, *((False,) if with_requests else ()), True, True, True)
+               "discard issued", "passed", "dropped", "output")
+    numeric = (True, False, True, *[True] * len(names), True, *((False,) if with_requests else ()), True, True, True,
+               False)
     return Table(headers, tuple(rows), numeric)

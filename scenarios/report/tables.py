@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from emu.units import human_size
-from scenarios.report.rows import Table, check, headline, phases_table, steps_table
+from scenarios.report.rows import Table, check, created_table, headline, phases_table, steps_table
 
 GAP = "  "
 
@@ -21,11 +21,15 @@ def layout(table: Table) -> list[str]:
 
 
 def summary(result: dict) -> str:
-    """The run's title and settings, its steps, then its phases (host bytes of every image layer), as text."""
+    """The run's title and settings, its images as created, its steps, then its phases (host bytes of every image
+    layer), as text."""
     check(result)
     scenario = result["scenario"]
-    lines = [f"{scenario['name']}: {scenario['title']}", headline(result), "", "Steps"]
-    lines += layout(steps_table(result)) + ["", "Phases"] + layout(phases_table(result))
+    lines = [f"{scenario['name']}: {scenario['title']}", headline(result), ""]
+    created = created_table(result)
+    if created.rows:
+        lines += ["Images as created"] + layout(created) + [""]
+    lines += ["Steps"] + layout(steps_table(result)) + ["", "Phases"] + layout(phases_table(result))
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ from scenarios.spec.values import (
     OPTIONAL,
     REQUIRED,
     Choice,
+    Flag,
     Key,
     Kind,
     Seconds,
@@ -39,6 +40,7 @@ class StepKind:
 
 
 _FILE = Key("file", Text(FILE_NAME, "a file name (letters, digits, '.', '_', '-')"))
+_NAME = Text(FILE_NAME, "a name (letters, digits, '.', '_', '-')")
 _OFFSET = Key("offset", Size(), 0)
 _LENGTH = Key("length", Size(), OPTIONAL, "to the end")
 CONTENT = Choice(CONTENTS, "content")
@@ -58,9 +60,16 @@ STEPS: dict[str, StepKind] = {kind.do: kind for kind in (
                            Key("size", Size(), OPTIONAL, "the free space; dd only")),
              "dd: a file of zeros, then rm; sdelete -z: zeros over the free space", MOUNTED),
     StepKind("blkdiscard", (_OFFSET, _LENGTH), "BLKDISCARD on the whole device or a range", UNMOUNTED),
-    StepKind("snapshot", (Key("action", Choice(("take", "revert", "delete"), "snapshot action")),
-                          Key("name", Text(FILE_NAME, "a snapshot name (letters, digits, '.', '_', '-')"))),
+    StepKind("snapshot", (Key("action", Choice(("take", "revert", "delete"), "snapshot action")), Key("name", _NAME)),
              "an external snapshot of the disk image, as `emu img snapshot` (revert: file system unmounted)"),
+    StepKind("copy", (Key("action", Choice(("take", "restore"), "copy action")), Key("name", _NAME),
+                      Key("sparse", Flag(), True)),
+             "a full copy of the disk's image file, `copy-NAME.EXT`, as `cp --sparse=always` (`never` with sparse = "
+             "false) makes it; restore copies it back over the disk (the files of its time)", UNMOUNTED),
+    StepKind("immutable", (Key("auto_reset", Flag(), True),),
+             "VirtualBox's `modifymedium --type immutable --autoreset on|off` and a power-on: the disk becomes a "
+             "write-protected base, the guest writes into `diff.EXT`, reset at every power-on with auto_reset",
+             UNMOUNTED),
     StepKind("commit", (), "`emu img commit` of the top layer into the one below", UNMOUNTED),
     StepKind("compact", (), "`emu img compact` of the image, offline", UNMOUNTED),
     StepKind("power-cycle", (), "the VM is powered off and on: unmounted after, the page cache lost (an "
@@ -94,6 +103,9 @@ class _State:
     files: frozenset[str] = frozenset()
     layers: int = 1
     snapshots: dict[str, tuple[bool, frozenset[str]]] = field(default_factory=dict)   # name -> (made, files)
+    copies: dict[str, tuple[bool, frozenset[str], int]] = field(default_factory=dict)  # ... and the layers
+    reset_to: tuple[bool, frozenset[str]] | None = None     # what an immutable disk's auto-reset gives back
+    immutable: bool = False
 
 
 def walk(reader: Reader, path: Path, scenario: Scenario) -> None:
@@ -128,8 +140,12 @@ def _effect(reader: Reader, at: Path, step: Step, state: _State, scenario: Scena
         if not state.made:
             raise reader.fail(at + ("do",), "mount needs a file system (mkfs before)")
         state.mounted = True
-    elif step.do in ("umount", "power-cycle"):
+    elif step.do == "umount":
         state.mounted = False
+    elif step.do == "power-cycle":
+        state.mounted = False
+        if state.reset_to is not None:
+            state.made, state.files = state.reset_to
     elif step.do == "write":
         state.files |= {args["file"]}
     elif step.do in ("delete", "truncate"):
@@ -140,10 +156,40 @@ def _effect(reader: Reader, at: Path, step: Step, state: _State, scenario: Scena
             state.files -= {args["file"]}
     elif step.do == "zero-fill" and args["tool"] != "dd" and "size" in args:
         raise reader.fail(at + ("size",), f"only tool 'dd' takes a size ({args['tool']} fills the free space)")
+    elif step.do in ("snapshot", "commit") and state.immutable:
+        raise reader.fail(at + ("do",), f"{step.do} on an immutable disk's differencing image is not modelled")
     elif step.do == "snapshot":
         _snapshot(reader, at, args, state)
     elif step.do == "commit" and state.layers < 2:
         raise reader.fail(at + ("do",), "commit needs a layer under the top (disk.backing, or a snapshot taken)")
+    elif step.do == "copy":
+        _copy(reader, at, args, state, scenario)
+    elif step.do == "immutable":
+        if state.immutable:
+            raise reader.fail(at + ("do",), "the disk is immutable already")
+        if state.layers > 1:
+            raise reader.fail(at + ("do",), "immutable needs a base image, without a backing file (VirtualBox "
+                                            "makes only base media immutable)")
+        state.immutable, state.layers = True, 2
+        state.reset_to = (state.made, state.files) if args["auto_reset"] else None
+
+
+def _copy(reader: Reader, at: Path, args: dict[str, Any], state: _State, scenario: Scenario) -> None:
+    name, copies = args["name"], state.copies
+    if scenario.disk.payload != "real":
+        raise reader.fail(at + ("do",), 'copy needs disk.payload = "real" (a copy writes the content)')
+    if args["action"] == "take":
+        if name in copies:
+            raise reader.fail(at + ("name",), f"copy {name!r} is already taken")
+        copies[name] = (state.made, state.files, state.layers)
+        return
+    if name not in copies:
+        raise reader.fail(at + ("name",), f"no copy {name!r} at this step (taken: {', '.join(copies) or 'none'})")
+    made, files, layers = copies[name]
+    if layers != state.layers:
+        raise reader.fail(at + ("name",), f"copy {name!r} is of a disk of {layers} layers, this one has "
+                                          f"{state.layers}: restore it where it was taken")
+    state.made, state.files = made, files
 
 
 def _snapshot(reader: Reader, at: Path, args: dict[str, Any], state: _State) -> None:

@@ -118,6 +118,17 @@ class Integer(Kind):
 
 
 @dataclass(frozen=True)
+class Flag(Kind):
+    def read(self, reader: Reader, path: Path, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise reader.fail(path, expected("true or false", value))
+        return value
+
+    def describe(self) -> str:
+        return "true, false"
+
+
+@dataclass(frozen=True)
 class Size(Kind):
     """Bytes: an integer, or a string with a k/M/G/T suffix as qemu-img takes it."""
 

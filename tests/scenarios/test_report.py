@@ -150,10 +150,12 @@ def test_the_terminal_tables_hold_every_step_and_phase_in_aligned_columns():
     steps, phases = text.split("\n\nPhases\n")
     step_lines = steps.split("Steps\n")[1].splitlines()
     assert step_lines[0].split() == ["#", "step", "duration", "base.qcow2", "disk.qcow2", "guest", "used",
-                                     "discard", "issued", "passed", "dropped"]
+                                     "discard", "issued", "passed", "dropped", "output"]
     assert step_lines[5].split() == ["3", "fstrim", "offset=0", "length=128M", "70", "ms", "64.3", "MiB", "21.8",
-                                     "MiB", "2.11", "MiB", "124", "MiB", "124", "MiB", "0", "B"]
-    assert len({len(line) for line in step_lines}) == 1        # right-aligned last column: one width
+                                     "MiB", "2.11", "MiB", "124", "MiB", "124", "MiB", "0", "B", "-"]
+    start = step_lines[0].index("output")       # numbers right-aligned up to it, the outputs from it on
+    assert {line[start - 3:start] for line in step_lines[2:]} == {line[start - 3] + "  " for line in step_lines[2:]}
+    assert all(line[start - 3] != " " and line[start] != " " for line in step_lines[2:])
     phase_lines = phases.splitlines()
     assert [line.split()[0] for line in phase_lines[2:]] == ["(start)", "formatted", "trimmed"]
     assert "21.8 MiB (+21.6 MiB)" in phase_lines[3] and phase_lines[4].endswith("2.11 MiB")
@@ -165,7 +167,7 @@ def test_a_single_image_run_shows_its_rise_and_fall_in_the_phases():
                         ("trimmed", "48.6 MiB (-64 MiB)"), ("zeros_written", "80.6 MiB (+32 MiB)"),
                         ("blkdiscarded", "324 KiB (-80.3 MiB)")):
         assert re.search(rf"^{phase} .*{re.escape(host)}", text, re.M), phase
-    assert re.search(r"^ 7  fstrim .* 975 MiB  975 MiB  280 KiB$", text, re.M)
+    assert re.search(r"^ 7  fstrim .* 975 MiB  975 MiB  280 KiB  -$", text, re.M)
 
 
 def test_a_result_of_another_schema_is_refused(tmp_path):

@@ -201,8 +201,9 @@ def known(values) -> str:
 
 
 TOP_KEYS = "name, title, story, seed, machine, disk, drive, fs, steps"
-STEP_KINDS = ("mkfs, mount, umount, write, delete, truncate, sync, fstrim, zero-fill, blkdiscard, snapshot, commit, "
-              "compact, power-cycle, idle")
+STEP_KINDS = ("mkfs, mount, umount, write, delete, truncate, sync, fstrim, zero-fill, blkdiscard, snapshot, copy, "
+              "immutable, commit, compact, power-cycle, idle")
+UMOUNT = '[[steps]]\ndo = "umount"\n'       # lines 19-20 after BASE
 
 # (text, overrides, the error after 't.toml:': a line, or the --set)
 BAD = [
@@ -341,6 +342,27 @@ BAD = [
     (BASE, ("detect_zeroes=unmap",), " --set detect_zeroes: setting detect-zeroes to unmap is not allowed without "
                                      "setting discard operation to unmap"),
     (BASE, ("steps[1].do=sync",), "15: steps[2].do: write needs a mounted file system (mount it before)"),
+    # copies and the immutable disk
+    (after(UMOUNT + '[[steps]]\ndo = "copy"\naction = "restore"\nname = "c"'), (),
+     "24: steps[4].name: no copy 'c' at this step (taken: none)"),
+    (after(UMOUNT + '[[steps]]\ndo = "copy"\naction = "take"\nname = "c"\nsparse = "no"'), (),
+     "25: steps[4].sparse: expected true or false, got a string ('no')"),
+    (after(UMOUNT + '[[steps]]\ndo = "copy"\naction = "take"\nname = "c"\n[[steps]]\ndo = "copy"\n'
+                    'action = "take"\nname = "c"'), (), "28: steps[5].name: copy 'c' is already taken"),
+    (after(UMOUNT + '[[steps]]\ndo = "copy"\naction = "take"\nname = "c"\n[[steps]]\ndo = "snapshot"\n'
+                    'action = "take"\nname = "s"\n[[steps]]\ndo = "copy"\naction = "restore"\nname = "c"'), (),
+     "32: steps[6].name: copy 'c' is of a disk of 1 layers, this one has 2: restore it where it was taken"),
+    (after(UMOUNT + '[[steps]]\ndo = "copy"\naction = "take"\nname = "c"'), ("disk.payload=synthetic",),
+     '22: steps[4].do: copy needs disk.payload = "real" (a copy writes the content)'),
+    (after('[[steps]]\ndo = "copy"\naction = "take"\nname = "c"'), (),
+     "20: steps[3].do: copy needs the file system unmounted (umount it before)"),
+    (after(UMOUNT + '[[steps]]\ndo = "immutable"\n[[steps]]\ndo = "immutable"'), (),
+     "24: steps[5].do: the disk is immutable already"),
+    (after(UMOUNT + '[[steps]]\ndo = "immutable"\n[[steps]]\ndo = "snapshot"\naction = "take"\nname = "s"'), (),
+     "24: steps[5].do: snapshot on an immutable disk's differencing image is not modelled"),
+    (after(UMOUNT + '[[steps]]\ndo = "snapshot"\naction = "take"\nname = "s"\n[[steps]]\ndo = "immutable"'),
+     (), "26: steps[5].do: immutable needs a base image, without a backing file (VirtualBox makes only base media "
+         "immutable)"),
 ]
 
 
@@ -403,8 +425,9 @@ def as_overrides(settings: dict) -> list[str]:
     return [f"{key}={toml_value(value)}" for key, value in settings.items()]
 
 
-@pytest.mark.parametrize("text", [BASE, RICH, (CATALOG / "fstrim-after-delete.toml").read_text()],
-                         ids=["base", "rich", "catalog"])
+@pytest.mark.parametrize("text", [BASE, RICH, (CATALOG / "fstrim-after-delete.toml").read_text(),
+                                  (CATALOG / "full-copy-vs-snapshot.toml").read_text()],
+                         ids=["base", "rich", "catalog", "copies"])
 def test_settings_round_trip(tmp_path, monkeypatch, text):
     scenario = load_text(tmp_path, monkeypatch, text)
     assert load_text(tmp_path, monkeypatch, text, as_overrides(scenario.settings())) == scenario

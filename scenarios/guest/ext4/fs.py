@@ -145,6 +145,7 @@ class Ext4:
                       for name, f in state.files.items()}
         self.used[:] = state.used
         self.next_ino = state.next_ino
+        self.committed = self.checkpoint()      # what the disk holds now, until the next commit
         self.mounted = False
         self.journal = None
         self.freed_pending = []

@@ -116,6 +116,7 @@ class ClusterFs:
         self.used[:] = state.used
         self.next_ino = state.next_ino
         self._set_extra(state.extra)
+        self.committed = self.checkpoint()      # what the disk holds now, until the next sync
         self.meta = {}
         self.mounted = False
 
