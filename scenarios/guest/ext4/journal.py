@@ -33,12 +33,15 @@ class Journal:
         self.block_size = block_size
         self.blocks = sum(n for _, n in extents)
         self.running: dict[int, None] = {}
+        self.started: float | None = None      # when the running transaction took its first block
         self.head = 1                   # the next journal block a commit writes (block 0 is the superblock)
         self.empty = True               # nothing logged since mount: the first commit moves the log tail
         self.sequence = 1
 
     def add(self, *blocks: int) -> None:
         """Metadata blocks an operation changed join the running transaction (once each)."""
+        if blocks and not self.running:
+            self.started = self.dev.clock()
         for b in blocks:
             self.running.setdefault(b, None)
 
@@ -65,7 +68,7 @@ class Journal:
         blocks = list(self.running)
         if not blocks:
             return []
-        self.running = {}
+        self.running, self.started = {}, None
         if self.empty:
             yield from self.write_superblock()
             self.empty = False

@@ -163,6 +163,8 @@ class Layout:
         for g in self.groups:
             self._allocate_tables(g)
         self._root_and_special_inodes()
+        # groups whose inode tables mkfs zeroed whole (EXT4_BG_INODE_ZEROED): all of them, unless lazy_itable_init
+        self.zeroed_itables = frozenset(g.index for g in self.groups)
 
     # -- geometry (lib/ext2fs/initialize.c) -------------------------------------------------------------------------
     def _geometry(self, blocks: int, inodes: int) -> None:

@@ -146,6 +146,8 @@ def mkfs(dev: BlockDevice, options: MkfsOptions, *, lazy_itable_default: bool) -
             yield from dev.discard(cur, min(DISCARD_STEP, dev.size - cur))
     yield from dev.pwrite(1024, bytes(3072))            # zap_sector(2, 6): an old superblock
     yield from dev.pwrite(0, bytes(1024))               # zap_sector(0, 2): an old boot sector
+    if lazy:
+        layout.zeroed_itables = frozenset()
     for offset, length in zeroouts(layout, options, lazy):
         yield from dev.zeroout(offset, length)
     for offset, data in metadata_writes(layout):

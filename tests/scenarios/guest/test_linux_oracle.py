@@ -25,7 +25,7 @@ from scenarios.play import play
 from scenarios.run import load_scenario
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "oracle" / "linux-6.1"
-FILES = sorted(FIXTURES.glob("fstrim-after-delete*.txt"))
+FILES = sorted(FIXTURES.glob("fstrim-after-delete*.txt")) + sorted(FIXTURES.glob("lazy-init-*.txt"))
 JOURNAL_TOLERANCE = 2
 
 
@@ -75,9 +75,11 @@ def test_model_sends_what_linux_sent(path, tmp_path):
 
 
 def test_fixtures_are_there():
-    """Every controller has its recording of the catalog's settings and of raw with discard=unmap."""
+    """Every controller has its recording of the catalog's fstrim-after-delete, of it on raw with discard=unmap,
+    and of lazy-init."""
     stems = {p.stem for p in FILES}
     for controller in ("ide", "ahci", "virtio-blk", "virtio-scsi"):
         assert f"fstrim-after-delete-{controller}" in stems
         assert f"fstrim-after-delete-raw-unmap-{controller}" in stems
+        assert f"lazy-init-{controller}" in stems
     assert all(re.match(r"# recorded by: python tests/oracle/linux_guest.py record ", p.read_text()) for p in FILES)
