@@ -204,6 +204,8 @@ def step_args(op: tuple) -> dict:
         return {"file": op[1], "size": op[2], "content": op[3], **({} if op[4] is None else {"offset": op[4]})}
     if name == "truncate":
         return {"file": op[1], "size": op[2]}
+    if name == "idle":
+        return {"seconds": op[1]}
     return {"file": op[1]} if name == "delete" else {}
 
 
@@ -214,6 +216,7 @@ OPS = st.one_of(
     st.tuples(st.just("delete"), st.sampled_from("abc")),
     st.tuples(st.just("sync")),
     st.tuples(st.just("fstrim")),
+    st.tuples(st.just("idle"), st.sampled_from([1.0, 6.0, 31.0])),     # the commit interval, the flusher's 30 s
 )
 
 
@@ -221,7 +224,8 @@ OPS = st.one_of(
 @given(ops=st.lists(OPS, min_size=1, max_size=10), fmt=st.sampled_from(["qcow2", "raw", "vdi"]),
        discard=st.sampled_from(["ignore", "unmap"]))
 def test_files_read_back_through_the_chain_as_written(tmp_path_factory, ops, fmt, discard):
-    """Whatever the guest does, its files read back (page cache dropped: from the image chain) as the model says,
+    """Whatever the guest does (idling too: background commits and writeback), its files read back (page cache
+    dropped: from the image chain) as the model says,
     the block bitmap holds every extent and no two files share a block, and the host holds no more than the
     format allows."""
     directory = tmp_path_factory.mktemp("run")
