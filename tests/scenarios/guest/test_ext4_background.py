@@ -4,6 +4,9 @@ stream itself is checked against the real kernel in test_linux_oracle (lazy-init
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 
 from scenarios.guest.ext4.background import MAX_START_DELAY
@@ -14,8 +17,13 @@ from scenarios.run import load_scenario
 MiB = 1 << 20
 
 
-def player(tmp_path, *overrides: str) -> Player:
-    return Player(load_scenario("lazy-init", list(overrides)), str(tmp_path / "run"))
+@contextmanager
+def player(tmp_path, *overrides: str, name: str = "lazy-init") -> Iterator[Player]:
+    p = Player(load_scenario(name, list(overrides)), str(tmp_path / "run"))
+    try:
+        yield p
+    finally:
+        p.close()
 
 
 def issued(p: Player) -> list:
@@ -50,8 +58,7 @@ def groups_started(p: Player, since: int = 0) -> list[float]:
 
 @pytest.mark.parametrize("mult", [10, 20])
 def test_every_group_is_zeroed_once_within_the_start_delay_then_paced_by_the_multiplier(tmp_path, mult):
-    p = player(tmp_path, f"fs.mount=init_itable={mult}")
-    try:
+    with player(tmp_path, f"fs.mount=init_itable={mult}") as p:
         play(p, enumerate(p.scenario.steps[:3]))
         mounted = p.machine.sim.now
         play(p, [(3, p.scenario.steps[3])])
@@ -61,34 +68,25 @@ def test_every_group_is_zeroed_once_within_the_start_delay_then_paced_by_the_mul
         gaps = [b - a for a, b in zip(times[1:], times[2:])]
         assert len(set(round(g, 9) for g in gaps)) == 1, "one pause, measured on the first group"
         assert p.guest.fs.lazyinit is None and len(p.guest.fs.zeroed) == len(times)
-    finally:
-        p.close()
 
 
 def test_the_pause_grows_with_init_itable(tmp_path):
     def pause(mult):
-        p = player(tmp_path / str(mult), f"fs.mount=init_itable={mult}")
-        try:
+        with player(tmp_path / str(mult), f"fs.mount=init_itable={mult}") as p:
             play(p, enumerate(p.scenario.steps[:4]))
             times = groups_started(p)
             return times[2] - times[1]
-        finally:
-            p.close()
     assert pause(20) == pytest.approx(2 * pause(10), abs=0.004)     # one jiffy of rounding
 
 
 def test_noinit_itable_zeroes_nothing(tmp_path):
-    p = player(tmp_path, "fs.mount=noinit_itable")
-    try:
+    with player(tmp_path, "fs.mount=noinit_itable") as p:
         play(p, enumerate(p.scenario.steps))
         assert zeroouts(p) == [] and p.guest.fs.zeroed == set()
-    finally:
-        p.close()
 
 
 def test_an_umount_stops_the_thread_and_the_next_mount_goes_on_where_it_stopped(tmp_path):
-    p = player(tmp_path, "steps[3].seconds=0.2")
-    try:
+    with player(tmp_path, "steps[3].seconds=0.2") as p:
         play(p, enumerate(p.scenario.steps[:4]))
         done = set(p.guest.fs.zeroed)
         play(p, [(4, p.scenario.steps[4])])
@@ -98,24 +96,17 @@ def test_an_umount_stops_the_thread_and_the_next_mount_goes_on_where_it_stopped(
         p.machine.run(p.guest.idle(60))
         again = groups_started(p, since)
         assert len(done) + len(again) == Layout(p.scenario.disk.size).groups_count
-    finally:
-        p.close()
 
 
 def test_a_mkfs_that_zeroed_the_tables_leaves_nothing_to_do(tmp_path):
-    p = player(tmp_path, "fs.mkfs=-E lazy_itable_init=0,lazy_journal_init=1,nodiscard")
-    try:
+    with player(tmp_path, "fs.mkfs=-E lazy_itable_init=0,lazy_journal_init=1,nodiscard") as p:
         play(p, enumerate(p.scenario.steps[:3]))
         assert p.guest.fs.lazyinit is None
-    finally:
-        p.close()
 
 
 @pytest.mark.parametrize(("seconds", "written"), [(29, False), (31, True)])
 def test_the_flusher_writes_back_what_has_been_dirty_for_thirty_seconds(tmp_path, seconds, written):
-    p = Player(load_scenario("fstrim-after-delete", ["steps[4].do=idle", f"steps[4].seconds={seconds}"]),
-               str(tmp_path / "run"))
-    try:
+    with player(tmp_path, "steps[4].do=idle", f"steps[4].seconds={seconds}", name="fstrim-after-delete") as p:
         play(p, enumerate(p.scenario.steps[:5]))
         host = p.disk.host_bytes()["disk.qcow2"]
         assert (host > 64 * MiB) == written
@@ -123,5 +114,3 @@ def test_the_flusher_writes_back_what_has_been_dirty_for_thirty_seconds(tmp_path
             assert p.guest.fs.journal.running, "the allocation's metadata waits for the commit interval"
             p.machine.run(p.guest.idle(5))
             assert not p.guest.fs.journal.running
-    finally:
-        p.close()
