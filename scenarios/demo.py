@@ -1,26 +1,40 @@
 """The demo's story: where does the space go when a guest deletes a file?
 
-On real image files made by the assembler (`scenarios.run`): through each controller (IDE, AHCI, virtio-blk,
-virtio-scsi) a guest driver writes data to a fresh raw and qcow2 image, flushes, discards all of it through the real
-command path (DSM TRIM, virtio DISCARD, SCSI UNMAP) and flushes again, under the drive's discard=ignore (QEMU's
-default) and discard=unmap; each cell gives the host space after each step and, from the per-request traces, the
-layer that kept the space. Then the same for every image format at the block layer, and a snapshot that is
-instant while deleting it (a merge) costs what the newer layer holds. `emu demo` prints what this computes.
+First as the simulated guest tells it: the catalog's `fstrim-after-delete` (ext4 on Linux 6.1: write, delete,
+fstrim, then zeros, umount, blkdiscard) played through each controller under the drive's discard=ignore (QEMU's
+default) and discard=unmap, and `xp-install-never-shrinks` played by Windows XP and by Windows 7; each play gives
+the top image's host bytes after each phase and what became of the bytes the guest freed (`scenarios.explain`).
+Underneath, the same question without a file system, on real image files made by the assembler (`scenarios.run`):
+through each controller (IDE, AHCI, virtio-blk, virtio-scsi) a guest driver writes data to a fresh raw and qcow2
+image, flushes, discards all of it through the real command path (DSM TRIM, virtio DISCARD, SCSI UNMAP) and flushes
+again; each cell gives the host space after each step and, from the per-request traces, the layer that kept the
+space. Then the same for every image format at the block layer, and a snapshot that is instant while deleting it (a
+merge) costs what the newer layer holds. `emu demo` prints what this computes.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from emu.block import DriveOptions
-from emu.errors import BlockError
+from emu.errors import BlockError, UsageError
 from emu.trace import Act, Trace
 from emu.units import MiB, human_size
 from scenarios import run as runs
 from scenarios.machine import CONTROLLERS
+from scenarios.play import play
+from scenarios.report.write import write_report
+
+STORY = "fstrim-after-delete"               # the headline story, checked against a real Linux guest
+WINDOWS_STORY = "xp-install-never-shrinks"  # played as in the catalog (Windows XP) and by ...
+WINDOWS_AGAINST = "windows-7"               # ... the first Windows that sends TRIM, as the story suggests
+DISCARDING_TOOLS = ("fstrim", "blkdiscard")  # the guest's tools that fail on a device that offers no discard
+RECLAIMED = "reclaimed"                     # explain's reason for bytes the host got back
 
 WRITE_CHUNK = 1 * MiB
 PAYLOAD = bytes(range(256)) * (WRITE_CHUNK // 256)
@@ -34,6 +48,111 @@ CELLS = [("raw", "raw", "ignore", {}), ("raw", "raw", "unmap", {}), ("qcow2", "q
          ("vhdx", "vhdx", "unmap", {}), ("vmdk", "vmdk", "unmap", {})]
 # where a discard can end up that gives no space back: the first such event of a trace names the layer
 KEEPING = (Act.DROPPED, Act.IGNORED, Act.DEFERRED, Act.KEPT, Act.REJECTED)
+
+
+class Refused(UsageError):
+    """A discarding tool of the guest failed: the device offers no discard."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one play of a catalog story left: the top image's host bytes after each phase, and what became of the
+    bytes the guest's file system freed (explain's reason holding the most of them)."""
+
+    directory: str                      # the play's own: its images and result.json
+    phases: tuple[tuple[str, int], ...]  # (phase, host bytes of the top image), in run order
+    freed: int                          # bytes the file system freed over the run
+    reclaimed: int                      # ... of which the host got back
+    reason: str                         # the dominant reason's key ('reclaimed' when most came back)
+    why: str                            # ... in words
+    mkfs_zeroes: int                    # write-zeroes requests mkfs's zeroing reached the drive as
+
+
+@dataclass(frozen=True)
+class TrimCell:
+    """fstrim-after-delete through one controller under one discard option."""
+
+    controller: str
+    discard: str
+    outcome: Outcome
+    trimmed: int | None     # what fstrim -v reported; None when it failed
+    refused: str            # fstrim's error, when the device offers no discard
+
+
+@dataclass(frozen=True)
+class WindowsCell:
+    """xp-install-never-shrinks played by one Windows version."""
+
+    guest: str
+    outcome: Outcome
+
+
+def _outcome(directory: str, result: dict) -> Outcome:
+    explained = result["explain"]
+    top = max(explained["by_reason"], key=lambda entry: entry["bytes"])
+    mkfs = next(step for step in result["steps"] if step["do"] == "mkfs")
+    return Outcome(directory, tuple((phase["name"], phase["host_bytes"]) for phase in result["phases"]),
+                   explained["freed_bytes"],
+                   sum(entry["bytes"] for entry in explained["by_reason"] if entry["reason"] == RECLAIMED),
+                   top["reason"], top["text"], mkfs["requests"]["write-zeroes"])
+
+
+def _play_once(directory: str, name: str, overrides: list[str], report: bool) -> dict:
+    """The story played in `directory` (a run left there before is replaced), its result.json written there (and
+    the report files, on request). A discarding tool's failure raises Refused."""
+    shutil.rmtree(directory, ignore_errors=True)
+    started: list[str] = []      # the steps begun, by what they do
+    scenario = runs.load_scenario(name, overrides)
+    try:
+        result = play(scenario, directory, lambda _index, _total, step: started.append(step.do)).result
+    except UsageError as error:
+        if started and started[-1] in DISCARDING_TOOLS:
+            raise Refused(str(error)) from error
+        raise
+    with open(os.path.join(directory, "result.json"), "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    if report:
+        write_report(result, directory)
+    return result
+
+
+def _play(directory: str, name: str, overrides: list[str], report: bool) -> tuple[dict, str]:
+    """The story's result, and the error its discarding tools gave ('' if none). A device that offers no discard
+    makes fstrim and blkdiscard fail, as they do on a real guest; the story is then played again with a sync in
+    their place (their phases kept), so its other phases still show."""
+    try:
+        return _play_once(directory, name, overrides, report), ""
+    except Refused as refused:
+        steps = runs.load_scenario(name, overrides).steps
+        instead = [f"steps[{i}].do=sync" for i, step in enumerate(steps) if step.do in DISCARDING_TOOLS]
+        return _play_once(directory, name, overrides + instead, report), str(refused)
+
+
+def trim_cell(directory: str, controller: str, discard: str, profile: str, report: bool = False) -> TrimCell:
+    """fstrim-after-delete through `controller` under `discard`, in its own subdirectory of `directory`."""
+    where = os.path.join(directory, f"{STORY}-{controller}-{discard}")
+    result, refused = _play(where, STORY, [f"controller={controller}", f"discard={discard}", f"profile={profile}"],
+                            report)
+    trimmed = next((step["output"]["trimmed_bytes"] for step in result["steps"] if step["do"] == "fstrim"), None)
+    return TrimCell(controller, discard, _outcome(where, result), trimmed, refused)
+
+
+def trim_cells(directory: str, profile: str, report: bool = False) -> list[TrimCell]:
+    """Every controller under each discard option."""
+    return [trim_cell(directory, controller, discard, profile, report)
+            for controller in CONTROLLERS for discard in DISCARD_OPTIONS]
+
+
+def windows_cells(directory: str, profile: str, report: bool = False) -> list[WindowsCell]:
+    """The Windows story as the catalog has it, then played by WINDOWS_AGAINST."""
+    scenario = runs.load_scenario(WINDOWS_STORY)
+    cells = []
+    for guest in (scenario.machine.guest, WINDOWS_AGAINST):
+        where = os.path.join(directory, f"{WINDOWS_STORY}-{guest}")
+        result, _ = _play(where, WINDOWS_STORY, [f"machine.guest={guest}", f"profile={profile}"], report)
+        cells.append(WindowsCell(guest, _outcome(where, result)))
+    return cells
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from scenarios.machine import CONTROLLERS
 from tests.conftest import run
 from tests.support import qemu_part, without_reclaim
 
@@ -254,10 +255,48 @@ def test_bench_rejects_flush_interval_on_reads(tmp_path):
     assert_one_line_error(emu("img", "bench", "--flush-interval", "10", path), "write tests")
 
 
-def test_demo_runs_and_shows_where_space_went():
-    proc = emu("demo", "--size", "4M", "--disk", "64M")
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+@pytest.fixture(scope="module")
+def demo_stdout():
+    """`emu demo --size 4M --disk 64M --profile P`'s output, made once per profile for the module: every run plays
+    the guest's stories (some 15 s)."""
+    outputs: dict[str, str] = {}
+
+    def run_demo(profile: str = "qemu-7.2") -> str:
+        if profile not in outputs:
+            proc = emu("demo", "--size", "4M", "--disk", "64M", "--profile", profile)
+            assert proc.returncode == 0, proc.stderr
+            outputs[profile] = proc.stdout
+        return outputs[profile]
+
+    return run_demo
+
+
+def table_rows(lines: list[str], *headers: str) -> tuple[int, list[list[str]]]:
+    """Where the first table whose header begins with the words `headers` starts, and its rows split into words
+    (after the header and its rule, up to a blank line)."""
+    start = next(i for i, line in enumerate(lines) if line.split()[:len(headers)] == list(headers))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return start, rows
+
+
+@pytest.mark.parametrize("profile", ["qemu-7.2", "qemu-1.4-pc"])
+def test_demo_tells_the_guest_s_story_through_every_controller_first(demo_stdout, profile):
+    lines = demo_stdout(profile).splitlines()
+    story, rows = table_rows(lines, "controller", "discard=")
+    assert [row[:2] for row in rows] == [[c, d] for c in CONTROLLERS for d in ("ignore", "unmap")]
+    windows, rows = table_rows(lines, "guest")
+    assert [row[0] for row in rows] == ["windows-xp", "windows-7"]
+    underneath, _ = table_rows(lines, "controller", "format", "discard=")
+    assert story < windows < underneath
+
+
+def test_demo_runs_and_shows_where_space_went(demo_stdout):
+    stdout = demo_stdout()
+    lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("format"))
     table = {line[:22].strip(): line[22:] for line in lines[start + 1:start + 10]}
     assert list(table) == ["raw         ignore", "raw         unmap", "qcow2       ignore", "qcow2       unmap",
@@ -266,13 +305,13 @@ def test_demo_runs_and_shows_where_space_went():
     reclaimed = {key: row.split()[6] + " " + row.split()[7] for key, row in table.items()}
     assert reclaimed["raw         unmap"] == "4 MiB" and reclaimed["vdi (VBox)  unmap"] == "4 MiB"
     assert reclaimed["raw         ignore"] == reclaimed["vpc         unmap"] == reclaimed["vmdk        unmap"] == "0 B"
-    assert "partial cluster" in proc.stdout and "vpc has no discard operation" in table["vpc         unmap"]
-    assert "nothing copied" in proc.stdout and "512 KiB merged" in proc.stdout
+    assert "partial cluster" in stdout and "vpc has no discard operation" in table["vpc         unmap"]
+    assert "nothing copied" in stdout and "512 KiB merged" in stdout
 
 
 def controller_rows(stdout: str) -> dict[tuple[str, str, str], str]:
     lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("controller"))
+    start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["controller", "format", "discard="])
     rows = {}
     for line in lines[start + 1:]:
         if not line.strip() or line.startswith("The drivers"):
@@ -283,10 +322,8 @@ def controller_rows(stdout: str) -> dict[tuple[str, str, str], str]:
 
 
 @pytest.mark.parametrize("profile", ["qemu-7.2", "qemu-1.4-pc"])
-def test_demo_controller_table_says_which_layer_kept_the_space(profile):
-    proc = emu("demo", "--size", "4M", "--disk", "64M", "--profile", profile)
-    assert proc.returncode == 0, proc.stderr
-    rows = controller_rows(proc.stdout)
+def test_demo_controller_table_says_which_layer_kept_the_space(demo_stdout, profile):
+    rows = controller_rows(demo_stdout(profile))
     assert sorted({c for c, _, _ in rows}) == ["ahci", "ide", "virtio-blk", "virtio-scsi"] and len(rows) == 16
     for (_, _, discard), line in rows.items():
         if discard == "ignore":
