@@ -20,6 +20,7 @@ from scenarios.report.rows import HOST_BYTES, check, headline, layers, size
 DPI = 100
 TIMELINE_INCHES = (11.0, 6.5)
 MAP_INCHES = (11.0, 5.0)
+TITLE_CHARS = 100
 # Plain text everywhere: a '$' in a title or a file name is not the start of a formula.
 RC = {"text.parse_math": False, "font.size": 9}
 UNITS = ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB"), (1, "bytes"))
@@ -96,7 +97,9 @@ def figure(inches: tuple[float, float]) -> Figure:
 
 def titles(fig: Figure, result: dict, what: str, below: float) -> None:
     """The scenario's title and what the picture shows, and under it (at height `below`) the settings line."""
-    fig.suptitle(f"{result['scenario']['title']}: {what}", fontsize=13, fontweight="bold")
+    text = f"{result['scenario']['title']}: {what}"
+    # 13 pt holds about TITLE_CHARS characters across the figure; a longer title gets smaller, not cut off
+    fig.suptitle(text, fontsize=min(13.0, 13.0 * TITLE_CHARS / len(text)), fontweight="bold")
     fig.text(0.5, below, f"{result['scenario']['name']}  ·  {headline(result)}", ha="center", fontsize=9,
              color="#444444")
 
