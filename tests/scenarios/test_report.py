@@ -177,3 +177,13 @@ def test_a_result_of_another_schema_is_refused(tmp_path):
                  lambda r: write_html(r, str(tmp_path / "p.html"), {})):
         with pytest.raises(EmuError, match="schema 2 is not 1"):
             read(result)
+
+
+@pytest.mark.parametrize("length", [20, 240])
+def test_a_title_of_any_length_stays_inside_the_figure(length):
+    result = load("sample-result.json")
+    result["scenario"]["title"] = ("a long title " * 30)[:length]
+    fig = plots.figure(plots.TIMELINE_INCHES)
+    plots.titles(fig, result, "host allocation over time", 0.925)
+    box = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width
