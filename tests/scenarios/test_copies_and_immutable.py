@@ -11,10 +11,12 @@ import re
 
 import pytest
 
+from images import open_image
 from scenarios.play import Player
 from scenarios.report.tables import summary
 from scenarios.run import load_scenario
-from tests.conftest import run
+from tests.conftest import oracle_module, run
+from tests.images.interop.test_relink import dissect_read
 
 MiB = 1 << 20
 DISK = 256 * MiB             # full-copy-vs-snapshot's raw disk
@@ -127,8 +129,17 @@ def test_with_auto_reset_off_the_differencing_image_is_kept(tmp_path):
         assert kept[-1]["layers"]["diff.vdi"] > (48 + 16) * MiB
         files_read_back(p)
         assert set(p.expected) == {"windows", "session", "session2"}
+        ours = open_image(str(tmp_path / "run" / "diff.vdi"), read_only=True)
+        try:
+            through_emu = ours.read(0, ours.virtual_size)
+        finally:
+            ours.close()
     finally:
         p.close()
+    # an independent VDI reader finds the same disk in the differencing image over its immutable base
+    vdi = oracle_module("dissect.hypervisor.disk.vdi", "dissect.hypervisor")
+    assert dissect_read(vdi, str(tmp_path / "run" / "diff.vdi"), str(tmp_path / "run" / "disk.vdi"),
+                        len(through_emu)) == through_emu
 
 
 @pytest.mark.parametrize("mode", ["off", "metadata", "falloc", "full"])

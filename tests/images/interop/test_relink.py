@@ -358,11 +358,11 @@ def vdi_chain(qemu_img, qemu_io) -> bytes:
 def dissect_read(vdi, child: str, parent: str, size: int) -> bytes:
     with open(parent, "rb") as fb, open(child, "rb") as fc:
         stream = vdi.VDI(fc, parent=vdi.VDI(fb).open()).open()
-        got = b""
+        blocks = []
         for block in range(size // MiB):     # one block per read (dissect's multi-block reads are unreliable)
             stream.seek(block * MiB)
-            got += stream.read(MiB)
-    return got
+            blocks.append(stream.read(MiB))
+    return b"".join(blocks)
 
 
 def test_vdi_relink_to_a_copy_with_a_new_uuid(qemu_img, qemu_io, tmp_path, monkeypatch):
