@@ -34,6 +34,8 @@ LAYERS = (
     Layer("ground", ("emu", "emu.errors", "emu.units", "emu.trace", "emu.memory", "emu.crc32c"), ()),
     Layer("block", ("emu.block",), ("ground",)),
     Layer("sim", ("emu.sim",), ("ground", "block")),
+    # real QEMU over qtest: adapters with the interfaces guest drivers use (RAM, BAR, interrupt line)
+    Layer("qtest", ("emu.qtest",), ("ground", "sim")),
     Layer("images", ("images",), ("ground", "block")),
     Layer("devices", ("controllers",), ("ground", "block", "sim")),
     Layer("drivers", ("controllers.drivers",), ("ground", "sim", "devices")),
