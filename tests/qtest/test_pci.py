@@ -45,3 +45,16 @@ def test_the_virtio_blk_function_its_bars_and_capabilities(qemu_system, image, l
         assert vf.region.mmio_read(0, 4) == 1
         with pytest.raises(QtestError, match="no PCI function"):
             bus.find(0x1AF4, 0x1048)
+
+
+@pytest.mark.parametrize("controller, machine, vendor, device", [
+    ("virtio-scsi", "pc", 0x1AF4, 0x1004),
+    ("ide", "pc", 0x8086, 0x7010),          # PIIX3 IDE, built into pc
+    ("ahci", "q35", 0x8086, 0x2922),        # ICH9 AHCI, built into q35 at 00:1f.2
+])
+def test_every_controller_starts_with_its_function_on_bus_0(qemu_system, image, controller, machine, vendor,
+                                                            device):
+    with Qemu(controller, image, drive={"discard": "unmap", "detect-zeroes": "unmap"}) as qemu:
+        assert qemu.machine == machine
+        fn = PciBus(qemu.conn, machine).find(vendor, device)
+        assert fn.bus == 0

@@ -140,3 +140,30 @@ def test_a_missing_binary_or_a_bad_device_option_is_one_line(qemu_system, tmp_pa
     assert "\n" not in str(info.value)
     with pytest.raises(QtestError, match="no QEMU setup"):
         Qemu("floppy", str(image))
+
+
+@given(st.lists(st.sampled_from([b"IRQ raise 3\n", b"IRQ lower 3\n", b"IRQ raise 11\n"]), max_size=6),
+       st.integers(0, 2**64 - 1), st.integers(1, 7))
+def test_replies_split_anywhere_across_reads_still_parse_with_irq_lines_interleaved(irqs, value, chunk):
+    """QEMU's bytes may arrive in any pieces: the connection reassembles lines and keeps IRQ state exact."""
+    stream = b"".join(irqs) + f"OK 0x{value:016x}\n".encode()
+    ours, theirs = socket.socketpair()
+
+    def serve():
+        theirs.makefile("rb").readline()
+        for i in range(0, len(stream), chunk):
+            theirs.sendall(stream[i:i + chunk])
+        theirs.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    conn = QtestConnection(ours, timeout=2.0, who="fake")
+    assert conn.value("readq", 0) == value
+    for n in (3, 11):
+        events = [line.split()[1] for line in b"".join(irqs).decode().splitlines() if line.endswith(f" {n}")]
+        level, raises = False, 0
+        for event in events:
+            raises += event == "raise" and not level
+            level = event == "raise"
+        state = conn.irqs.get(n)
+        assert (state.level, state.raises) == (level, raises) if state else not events
+    conn.close()
