@@ -207,6 +207,9 @@ class QtestInterruptLine:
         """An event that fires when the line is up: polled now, in real time, for up to one slice at a time; the
         caller's simulation moves on by the real time waited."""
         event = self.sim.env.event()
+        if self.level:
+            event.succeed(self)
+            return event
 
         def watcher() -> Generator[Any, Any, None]:
             while True:
@@ -231,3 +234,35 @@ class QtestInterruptLine:
 
     def __repr__(self) -> str:
         return f"QtestInterruptLine({self.name!r}, input {self.number})"
+
+
+class IdePorts:
+    """An IdeChannel's driver-facing interface over QEMU's port I/O: the command block at `command` (0x1f0 for the
+    primary channel), the control block at command + 0x206 (0x3f6), the bus-master registers at `bus_master` (BAR 4
+    of the PIIX IDE function, + 8 for the secondary channel), and the channel's interrupt line."""
+
+    def __init__(self, sim: Simulation, conn: QtestConnection, irq: QtestInterruptLine, *, command: int = 0x1F0,
+                 bus_master: int) -> None:
+        self.sim = sim
+        self.conn = conn
+        self.irq = irq
+        self.command = command
+        self.bus_master = bus_master
+
+    def _in(self, port: int, size: int) -> int:
+        return self.conn.value({1: "inb", 2: "inw", 4: "inl"}[size], port)
+
+    def _out(self, port: int, value: int, size: int) -> None:
+        self.conn.command({1: "outb", 2: "outw", 4: "outl"}[size], port, value & ((1 << (8 * size)) - 1))
+
+    def io_read(self, port_offset: int, size: int = 1) -> int:
+        return self._in(self.command + port_offset, size)
+
+    def io_write(self, port_offset: int, value: int, size: int = 1) -> None:
+        self._out(self.command + port_offset, value, size)
+
+    def bm_read(self, offset: int, size: int = 1) -> int:
+        return self._in(self.bus_master + offset, size)
+
+    def bm_write(self, offset: int, value: int, size: int = 1) -> None:
+        self._out(self.bus_master + offset, value, size)

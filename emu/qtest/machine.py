@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emu.qtest.adapters import MmioRegion, QtestInterruptLine, QtestMemory
+from emu.qtest.adapters import IdePorts, MmioRegion, QtestInterruptLine, QtestMemory
 from emu.qtest.pci import Capability, Function, PciBus
 from emu.qtest.protocol import QtestConnection, QtestError
 from emu.sim.kernel import Simulation
@@ -13,6 +13,8 @@ from emu.sim.kernel import Simulation
 VIRTIO_VENDOR = 0x1AF4
 VIRTIO_BLK_IDS = (0x1001, 0x1042)          # transitional, modern-only (disable-legacy=on)
 VIRTIO_SCSI_IDS = (0x1004, 0x1048)
+PIIX3_IDE = (0x8086, 0x7010)
+PRIMARY_IDE_IRQ = 14                       # legacy mode: the primary channel is ISA IRQ 14, IOAPIC input 14
 # emu's virtio-pci driver model expects QEMU's modern layout in one BAR: cfg_type -> offset
 # (common 1, notify 2, ISR 3, device 4; controllers/virtio/layouts.py PCI_*_OFFSET)
 VIRTIO_LAYOUT = {1: 0x0000, 2: 0x3000, 3: 0x1000, 4: 0x2000}
@@ -56,3 +58,14 @@ def interrupt_line(sim: Simulation, conn: QtestConnection, fn: Function, control
 def guest_memory(conn: QtestConnection, ram_mib: int) -> QtestMemory:
     """The driver's RAM: everything between 1 MiB and the end of `ram_mib` (pc keeps its holes below 1 MiB)."""
     return QtestMemory(conn, (ram_mib << 20) - (1 << 20))
+
+
+def ide_channel(sim: Simulation, conn: QtestConnection, bus: PciBus) -> IdePorts:
+    """The PIIX3 IDE primary channel in legacy mode (ports 0x1f0/0x3f6, IRQ 14) with its bus-master registers
+    placed (BAR 4) and bus mastering enabled: what PiixDriver drives."""
+    fn = bus.assign(bus.find(*PIIX3_IDE))
+    if 4 not in fn.bars:
+        raise QtestError(f"{fn}: no bus-master BAR")
+    conn.command("irq_intercept_in", "ioapic")
+    irq = QtestInterruptLine(sim, conn, PRIMARY_IDE_IRQ, name="ide0")
+    return IdePorts(sim, conn, irq, bus_master=fn.bars[4].address)
