@@ -14,6 +14,8 @@ VIRTIO_VENDOR = 0x1AF4
 VIRTIO_BLK_IDS = (0x1001, 0x1042)          # transitional, modern-only (disable-legacy=on)
 VIRTIO_SCSI_IDS = (0x1004, 0x1048)
 PIIX3_IDE = (0x8086, 0x7010)
+ICH9_AHCI = (0x8086, 0x2922)
+AHCI_ABAR = 5                              # the HBA's registers: BAR 5 (AHCI 1.3 section 2.1.11)
 PRIMARY_IDE_IRQ = 14                       # legacy mode: the primary channel is ISA IRQ 14, IOAPIC input 14
 # emu's virtio-pci driver model expects QEMU's modern layout in one BAR: cfg_type -> offset
 # (common 1, notify 2, ISR 3, device 4; controllers/virtio/layouts.py PCI_*_OFFSET)
@@ -69,3 +71,21 @@ def ide_channel(sim: Simulation, conn: QtestConnection, bus: PciBus) -> IdePorts
     conn.command("irq_intercept_in", "ioapic")
     irq = QtestInterruptLine(sim, conn, PRIMARY_IDE_IRQ, name="ide0")
     return IdePorts(sim, conn, irq, bus_master=fn.bars[4].address)
+
+
+@dataclass
+class AhciFunction:
+    """q35's ICH9 AHCI function with its ABAR as the HBA's register window and its INTx line: what AhciDriver
+    drives."""
+
+    function: Function
+    hba: MmioRegion
+    irq: QtestInterruptLine
+
+
+def ahci_function(sim: Simulation, conn: QtestConnection, bus: PciBus) -> AhciFunction:
+    fn = bus.assign(bus.find(*ICH9_AHCI))
+    if AHCI_ABAR not in fn.bars or fn.bars[AHCI_ABAR].io:
+        raise QtestError(f"{fn}: no memory BAR {AHCI_ABAR} (ABAR)")
+    abar = fn.bars[AHCI_ABAR]
+    return AhciFunction(fn, MmioRegion(conn, abar.address, abar.size), interrupt_line(sim, conn, fn))

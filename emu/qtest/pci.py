@@ -1,9 +1,9 @@
 """PCI configuration space through ports 0xcf8/0xcfc, doing what firmware does before a guest driver loads.
 
-QEMU runs stopped (no SeaBIOS), so nothing has assigned BARs, enabled decoding or routed INTx: `PciBus.setup()`
+QEMU runs stopped (no SeaBIOS), so nothing has assigned BARs, enabled decoding or routed INTx: `PciBus.assign()`
 sizes each BAR (all ones written, the mask read back), places it (memory from 0xE0000000, the pc hole below the
-IOAPIC; ports from 0xc000), enables I/O, memory and bus mastering, and routes the four PIRQ lines of the
-chipset's interrupt router the way SeaBIOS does, so a function's INTx pin names a known IOAPIC input.
+IOAPIC; ports from 0xc000), enables I/O, memory and bus mastering, and routes INTx through the
+chipset (PIIX3 PIRQs as SeaBIOS sets them; ICH9 by its reset values), so a pin names a known IOAPIC input.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ CAP_ID_VENDOR = 0x09
 MMIO_WINDOW = 0xE0000000          # pc/q35: PCI memory hole; below 0xFEC00000 (IOAPIC) and the BIOS ROM
 IO_WINDOW = 0xC000
 
-# The chipset's PIRQ router (config 0x60..0x63 of the ISA bridge: PIIX3 on pc at 00:01.0, ICH9 LPC on q35 at
-# 00:1f.0) and the IRQs SeaBIOS gives PIRQ A..D. QEMU swizzles slot s, pin p (1 = INTA) to PIRQ (s + p - 2) & 3 on
-# pc (hw/isa/piix3.c pci_slot_get_pirq).
+# pc: the PIIX3 PIRQ router (config 0x60..0x63 of 00:01.0) and the IRQs SeaBIOS gives PIRQ A..D; QEMU swizzles
+# slot s, pin p (1 = INTA) to PIRQ (s + p - 2) & 3 (hw/isa/piix3.c pci_slot_get_pirq).
 PIRQ_ROUTE = 0x60
 PIRQ_IRQS = (10, 10, 11, 11)
-ROUTERS = {"pc": (0, 1, 0), "q35": (0, 0x1F, 0)}
+ROUTERS = {"pc": (0, 1, 0)}
+Q35_D31IR = 0x3210
 
 
 @dataclass(frozen=True)
@@ -174,8 +174,16 @@ class PciBus:
         pin = self.read(fn, INTERRUPT_PIN, 1)
         if not pin:
             return None
+        if self.machine == "q35":
+            # ICH9 wires PIRQ A..H straight to IOAPIC inputs 16..23; device 31's pins reach PIRQ A..D by the reset
+            # value of its D31IR routing register (0x3210: INTA -> PIRQA ...). Other slots are not needed yet.
+            if fn.slot != 0x1F:
+                raise QtestError(f"{fn}: INTx routing on q35 is implemented for device 31 only")
+            irq = 16 + ((Q35_D31IR >> (4 * (pin - 1))) & 0x7)
+            self.write(fn, INTERRUPT_LINE, irq, 1)
+            return irq
         if self.machine != "pc":
-            raise QtestError(f"INTx routing on machine {self.machine!r} is not implemented (pc only)")
+            raise QtestError(f"INTx routing on machine {self.machine!r} is not implemented")
         router = ROUTERS[self.machine]
         for i, irq in enumerate(PIRQ_IRQS):
             self.write(router, PIRQ_ROUTE + i, irq, 1)
