@@ -36,6 +36,6 @@ def test_emu_ahci_driver_against_real_qemu_dma_and_ncq(qemu_system, tmp_path):
             assert run(sim, driver.write(lba, data, ncq=ncq)).ok
             read = run(sim, driver.read(lba, 2, ncq=ncq))
             assert read.ok and read.data_in == data
-        assert ahci.irq.raises >= 5
+        assert ahci.irq.raises >= 1     # completions came as interrupts (edges merge while the line stays up)
     raw = path.read_bytes()
     assert raw[40 * SECTOR:42 * SECTOR] == data and raw[50 * SECTOR:52 * SECTOR] == data
