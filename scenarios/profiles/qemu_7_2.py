@@ -65,10 +65,12 @@ AHCI_FACTS = {
     "ncq_error": Fact("serr-tag", f"{Q72} hw/ide/ahci.c ncq_err: scr_err |= 1 << tag; ncq_finish sets the finished "
                                   "bit unless that PxSERR bit is set; ahci_write_fis_sdb raises SDBS only (fixed by "
                                   "7e85cb0db4 and 9f89423537)"),
-    "abort_fis_before_err": Fact(True, f"{Q72} hw/ide/core.c ide_abort_command calls ide_transfer_stop (-> "
-                                       "ide_cmd_done -> ahci_write_fis_d2h) before setting ERR_STAT, so an opcode "
-                                       "ide_cmd_permitted refuses is reported with the previous status (fixed by "
-                                       "c3461c6264)"),
+    "abort_fis_before_err": Fact(False, "observed on Debian's QEMU 7.2.22 (emu replay --target qemu, "
+                                        "tests/scenarios/replay/ahci-qemu-7.2.jsonl): an opcode ide_cmd_permitted "
+                                        "refuses is reported as ERR/ABRT. Upstream 7.2.0's hw/ide/core.c "
+                                        "ide_abort_command wrote the D2H FIS before setting ERR_STAT (the previous "
+                                        "command's status; fixed by c3461c6264), which the AHCI model still offers "
+                                        "as this fact set True"),
 }
 
 # -- virtio-blk and the virtio-pci transport ---------------------------------------------------------
