@@ -3,7 +3,8 @@ controller, and taking it all apart again afterwards.
 
 This is the one module that reaches every layer below it: the commands and the stories built on runs (`emu
 replay`, `emu demo`, `emu run`) get their images, drives and machines here and never open an image or build a
-device themselves. A scenario's disk (`ScenarioDisk`) is its chain of image files, made and filled from the
+device themselves; `qemu_run` puts emu's driver in front of a real QEMU's device instead (`emu replay --target
+qemu`). A scenario's disk (`ScenarioDisk`) is its chain of image files, made and filled from the
 scenario's `[disk]`, the Drive on the top one, and the offline operations (snapshot, commit, compact) that change
 the files under the running guest; `scenarios.play` runs the steps on it.
 """
@@ -12,16 +13,24 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import images
 from controllers.ata.layouts import DSM_MAX_RANGE_SECTORS
+from controllers.drivers.ahci import AhciDriver
+from controllers.drivers.ata_piix import PiixDriver
+from controllers.drivers.virtio_blk import VirtioBlkDriver
+from controllers.drivers.virtio_scsi import VirtioScsiDriver
 from emu.block import Drive, DriveOptions
 from emu.block.backend import Status
 from emu.errors import UsageError
-from emu.sim import LatencyModel, Monitor
+from emu.qtest import machine as qtest
+from emu.qtest.pci import PciBus
+from emu.qtest.qemu import Qemu
+from emu.sim import LatencyModel, Monitor, Simulation
 from images import snapshots
 from images.chain import commit
 from images.compact import compact
@@ -29,6 +38,7 @@ from images.filecopy import Copied, copy_file, data_bytes
 from images.probe import FORMATS
 from scenarios.guest.content import fresh_content
 from scenarios.machine import Machine, build
+from scenarios.profiles import DEFAULT_GUEST, guest_config
 from scenarios.spec import DiskSpec, Scenario, load
 
 HOST_BYTES = "host_bytes"       # the monitor's metric: an image file's space on the host (st_blocks)
@@ -107,6 +117,54 @@ def guest_run(image: str, controller: str, profile: str, fmt: str | None = None,
             yield run
         finally:
             machine.close()
+
+
+@dataclass
+class QemuMachine:
+    """emu's guest driver for `controller`, probed and ready, driving a real QEMU's device over qtest: what the replay
+    runner needs of a machine (controller, driver, run)."""
+
+    controller: str
+    sim: Simulation
+    driver: Any
+
+    def run(self, gen: Generator[Any, Any, Any]) -> Any:
+        return self.sim.run(until=self.sim.process(gen))
+
+
+def _qemu_driver(qemu: Qemu, controller: str, sim: Simulation, guest: str) -> Any:
+    """The driver emu's machine would give `controller`, over QEMU's function instead of emu's: PCI set up as
+    firmware does, guest RAM in QEMU, completions as QEMU's interrupts (emu.qtest)."""
+    conn, config = qemu.conn, guest_config(guest)
+    bus = PciBus(conn, qemu.machine)
+    mem = qtest.guest_memory(conn, qemu.ram_mib)
+    if controller == "ide":
+        return PiixDriver(qtest.ide_channel(sim, conn, bus), mem, guest=config)
+    if controller == "ahci":
+        ahci = qtest.ahci_function(sim, conn, bus)
+        driver = AhciDriver(sim, mem, ahci.hba, ahci.irq, guest=config)
+        ready = driver.start(0)
+    else:
+        kind, ids = {"virtio-blk": (VirtioBlkDriver, qtest.VIRTIO_BLK_IDS),
+                     "virtio-scsi": (VirtioScsiDriver, qtest.VIRTIO_SCSI_IDS)}[controller]
+        function = qtest.virtio_function(conn, bus, ids)
+        driver = kind(sim, mem, function.region, qtest.interrupt_line(sim, conn, function.function), guest=config)
+        ready = driver.probe()
+    if not sim.run(until=sim.process(ready)):
+        raise UsageError(f"QEMU's {controller} device did not come up for emu's driver")
+    return driver
+
+
+@contextmanager
+def qemu_run(image: str, controller: str, fmt: str | None = None, *, options: DriveOptions = DEFAULT_OPTIONS,
+             binary: str | None = None, guest: str = DEFAULT_GUEST) -> Iterator[QemuMachine]:
+    """A real QEMU (Debian's 7.2: `qemu-system-x86_64 -qtest`) with `image` as the drive of `controller`, the
+    drive's discard and detect-zeroes options as `-drive` takes them, and emu's guest driver on its device."""
+    drive = {"discard": options.discard, "detect-zeroes": options.detect_zeroes}
+    extra = {} if binary is None else {"binary": binary}
+    with Qemu(controller, image, fmt or images.detect_format(image), drive=drive, **extra) as qemu:
+        sim = Simulation()
+        yield QemuMachine(controller, sim, _qemu_driver(qemu, controller, sim, guest))
 
 
 def load_scenario(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:

@@ -1,18 +1,21 @@
 """`emu replay`: run a byte-level script of guest commands through the whole path.
 
     emu replay --controller ide|ahci|virtio-blk|virtio-scsi --image FILE [-f FMT] [--profile NAME] [-d ignore|unmap]
-               [--detect-zeroes off|on|unmap] [--check] SCRIPT.jsonl
+               [--detect-zeroes off|on|unmap] [--check] [--target emu|qemu [--qemu PATH]] SCRIPT.jsonl
 
 Each script line is encoded into guest memory by the controller's guest-driver model, decoded by the
 emulated controller, executed by the device (ATA, virtio-blk, SCSI) through the block layer on the image, and
 answered with the protocol's status; one JSON line per command is printed. With --check the first outcome
-that differs from its line's "expect" ends the run with exit status 1. The script format is
+that differs from its line's "expect" ends the run with exit status 1. With --target qemu the same driver models
+send the same lines to a real QEMU's device over its qtest protocol (emu.qtest), and QEMU answers. The script format is
 `scenarios.replay.script` (and the README); sending it is `scenarios.replay.runner`.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from emu.block import DriveOptions
 from emu.cli.common import Parser
@@ -20,7 +23,18 @@ from emu.errors import UsageError
 from scenarios.profiles import DEFAULT_PROFILE, NAMES, check_name
 from scenarios.replay.runner import replay
 from scenarios.replay.script import CONTROLLERS, mismatch, outcome_line, parse_script
-from scenarios.run import guest_run
+from scenarios.run import guest_run, qemu_run
+
+
+@contextmanager
+def _target(a, options: DriveOptions) -> Iterator:
+    """The machine whose device answers the script: emu's, or QEMU's with emu's driver in front of it."""
+    if a.target == "qemu":
+        with qemu_run(a.image, a.controller, a.fmt, options=options, binary=a.qemu) as machine:
+            yield machine
+    else:
+        with guest_run(a.image, a.controller, a.profile, a.fmt, options=options) as run:
+            yield run.machine
 
 
 def main(argv: list[str]) -> int:
@@ -35,6 +49,10 @@ def main(argv: list[str]) -> int:
                    help="the drive's discard option (default ignore, as QEMU's -drive)")
     p.add_argument("--detect-zeroes", default="off", choices=("off", "on", "unmap"))
     p.add_argument("--check", action="store_true", help="compare each outcome with the line's \"expect\"")
+    p.add_argument("--target", default="emu", choices=("emu", "qemu"),
+                   help="whose device answers: emu's (default, as --profile describes it) or a real QEMU's, over "
+                        "its qtest protocol (qemu-system-x86_64 -qtest)")
+    p.add_argument("--qemu", help="the QEMU binary for --target qemu (default: qemu-system-x86_64 on PATH)")
     p.add_argument("script")
     a = p.parse_args(argv)
     check_name(a.profile)
@@ -45,8 +63,10 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"cannot read script {a.script}: {getattr(exc, 'strerror', None) or exc}") from None
     steps = parse_script(text, a.script, a.controller)
     options = DriveOptions(discard=a.discard, detect_zeroes=a.detect_zeroes)
-    with guest_run(a.image, a.controller, a.profile, a.fmt, options=options) as run:
-        for step, outcome in replay(run.machine, steps, a.script):
+    if a.qemu and a.target != "qemu":
+        raise UsageError("--qemu names the binary of --target qemu")
+    with _target(a, options) as machine:
+        for step, outcome in replay(machine, steps, a.script):
             print(outcome_line(outcome), flush=True)
             if a.check:
                 wrong = mismatch(step.expect, outcome)
