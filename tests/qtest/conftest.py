@@ -16,3 +16,8 @@ def qemu_system() -> str:
     if path is None:
         _missing("qemu-system-x86_64 is not installed (Debian package qemu-system-x86)")
     return path
+
+
+def run(sim, generator):
+    """Run one guest-driver generator on `sim` to its end; its value."""
+    return sim.run(sim.process(generator))

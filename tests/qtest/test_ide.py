@@ -11,13 +11,10 @@ from emu.qtest.pci import PciBus
 from emu.qtest.qemu import Qemu
 from emu.sim import Simulation
 from scenarios.profiles import guest_config
+from tests.qtest.conftest import run
 
 pytestmark = pytest.mark.qemu
 SECTOR = 512
-
-
-def run(sim, generator):
-    return sim.run(sim.process(generator))
 
 
 def test_emu_piix_driver_reads_and_writes_by_pio_and_dma_through_real_qemu(qemu_system, tmp_path):

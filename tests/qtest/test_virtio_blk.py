@@ -13,14 +13,11 @@ from emu.qtest.pci import PciBus
 from emu.qtest.qemu import Qemu
 from emu.sim import Simulation
 from scenarios.profiles import guest_config
+from tests.qtest.conftest import run
 
 pytestmark = pytest.mark.qemu
 
 SECTOR = 512
-
-
-def run(sim, generator):
-    return sim.run(sim.process(generator))
 
 
 def test_emu_virtio_blk_driver_writes_a_sector_through_real_qemu_into_the_image(qemu_system, tmp_path):

@@ -13,13 +13,10 @@ from emu.qtest.pci import PciBus
 from emu.qtest.qemu import Qemu
 from emu.sim import Simulation
 from scenarios.profiles import guest_config
+from tests.qtest.conftest import run
 
 pytestmark = pytest.mark.qemu
 SECTOR = 512
-
-
-def run(sim, generator):
-    return sim.run(sim.process(generator))
 
 
 def rw10(opcode: int, lba: int, count: int) -> bytes:
