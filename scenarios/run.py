@@ -127,6 +127,7 @@ class QemuMachine:
     controller: str
     sim: Simulation
     driver: Any
+    qemu: Qemu
 
     def run(self, gen: Generator[Any, Any, Any]) -> Any:
         return self.sim.run(until=self.sim.process(gen))
@@ -157,14 +158,17 @@ def _qemu_driver(qemu: Qemu, controller: str, sim: Simulation, guest: str) -> An
 
 @contextmanager
 def qemu_run(image: str, controller: str, fmt: str | None = None, *, options: DriveOptions = DEFAULT_OPTIONS,
-             binary: str | None = None, guest: str = DEFAULT_GUEST) -> Iterator[QemuMachine]:
-    """A real QEMU (Debian's 7.2: `qemu-system-x86_64 -qtest`) with `image` as the drive of `controller`, the
-    drive's discard and detect-zeroes options as `-drive` takes them, and emu's guest driver on its device."""
+             binary: str | None = None, machine_type: str | None = None, guest: str = DEFAULT_GUEST
+             ) -> Iterator[QemuMachine]:
+    """A real QEMU (Debian's 7.2: `qemu-system-x86_64 -qtest`) with `image` as the drive of `controller` on
+    `machine_type` (default: the newest pc or q35), the drive's discard and detect-zeroes options as `-drive` takes
+    them, and emu's guest driver on its device."""
     drive = {"discard": options.discard, "detect-zeroes": options.detect_zeroes}
     extra = {} if binary is None else {"binary": binary}
-    with Qemu(controller, image, fmt or images.detect_format(image), drive=drive, **extra) as qemu:
+    with Qemu(controller, image, fmt or images.detect_format(image), drive=drive, machine_type=machine_type,
+              **extra) as qemu:
         sim = Simulation()
-        yield QemuMachine(controller, sim, _qemu_driver(qemu, controller, sim, guest))
+        yield QemuMachine(controller, sim, _qemu_driver(qemu, controller, sim, guest), qemu)
 
 
 def load_scenario(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:

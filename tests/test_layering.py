@@ -23,11 +23,11 @@ class Layer:
     uses: tuple[str, ...]          # the lower layers it may import
 
 
-# What is made of whole runs: the assembler, the player of a scenario's steps, and what reads or retells a run
-# (the demo's story, explain, matrix and report). Everything else in scenarios/ is the guest: machine, replay, file
-# systems, workloads.
-RUNS = ("scenarios.run", "scenarios.play", "scenarios.demo", "scenarios.explain", "scenarios.matrix",
-        "scenarios.report")
+# What is made of whole runs: the assembler, the differential run (emu against QEMU), the player of a scenario's
+# steps, and what reads or retells a run (the demo's story, explain, matrix and report). Everything else in
+# scenarios/ is the guest: machine, replay, file systems, workloads.
+RUNS = ("scenarios.run", "scenarios.differential", "scenarios.play", "scenarios.demo", "scenarios.explain",
+        "scenarios.matrix", "scenarios.report")
 
 # Bottom first; `uses` names only layers earlier in the list.
 LAYERS = (

@@ -32,13 +32,25 @@ class Controller:
 
 
 # The names are QEMU 7.2's (`qemu-system-x86_64 -device help`): the PIIX3 IDE function is built into pc, the ICH9
-# AHCI function into q35 (its ports are bus ide.0..ide.5).
+# AHCI function into q35 (its ports are bus ide.0..ide.5). emu's virtio driver speaks the modern interface, which
+# machine types up to 2.6 switch off by default (hw_compat_2_6: disable-modern=on): it is asked for explicitly, with
+# virtio-blk's SCSI passthrough off, which machine types up to 2.4 switch on and virtio 1.0 forbids.
 CONTROLLERS = {
-    "virtio-blk": Controller("pc", ("virtio-blk-pci,drive={drive}",)),
-    "virtio-scsi": Controller("pc", ("virtio-scsi-pci,id=scsi0", "scsi-hd,bus=scsi0.0,drive={drive}")),
+    "virtio-blk": Controller("pc", ("virtio-blk-pci,disable-modern=off,scsi=off,drive={drive}",)),
+    "virtio-scsi": Controller("pc", ("virtio-scsi-pci,disable-modern=off,id=scsi0",
+                                     "scsi-hd,bus=scsi0.0,drive={drive}")),
     "ide": Controller("pc", ("ide-hd,bus=ide.0,unit=0,drive={drive}",)),
     "ahci": Controller("q35", ("ide-hd,bus=ide.0,drive={drive}",)),
 }
+
+
+def machine_family(machine_type: str) -> str:
+    """The board a machine type builds, "pc" (i440FX + PIIX) or "q35" (Q35 + ICH9): what PCI set-up depends on."""
+    if machine_type == "q35" or machine_type.startswith("pc-q35-"):
+        return "q35"
+    if machine_type == "pc" or machine_type.startswith("pc-i440fx-"):
+        return "pc"
+    raise QtestError(f"machine type {machine_type!r} is not a pc (pc-i440fx-*) or q35 (pc-q35-*) machine")
 
 
 def qemu_binary(name: str = QEMU) -> str:
@@ -55,15 +67,20 @@ def _drive_options(options: dict[str, str] | None) -> str:
 
 class Qemu:
     """One QEMU process for `controller` over `image` (format `fmt`, -drive options such as discard=unmap or
-    detect-zeroes=on), `ram_mib` of RAM, `device_options` appended to the disk's -device. `conn` is the qtest
-    connection once entered."""
+    detect-zeroes=on), `ram_mib` of RAM, `device_options` appended to the disk's -device, on `machine_type` (by
+    default the controller's board, pc or q35, at QEMU's newest version). `conn` is the qtest connection once
+    entered."""
 
     def __init__(self, controller: str, image: str, fmt: str = "raw", *, drive: dict[str, str] | None = None,
                  device_options: dict[str, str] | None = None, ram_mib: int = 128, binary: str = QEMU,
-                 timeout: float = 10.0) -> None:
+                 machine_type: str | None = None, timeout: float = 10.0) -> None:
         if controller not in CONTROLLERS:
             raise QtestError(f"no QEMU setup for controller {controller!r} (known: {', '.join(CONTROLLERS)})")
         self.controller = CONTROLLERS[controller]
+        self.machine_type = machine_type or self.controller.machine
+        if machine_family(self.machine_type) != self.controller.machine:
+            raise QtestError(f"{controller} needs a {self.controller.machine} machine type, not "
+                             f"{self.machine_type!r}")
         self.image = image
         self.fmt = fmt
         self.drive = drive
@@ -77,13 +94,14 @@ class Qemu:
 
     @property
     def machine(self) -> str:
+        """The board (pc or q35), whatever its version."""
         return self.controller.machine
 
     def argv(self, socket_path: str) -> list[str]:
         devices = [d.format(drive="disk0") for d in self.controller.devices]
         devices[-1] += _drive_options(self.device_options)
         argv = [qemu_binary(self.binary), "-qtest", f"unix:{socket_path}", "-qtest-log", "/dev/null",
-                "-machine", self.machine, "-nodefaults", "-display", "none", "-S", "-m", f"{self.ram_mib}M",
+                "-machine", self.machine_type, "-nodefaults", "-display", "none", "-S", "-m", f"{self.ram_mib}M",
                 "-drive", f"if=none,id=disk0,file={self.image},format={self.fmt}{_drive_options(self.drive)}"]
         for device in devices:
             argv += ["-device", device]
@@ -122,12 +140,19 @@ class Qemu:
             raise QtestError(f"QEMU did not start: {error}") from None
         return self
 
+    def exited(self) -> str | None:
+        """Why QEMU is gone (its first error line, or its exit status), or None while it runs."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return self._first_error()
+
     def _first_error(self) -> str:
         if self.proc.poll() is None:
             return "it does not answer on its qtest socket"
-        lines = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
-        return (lines[0].removeprefix(os.path.basename(self.binary) + ": ") if lines
-                else f"exit status {self.proc.returncode}")
+        prefix = os.path.basename(self.binary) + ": "
+        lines = [line.removeprefix(prefix) for line in self.proc.stderr.read().decode(errors="replace").splitlines()]
+        errors = [line for line in lines if line.strip() and not line.startswith("warning: ")]
+        return errors[0] if errors else f"exit status {self.proc.returncode}"
 
     def _accept(self, listener: socket.socket) -> socket.socket:
         """Wait for QEMU to connect; if it exits first, its first error line is the message."""

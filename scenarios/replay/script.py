@@ -343,3 +343,28 @@ def mismatch(expect: dict, outcome: dict) -> str | None:
         if got != want:
             return f"{key}: expected {_show(key, want)}, got {_show(key, got)}"
     return None
+
+
+def _data_difference(ours: str, theirs: str) -> tuple[str, str]:
+    """Two data_in hex strings that differ, shown by their lengths and their first differing byte."""
+    a, b = bytes.fromhex(ours), bytes.fromhex(theirs)
+    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+    def side(data: bytes) -> str:
+        return f"{len(data)} bytes" + (f", byte {at} = {data[at]:#04x}" if at < len(data) else "")
+    return side(a), side(b)
+
+
+def differences(ours: dict, theirs: dict) -> dict[str, tuple[str, str]]:
+    """The keys whose values two outcomes of one line disagree on, each value shown as `mismatch` shows it (data by
+    its first differing byte)."""
+    found = {}
+    for key in dict.fromkeys([*ours, *theirs]):
+        mine, other = ours.get(key), theirs.get(key)
+        if mine == other:
+            continue
+        if key == "data_in" and isinstance(mine, str) and isinstance(other, str):
+            found[key] = _data_difference(mine, other)
+        else:
+            found[key] = (_show(key, mine), _show(key, other))
+    return found

@@ -41,7 +41,7 @@ def test_the_flags_bad_uses_are_one_line(tmp_path, capsys):
     script = REPLAY / "virtio-blk-qemu-7.2.jsonl"
     image = disk(tmp_path)
     assert emu_main(["replay", "--controller", "virtio-blk", "--image", image, "--qemu", "/x", str(script)]) == 1
-    assert capsys.readouterr().err.strip() == "emu replay: --qemu names the binary of --target qemu"
+    assert capsys.readouterr().err.strip() == "emu replay: --qemu is QEMU's: it goes with --target qemu or --diff"
     assert emu_main(["replay", "--controller", "virtio-blk", "--image", image, "--target", "qemu",
                      "--qemu", str(tmp_path / "no-qemu"), str(script)]) == 1
     err = capsys.readouterr().err
