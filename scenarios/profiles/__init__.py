@@ -11,7 +11,7 @@ profiles) is the Drive's answer (`Drive.zeroes_after_discard`), handed in by who
 
 from __future__ import annotations
 
-from scenarios.profiles.facts import FROM_DRIVE, Fact, ProfileError, UnknownProfile
+from scenarios.profiles.facts import FROM_DRIVE, Departure, Fact, ProfileError, UnknownProfile
 from scenarios.profiles.family import Family, FamilyProfile, Profile
 from scenarios.profiles.registry import (
     DEFAULT_GUEST,
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_GUEST",
     "DEFAULT_PROFILE",
     "FROM_DRIVE",
+    "Departure",
     "GUEST_NAMES",
     "NAMES",
     "Fact",

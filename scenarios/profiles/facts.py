@@ -6,7 +6,7 @@ A value nobody can check is a guess; so every value a profile gives a configurat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -38,6 +38,27 @@ class Fact:
     def __post_init__(self) -> None:
         if not self.source.strip():
             raise ProfileError(f"fact {self.value!r} has no source")
+
+
+@dataclass(frozen=True)
+class Departure:
+    """Where emu's model knowingly answers otherwise than the hypervisor it models, because what the real one does
+    is a bug emu must not copy (an assertion failure, a hang, a buffer it overruns). `example` is one replay-script
+    line (JSON, on `controller`) whose outcomes differ in exactly `keys` ("qemu" when QEMU dies or stops
+    answering); `covers` says which script lines (their parsed JSON) the departure concerns, so that a differential
+    run leaves them out."""
+
+    name: str
+    controller: str
+    reason: str
+    source: str
+    example: str
+    keys: tuple[str, ...]
+    covers: Callable[[dict], bool]
+
+    def __post_init__(self) -> None:
+        if not (self.reason.strip() and self.source.strip() and self.keys):
+            raise ProfileError(f"departure {self.name!r}: give its reason, its source and the keys it changes")
 
 
 def lookup(table: Mapping[str, T], name: str) -> T:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from emu.errors import UsageError
-from scenarios.profiles.facts import FROM_DRIVE, Fact, ProfileError
+from scenarios.profiles.facts import FROM_DRIVE, Departure, Fact, ProfileError
 
 C = TypeVar("C")
 
@@ -42,12 +42,14 @@ class Family(Generic[C]):
 @dataclass(frozen=True)
 class FamilyProfile(Generic[C]):
     """Every field of `family` but the given ones, each a Fact (or, for a field that differs by variant, a mapping
-    of every variant to its Fact), in the order a listing shows them; what the values model, and notes."""
+    of every variant to its Fact), in the order a listing shows them; what the values model, notes, and where emu
+    departs from the hypervisor on purpose."""
 
     family: Family[C]
     description: str
     facts: Mapping[str, Fact | Mapping[str, Fact]]
     notes: tuple[str, ...] = ()
+    departures: tuple[Departure, ...] = ()
 
     def __post_init__(self) -> None:
         label = f"{self.family.name} profile"
@@ -120,6 +122,11 @@ class Profile:
         wanted = [f.name for f in self.shape.families]
         if sorted(got) != sorted(wanted) or any(p.family not in self.shape.families for p in self.families):
             raise ProfileError(f"{self.shape.kind} profile {self.name}: families {got}, needs {wanted}")
+
+    @property
+    def departures(self) -> tuple[Departure, ...]:
+        """Every family's departures from the hypervisor, in the shape's order."""
+        return tuple(d for family in self.shape.families for d in self[family].departures)
 
     def __getitem__(self, family: Family[C]) -> FamilyProfile[C]:
         for profile in self.families:

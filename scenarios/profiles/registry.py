@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from controllers.drivers.config import GuestConfig
 from scenarios.profiles import linux_6_1, qemu_1_4_pc, qemu_7_2, qemu_8_2, strict, windows
-from scenarios.profiles.facts import FROM_DRIVE, Fact, ProfileError, lookup
+from scenarios.profiles.facts import FROM_DRIVE, Departure, Fact, ProfileError, lookup
 from scenarios.profiles.families import BLOCK, GUEST, LIBATA, SD, VIRTIO_BLK_DRIVER, VIRTIO_SCSI_DRIVER
 from scenarios.profiles.family import Profile
 
@@ -49,12 +49,14 @@ def guest_config(name: str = DEFAULT_GUEST) -> GuestConfig:
 
 @dataclass(frozen=True)
 class Listing:
-    """One section of a profile as the listing shows it: title, description, every (label, Fact), notes."""
+    """One section of a profile as the listing shows it: title, description, every (label, Fact), notes,
+    departures."""
 
     title: str
     description: str
     facts: tuple[tuple[str, Fact], ...]
     notes: tuple[str, ...]
+    departures: tuple[Departure, ...] = ()
 
 
 def listings(profile: Profile) -> Iterator[Listing]:
@@ -62,7 +64,8 @@ def listings(profile: Profile) -> Iterator[Listing]:
     for section in profile.shape.sections:
         parts = [(profile[family], prefix) for family, prefix in section.parts]
         facts = tuple((prefix + label, fact) for part, prefix in parts for label, fact in part.items())
-        yield Listing(section.title, parts[0][0].description, facts, tuple(n for part, _ in parts for n in part.notes))
+        yield Listing(section.title, parts[0][0].description, facts, tuple(n for part, _ in parts for n in part.notes),
+                      tuple(d for part, _ in parts for d in part.departures))
 
 
 def _show(value: object) -> str:
@@ -80,6 +83,8 @@ def _describe(profile: Profile) -> list[str]:
         lines.append(f"  [{listing.title}] {listing.description}")
         lines.extend(f"    {label:<28} {_show(fact.value):<16} {fact.source}" for label, fact in listing.facts)
         lines.extend(f"    note: {note}" for note in listing.notes)
+        lines.extend(f"    departure {d.name} ({d.controller}): {d.reason} (QEMU: {d.source}; example: {d.example})"
+                     for d in listing.departures)
     return lines
 
 

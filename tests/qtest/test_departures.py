@@ -1,0 +1,27 @@
+"""Each departure the qemu-7.2 profile names is pinned: its example line, run on emu's profile and on Debian's QEMU
+7.2, differs in exactly the keys the departure says, and the departure covers its own example (so the differential
+property tests leave such lines out). When QEMU or emu changes, the departure's record must change with it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emu.block import DriveOptions
+from scenarios.profiles import get_profile
+from tests.qtest.differential import run
+
+pytestmark = pytest.mark.qemu
+DEPARTURES = get_profile("qemu-7.2").departures
+
+
+@pytest.mark.parametrize("departure", DEPARTURES, ids=[d.name for d in DEPARTURES])
+def test_the_departure_is_what_its_record_says(departure, qemu_system):
+    line = json.loads(departure.example)
+    assert departure.covers(line)
+    found = run([line], departure.controller, options=DriveOptions(discard="unmap"), qemu=qemu_system)
+    if "qemu" in departure.keys:
+        assert found.qemu_failure is not None, list(found.report())
+    differing = {key for diff in found.differences for key in diff.keys}
+    assert differing == set(departure.keys) - {"qemu"}, list(found.report())
