@@ -9,23 +9,17 @@ run; the lines after it are not compared.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import images
 from emu.block import DriveOptions
-from emu.errors import UsageError
-from emu.qtest.protocol import QtestError
-from images.filecopy import copy_file
+from emu.errors import EmuError, UsageError
 from scenarios.profiles import DEFAULT_PROFILE
 from scenarios.replay.runner import replay
 from scenarios.replay.script import Step, differences
-from scenarios.run import DEFAULT_OPTIONS, guest_run, qemu_run
+from scenarios.run import DEFAULT_OPTIONS, guest_run, image_format, qemu_run, two_copies
 
 
 @dataclass(frozen=True)
@@ -78,24 +72,6 @@ def compare_images(first: str, second: str, fmt: str) -> str | None:
     return text[0] if text else f"qemu-img compare exited with status {done.returncode}"
 
 
-@contextmanager
-def _copies(image: str) -> Iterator[tuple[str, str]]:
-    """Two sparse copies of `image` beside it (so a relative backing file still resolves), removed afterwards."""
-    directory = os.path.dirname(os.path.abspath(image))
-    stem = os.path.basename(image)
-    made = []
-    try:
-        for side in ("emu", "qemu"):
-            fd, path = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".{side}", dir=directory)
-            os.close(fd)
-            made.append(path)
-            copy_file(image, path, sparse=True)
-        yield made[0], made[1]
-    finally:
-        for path in made:
-            os.unlink(path)
-
-
 def _qemu_side(copy: str, steps: Sequence[Step], where: str, controller: str, fmt: str, options: DriveOptions,
                binary: str | None, machine_type: str | None, comparison: Comparison) -> None:
     with qemu_run(copy, controller, fmt, options=options, binary=binary, machine_type=machine_type) as machine:
@@ -103,7 +79,7 @@ def _qemu_side(copy: str, steps: Sequence[Step], where: str, controller: str, fm
         try:
             for _step, outcome in replay(machine, pending, where):
                 comparison.qemu.append(outcome)
-        except (QtestError, UsageError) as exc:
+        except EmuError as exc:     # the qtest connection failed, or the device did not come back after a reset
             line = steps[len(comparison.qemu)].line
             gone = machine.qemu.exited()
             what = f"exited: {gone}" if gone is not None else f"broke: {exc}"
@@ -115,9 +91,9 @@ def differential(image: str, controller: str, steps: Sequence[Step], where: str,
                  machine_type: str | None = None) -> Comparison:
     """Script `steps` (read from `where`) on emu's `controller` as `profile` describes it and on QEMU's, each on its
     own copy of `image` with the drive `options`; `image` itself is left as it was."""
-    fmt = fmt or images.detect_format(image)
+    fmt = fmt or image_format(image)
     comparison = Comparison()
-    with _copies(image) as (ours, theirs):
+    with two_copies(image, ("emu", "qemu")) as (ours, theirs):
         with guest_run(ours, controller, profile, fmt, options=options) as run:
             comparison.emu = [outcome for _step, outcome in replay(run.machine, steps, where)]
         _qemu_side(theirs, steps, where, controller, fmt, options, binary, machine_type, comparison)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +52,29 @@ DEFAULT_OPTIONS = DriveOptions()     # QEMU's -drive defaults (discard=ignore, d
 def create_image(path: str, fmt: str, size: int) -> None:
     """A fresh image, laid out as `qemu-img create -f FMT PATH SIZE` lays it out."""
     images.create_image(path, fmt, size, {})
+
+
+def image_format(path: str) -> str:
+    """The image's format, by its magic."""
+    return images.detect_format(path)
+
+
+@contextmanager
+def two_copies(image: str, sides: tuple[str, str]) -> Iterator[tuple[str, str]]:
+    """Two sparse copies of `image`, one per side, beside it (so a relative backing file still resolves), removed
+    afterwards: two runs of one script on the same starting image."""
+    directory, stem = os.path.split(os.path.abspath(image))
+    made: list[str] = []
+    try:
+        for side in sides:
+            fd, path = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".{side}", dir=directory)
+            os.close(fd)
+            made.append(path)
+            copy_file(image, path, sparse=True)
+        yield made[0], made[1]
+    finally:
+        for path in made:
+            os.unlink(path)
 
 
 def host_bytes(path: str) -> int:
