@@ -351,7 +351,8 @@ def _data_difference(ours: str, theirs: str) -> tuple[str, str]:
     at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
     def side(data: bytes) -> str:
-        return f"{len(data)} bytes" + (f", byte {at} = {data[at]:#04x}" if at < len(data) else "")
+        count = f"{len(data)} byte" + ("" if len(data) == 1 else "s")
+        return count + (f", byte {at} = {data[at]:#04x}" if at < len(data) else "")
     return side(a), side(b)
 
 

@@ -12,6 +12,7 @@ from scenarios.replay.script import (
     FAMILIES,
     FAMILY_OF,
     ScriptError,
+    differences,
     mismatch,
     parse_line,
     parse_script,
@@ -72,6 +73,15 @@ def test_mismatch_names_the_first_differing_key():
     assert mismatch({"status": 0x50}, {"status": 0x41, "error": 4}) == "status: expected 0x50, got 0x41"
     assert mismatch({"data_in": "00"}, {"data_in": "01"}) == "data_in: expected 00, got 01"
     assert mismatch({"lba": 5}, {"status": 0x50}) == "lba: expected 0x5, got null"
+
+
+def test_differences_name_every_key_two_outcomes_disagree_on_and_data_by_its_first_differing_byte():
+    emu = {"line": 3, "status": 0x41, "error": 4, "data_in": "00aa11", "lba": 0}
+    qemu = {"line": 3, "status": 0x50, "error": 4, "data_in": "00bb"}
+    assert differences(emu, qemu) == {"status": ("0x41", "0x50"), "lba": ("0x0", "null"),
+                                      "data_in": ("3 bytes, byte 1 = 0xaa", "2 bytes, byte 1 = 0xbb")}
+    assert differences({"data_in": "0011"}, {"data_in": "00"})["data_in"] == ("2 bytes, byte 1 = 0x11", "1 byte")
+    assert differences(emu, dict(emu)) == {}
 
 
 # -- virtio-blk lines ------------------------------------------------------------------------------------------
