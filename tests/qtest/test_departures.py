@@ -16,12 +16,13 @@ pytestmark = pytest.mark.qemu
 DEPARTURES = get_profile("qemu-7.2").departures
 
 
-@pytest.mark.parametrize("departure", DEPARTURES, ids=[d.name for d in DEPARTURES])
-def test_the_departure_is_what_its_record_says(departure, qemu_system):
-    line = json.loads(departure.example)
-    assert departure.covers(line)
-    found = run([line], departure.controller, options=DriveOptions(discard="unmap"), qemu=qemu_system)
-    if "qemu" in departure.keys:
-        assert found.qemu_failure is not None, list(found.report())
-    differing = {key for diff in found.differences for key in diff.keys}
-    assert differing == set(departure.keys) - {"qemu"}, list(found.report())
+def test_every_departure_is_what_its_record_says(qemu_system):
+    # one test over all of them (none is skipped in CI when the profile names none)
+    for departure in DEPARTURES:
+        line = json.loads(departure.example)
+        assert departure.covers(line), departure.name
+        found = run([line], departure.controller, options=DriveOptions(discard="unmap"), qemu=qemu_system)
+        if "qemu" in departure.keys:
+            assert found.qemu_failure is not None, (departure.name, list(found.report()))
+        differing = {key for diff in found.differences for key in diff.keys}
+        assert differing == set(departure.keys) - {"qemu"}, (departure.name, list(found.report()))
