@@ -1,7 +1,7 @@
 """An AHCI HBA as QEMU's ich9-ahci (hw/ide/ahci.c) behaves: HBA memory, command lists, FISes, NCQ.
 
-How completions and errors are reported changed in QEMU 8.2; `AhciConfig` (controllers/ahci_config.py) holds
-those choices, defaulting to 8.2, which follows AHCI 1.3.1; profiles give 7.2's.
+How completions and errors are reported changed in QEMU 8.2 (and in the 7.2 stable series); `AhciConfig`
+(controllers/ahci_config.py) holds those choices, defaulting to 8.2, which follows AHCI 1.3.1; profiles give theirs.
 
 The HBA only moves registers, FISes and bytes; what a command means is `AtaDevice`'s business
 (controllers/ata/device.py). QEMU function names are cited where a behaviour is theirs.
@@ -14,8 +14,9 @@ With `timing=None` everything completes inside the register write that issued it
 
 Deliberate differences from QEMU, so that a bad command gets the protocol's exact error and never crashes the
 emulator (docs/architecture.md, "Exact semantics"; QEMU's own outcome noted):
-- A PRDT that is shorter than the transfer ends the command with ERR/ABRT, PxIS.OFS and TFES. (QEMU: NCQ
-  raises OFS only, without a FIS; non-NCQ DMA completes 0x50 with PRDBC 0, ide_dma_cb "PRDs too short".)
+- A PRDT that is shorter than the transfer ends a non-NCQ command with ERR/ABRT, PxIS.OFS and TFES. (QEMU: the
+  DMA completes 0x50 with PRDBC 0 and no FIS or interrupt, ide_dma_cb "PRDs too short": the qemu-7.2 departure
+  `ahci-short-prdt`.) An NCQ command raises OFS alone without a FIS, as QEMU's process_ncq_command.
 - A PRDT entry or table outside guest RAM ends the command with ERR/ABRT, PxIS.HBFS and TFES. (QEMU reads or
   writes unassigned memory through dma_memory_rw, which silently drops or returns junk.)
 - The whole data phase is checked before the device runs, so a failing command never touches the image.
@@ -23,6 +24,7 @@ emulator (docs/architecture.md, "Exact semantics"; QEMU's own outcome noted):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -336,7 +338,7 @@ class AhciPort:
 
     def _write_fis_sdb(self, finished: int) -> None:
         """ahci_write_fis_sdb: FB+0x58 with the finished tags; PxTFD keeps BSY/DRQ; PxSACT loses the finished
-        tags; TFES on ERR, else SDBS (I is always 1; 7.2 raised SDBS even on ERR, config.ncq_error). Nothing at
+        tags; TFES on ERR, else SDBS (I is always 1; 7.2.0 raised SDBS even on ERR, config.ncq_error). Nothing at
         all while FIS receive is off."""
         if not self._fis_on():
             return
@@ -355,14 +357,15 @@ class AhciPort:
 
     # -- command issue ---------------------------------------------------------------------------------
     def _clear_ci(self, slot: int) -> None:
-        """A command of `slot` ended: ahci_clear_cmd_issue (8.2: only without ERR, BSY and DRQ), or 7.2's
+        """A command of `slot` ended: ahci_clear_cmd_issue (only without ERR, BSY and DRQ), or 7.2.0's
         check_cmd, which cleared every slot it handled (config.pxci_rule)."""
         if self.hba.config.pxci_rule == "after-handling" or not self.status & (STATUS_ERR | STATUS_BSY | STATUS_DRQ):
             self.ci &= ~(1 << slot)
 
     def _dropped(self, slot: int) -> None:
-        """`slot` was handled without completing a command (a FIS the HBA ignored, a reset FIS, a queued tag in use):
-        8.2 leaves its PxCI bit set; 7.2's check_cmd cleared it all the same."""
+        """`slot` was handled without completing a command (an ignored FIS, a device control FIS, a partly mapped
+        table, a queued tag in use, a diagnostic that never ends): under "on-success" its PxCI bit stays set;
+        7.2.0's check_cmd cleared it all the same."""
         if self.hba.config.pxci_rule == "after-handling":
             self.ci &= ~(1 << slot)
 
@@ -408,15 +411,16 @@ class AhciPort:
         return self._start(slot, header, ctba, prdtl, regs)
 
     def _device_control(self, slot: int, clear_busy: bool, control: int) -> None:
-        """A C = 0 FIS: SRST set enters the reset state, SRST cleared then resets the port (ahci_reset_port).
-        The header's C bit ("clear busy upon R_OK") clears the slot's PxCI bit."""
-        if clear_busy:
-            self.ci &= ~(1 << slot)
-        self._dropped(slot)
+        """A C = 0 FIS: SRST set enters the reset state, and with the header's C bit ("clear busy upon R_OK",
+        AHCI 1.3.1 10.4.1) ends the slot as a completion would; SRST cleared then resets the port
+        (ahci_reset_port, which clears PxCI under pxci_rule "on-success")."""
         if not self.in_reset:
             self.in_reset = bool(control & CONTROL_SRST)
+            if self.in_reset and clear_busy:
+                self._clear_ci(slot)
         elif not control & CONTROL_SRST:
             self.reset()
+        self._dropped(slot)
         return None
 
     def _sglist(self, ctba: int, prdtl: int, nbytes: int) -> list[tuple[int, int]]:
@@ -444,6 +448,24 @@ class AhciPort:
         """Move the data `transfer` (the device's plan of `regs`) asks for and execute: (result, bytes transferred,
         extra PxIS error bits)."""
         device = self.device
+        good = self._good_pio_in_bytes(regs, transfer)
+        if good is not None:
+            # ide_sector_read checks the range per DRQ block: the blocks before the first bad one are read and
+            # moved to the PRDT (ahci_pio_transfer, which moves nothing without one), then the command aborts
+            try:
+                regions = self._sglist(ctba, prdtl, good)
+            except _Fault as fault:
+                if fault.irq != PXIS_OFS:
+                    return AtaResult(STATUS_FAIL, ERROR_ABRT), 0, fault.irq
+                regions = []
+            views = [self.hba.mem.view(a, n) for a, n in regions]
+            try:
+                head = device.execute(dataclasses.replace(regs, count=good // SECTOR_SIZE), into=views or None)
+            finally:
+                self.hba.mem.release(views)
+            if not head.ok:
+                return head, 0, 0
+            return device.execute(regs, transfer=transfer), good, 0   # dma_buf_commit counts it all the same
         try:
             regions = self._sglist(ctba, prdtl, transfer.nbytes)
         except _Fault as fault:
@@ -460,6 +482,18 @@ class AhciPort:
         finally:
             mem.release(views)
         return result, (transfer.nbytes if result.ok else 0), 0
+
+    def _good_pio_in_bytes(self, regs: AtaRegisters, transfer: Transfer) -> int | None:
+        """For a PIO read of sectors that starts inside the disk and runs past its end, the bytes of the whole DRQ
+        blocks before the end (ide_sect_range_ok per block); None for any other command."""
+        if transfer.protocol is not Protocol.PIO_IN or regs.command in PAGE_COMMANDS or not transfer.nbytes:
+            return None
+        start, total = self._start_lba(regs), self.device.config.capacity_sectors
+        if not 0 <= start < total or start + transfer.nbytes // SECTOR_SIZE <= total:
+            return None
+        block = (self.device.multiple or 1) if regs.command in _MULTIPLE else 1
+        good = (total - start) // block * block * SECTOR_SIZE
+        return good or None
 
     def _start(self, slot: int, header: int, ctba: int, prdtl: int, regs: AtaRegisters) -> str | None:
         """A non-NCQ command: task file from the FIS, PRDBC reset, the device runs it at once; the completion
@@ -485,6 +519,9 @@ class AhciPort:
         pio = transfer.protocol in (Protocol.PIO_IN, Protocol.PIO_OUT) and not fault
         if pio and (result.ok or transfer.protocol is Protocol.PIO_OUT):
             self._pio_fis(regs, transfer.protocol, transfer.nbytes, result.ok)
+        elif pio and nbytes:                     # a read that failed after its first blocks moved
+            self._pio_fis(regs, transfer.protocol, nbytes, True)
+            self.nsector = (regs.count - nbytes // SECTOR_SIZE) & (0xFFFF if regs.command in _LBA48_OPCODES else 0xFF)
         previous = self.status, self.error
         self.status, self.error = result.status, result.error
         if result.ok:
@@ -600,6 +637,13 @@ class AhciPort:
     def _ncq_complete(self, tag: int, result: AtaResult, fault: int, record: CommandRecord) -> None:
         """ncq_cb: the tag is free again; a Set Device Bits FIS reports it."""
         self.ncq_used.discard(tag)
+        if fault == PXIS_OFS:
+            # process_ncq_command: a PRDT shorter than the transfer -> ncq_err and OFS only, no Set Device Bits
+            # FIS, so PxTFD and PxSACT stay (QEMU hw/ide/ahci.c, 7.2.0 to 8.2; observed on Debian's 7.2.22)
+            self._ncq_err(tag)
+            self.trigger(fault)
+            record.done_time, record.status, record.error = self.hba.sim.now, self.status, self.error
+            return
         if result.ok:
             self.status = STATUS_NCQ_OK           # the error register is left as it was
         else:
@@ -610,13 +654,13 @@ class AhciPort:
         record.done_time, record.status, record.error = self.hba.sim.now, self.status, self.error
 
     def _ncq_err(self, tag: int) -> None:
-        """ncq_err: ERR + ABRT; QEMU 7.2 also wrote the tag's bit into PxSERR (config.ncq_error "serr-tag")."""
+        """ncq_err: ERR + ABRT; QEMU 7.2.0 also wrote the tag's bit into PxSERR (config.ncq_error "serr-tag")."""
         self.status, self.error = STATUS_FAIL, ERROR_ABRT
         if self.hba.config.ncq_error == "serr-tag":
             self.serr |= 1 << tag
 
     def _ncq_finished(self, tag: int, ok: bool) -> int:
-        """ncq_finish: the SDB FIS's finished bit for `tag`. 8.2 sets it for a command that did not fail; 7.2 set
+        """ncq_finish: the SDB FIS's finished bit for `tag`. 8.2 sets it for a command that did not fail; 7.2.0 set
         it unless PxSERR held the tag's bit, even one left over from an earlier failure."""
         if self.hba.config.ncq_error == "serr-tag":
             return 0 if self.serr & (1 << tag) else 1 << tag

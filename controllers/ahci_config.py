@@ -1,8 +1,9 @@
 """How an AHCI HBA reports completions and errors: the parts of QEMU's hw/ide/ahci.c that changed between releases.
 
 QEMU 8.2 rewrote AHCI completion and error reporting to follow AHCI 1.3.1 (Niklas Cassel's series, merged
-2023-09-07 as 13d9f6dca0, after 8.1.0; commits named per field below); QEMU 7.2 and 8.1 behave the older way. A
-profile picks the values, the HBA never compares versions. Defaults are QEMU 8.2's, which are also the standard's.
+2023-09-07 as 13d9f6dca0, after 8.1.0; commits named per field below); QEMU 7.2.0 and 8.1.0 behave the older way,
+and the 7.2 stable series took all of it but b523a3d54f (v7.2.6, v7.2.8). A profile picks the values, the HBA never
+compares versions. Defaults are QEMU 8.2's, which are also the standard's.
 """
 
 from __future__ import annotations
@@ -22,22 +23,22 @@ class AhciConfig:
     # When a slot's PxCI bit clears. "on-success" (8.2: e2a5d9b3d9, 1a16ce64fd, eabb921250; AHCI 1.3.1 5.3.8
     # RegFIS:ClearCI): only a completion without ERR, BSY and DRQ (or a C = 1 reset FIS) clears it, a FIS the HBA
     # cannot use leaves it set, no further slot starts after an error, and a port reset clears PxCI.
-    # "after-handling" (7.2 check_cmd): every slot handle_cmd got through is cleared, failed or not, the scan
+    # "after-handling" (7.2.0 check_cmd): every slot handle_cmd got through is cleared, failed or not, the scan
     # goes on after an error, and a port reset leaves PxCI alone.
     pxci_rule: PxciRule = "on-success"
     # An accepted NCQ command is answered at once by a D2H FIS with I = 0 (8.2, 2967dc8209; SATA 3.5a 11.15
-    # DFPDMAQ2). QEMU 7.2 sends no FIS until the Set Device Bits FIS.
+    # DFPDMAQ2). QEMU 7.2.0 sends no FIS until the Set Device Bits FIS.
     ncq_issue_d2h: bool = True
     # Writing PxCMD.ST from 1 to 0 clears PxCI and PxSACT (8.2, d73b84d0b6; AHCI 1.3.1 3.3.13, 3.3.14).
     stop_clears_ci: bool = True
     # Interrupt bits of a D2H FIS with ERR: "tfes" alone (8.2, b523a3d54f; AHCI 1.3.1 5.3.8.1 ERR:FatalTaskfile)
-    # or "tfes+dhrs" (7.2 and 8.1 raise DHRS as well).
+    # or "tfes+dhrs" (7.2, 8.1 and the 7.2 stable series raise DHRS as well).
     error_irq: ErrorIrq = "tfes"
     # A failed NCQ command: "tfes" (8.2, 7e85cb0db4 and 9f89423537: the SDB FIS raises TFES) or "serr-tag"
-    # (7.2: the SDB FIS raises SDBS only, and ncq_err writes the tag's bit into PxSERR, where it also hides that
+    # (7.2.0: the SDB FIS raises SDBS only, and ncq_err writes the tag's bit into PxSERR, where it also hides that
     # tag's later completions from the SDB FIS until the guest clears PxSERR).
     ncq_error: NcqError = "tfes"
-    # An opcode QEMU's ide_cmd_table lacks: 7.2's ide_abort_command ended the transfer (writing the D2H FIS)
+    # An opcode QEMU's ide_cmd_table lacks: 7.2.0's ide_abort_command ended the transfer (writing the D2H FIS)
     # before it set ERR, so that FIS and PxTFD carry the previous command's status (fixed by c3461c6264).
     abort_fis_before_err: bool = False
 

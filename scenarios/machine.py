@@ -272,13 +272,15 @@ def _ahci_driver(parts: Parts, hba: AhciHba) -> AhciDriver:
 
 
 def _virtio_blk_driver(parts: Parts, transport: VirtioPciTransport) -> VirtioBlkDriver:
-    driver = VirtioBlkDriver(parts.sim, parts.mem, transport, parts.irq, guest=parts.guest)
+    driver = VirtioBlkDriver(parts.sim, parts.mem, transport, parts.irq, guest=parts.guest,
+                             notify_multiplier=transport.config.notify_off_multiplier)
     parts.bring_up(driver.probe(), "the virtio-blk device refused the driver's features")
     return driver
 
 
 def _virtio_scsi_driver(parts: Parts, transport: VirtioPciTransport) -> VirtioScsiDriver:
-    driver = VirtioScsiDriver(parts.sim, parts.mem, transport, parts.irq, guest=parts.guest)
+    driver = VirtioScsiDriver(parts.sim, parts.mem, transport, parts.irq, guest=parts.guest,
+                              notify_multiplier=transport.config.notify_off_multiplier)
     parts.bring_up(driver.probe(), "the virtio-scsi device refused the driver's features")
     return driver
 

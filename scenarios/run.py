@@ -173,7 +173,8 @@ def _qemu_driver(qemu: Qemu, controller: str, sim: Simulation, guest: str) -> An
         kind, ids = {"virtio-blk": (VirtioBlkDriver, qtest.VIRTIO_BLK_IDS),
                      "virtio-scsi": (VirtioScsiDriver, qtest.VIRTIO_SCSI_IDS)}[controller]
         function = qtest.virtio_function(conn, bus, ids)
-        driver = kind(sim, mem, function.region, qtest.interrupt_line(sim, conn, function.function), guest=config)
+        driver = kind(sim, mem, function.region, qtest.interrupt_line(sim, conn, function.function), guest=config,
+                      notify_multiplier=function.notify_multiplier)
         ready = driver.probe()
     if not sim.run(until=sim.process(ready)):
         raise UsageError(f"QEMU's {controller} device did not come up for emu's driver")

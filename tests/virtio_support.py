@@ -38,7 +38,8 @@ def make_virtio_blk(directory, fmt: str = "raw", size: int = DISK, *, discard: s
     irq = InterruptLine(sim, "virtio-blk")
     dev = VirtioBlkDevice(drive, config)
     transport = VirtioPciTransport(sim, mem, irq, dev, timing=timing, config=pci)
-    drv = VirtioBlkDriver(sim, mem, transport, irq, guest=GUEST)
+    drv = VirtioBlkDriver(sim, mem, transport, irq, guest=GUEST,
+                          notify_multiplier=transport.config.notify_off_multiplier)
     env = SimpleNamespace(path=path, drive=drive, dev=dev, sim=sim, mem=mem, irq=irq, transport=transport, drv=drv)
     if probe:
         assert run(env, drv.probe()) is True
@@ -63,7 +64,8 @@ def make_virtio_scsi(directory, fmt: str = "raw", size: int = DISK, *, discard: 
     irq = InterruptLine(sim, "virtio-scsi")
     dev = VirtioScsiDevice(disks, config)
     transport = VirtioPciTransport(sim, mem, irq, dev, config=pci)
-    drv = VirtioScsiDriver(sim, mem, transport, irq, guest=GUEST)
+    drv = VirtioScsiDriver(sim, mem, transport, irq, guest=GUEST,
+                           notify_multiplier=transport.config.notify_off_multiplier)
     env = SimpleNamespace(path=paths[0], paths=paths, disks=disks, disk=disks[luns[0]], drive=disks[luns[0]].drive,
                           dev=dev, sim=sim, mem=mem, irq=irq, transport=transport, drv=drv)
     if probe:

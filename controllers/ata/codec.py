@@ -128,6 +128,13 @@ def pack_d2h_fis(*, status: int, error: int = 0, lba: int = 0, device: int = 0, 
                      lba >> 24 & 0xFFFFFF, count)
 
 
+def unpack_d2h_fis(buf, offset: int = 0) -> dict:
+    """The fields of a 20-byte Register D2H FIS at `buf[offset:]` (the driver reads one after a failed command)."""
+    fis_type, flags, status, error, dw1, dw2, count = _D2H.unpack_from(buf, offset)
+    return {"fis_type": fis_type, "i": bool(flags & 0x40), "pm_port": flags & 0xF, "status": status, "error": error,
+            "lba": (dw1 & 0xFFFFFF) | (dw2 & 0xFFFFFF) << 24, "device": dw1 >> 24, "count": count}
+
+
 def pack_pio_setup_fis(*, status: int, e_status: int, transfer_count: int, error: int = 0, lba: int = 0,
                        device: int = 0, count: int = 0, i: bool = False, d: bool = False, pm_port: int = 0) -> bytes:
     """A 20-byte PIO Setup FIS (ahci_write_fis_pio, PxFB + 0x20)."""

@@ -184,14 +184,19 @@ class AtaDevice:
         self.write_cache = config.write_cache      # word 85 bit 5; SET FEATURES 0x02 / 0x82
         self.transfer_mode: int | None = None      # COUNT of the last accepted SET FEATURES 0x03
         self.multiple = config.multiple_sectors    # READ/WRITE MULTIPLE block (QEMU mult_sectors); 0xC6 sets it
+        self.identified_multiple: int | None = None   # word 59 as the first IDENTIFY built it
         self.chs = config.chs or default_chs(config.capacity_sectors)
         self.smart = SmartState()                  # QEMU ide_init_drive; survives device resets
 
     # -- the data phase --------------------------------------------------------------------------------
     def identify(self) -> bytes:
-        """The IDENTIFY page as it stands now (QEMU rewrites words 62/63/85/88 in place on SET FEATURES)."""
+        """The IDENTIFY page as it stands now. QEMU builds it once (ide_identify: identify_set) and then rewrites
+        only words 62/63/85/88 in place on SET FEATURES, so word 59 keeps the READ/WRITE MULTIPLE setting of the
+        first IDENTIFY whatever SET MULTIPLE MODE did since (observed on Debian's QEMU 7.2.22, replay --diff)."""
+        if self.identified_multiple is None:
+            self.identified_multiple = self.multiple
         config = dataclasses.replace(self.config, write_cache=self.write_cache)
-        return build_identify(config, transfer_mode=self.transfer_mode, multiple=self.multiple)
+        return build_identify(config, transfer_mode=self.transfer_mode, multiple=self.identified_multiple)
 
     def plan(self, regs: AtaRegisters) -> Transfer:
         """The data phase `regs` asks for. Commands QEMU aborts before any data moves (unknown opcodes, DSM
@@ -302,10 +307,10 @@ class AtaDevice:
 
     # -- DATA SET MANAGEMENT -----------------------------------------------------------------------------
     def _dsm_refusal(self, regs: AtaRegisters) -> int | None:
-        """The error register of a DSM refused on its registers alone, or None if it may run."""
+        """The error register of a DSM refused on its registers alone, or None if it may run. Whether TRIM is
+        advertised (word 169) is not looked at: QEMU checks the FEATURE only (7.2 cmd_data_set_management, 1.4.0
+        ide_exec_cmd WIN_DSM), so a pc-1.4 machine, which does not advertise it, still trims."""
         if regs.features & 0xFF != DSM_TRIM:        # cmd_data_set_management: uint8_t s->feature == DSM_TRIM
-            return ERROR_ABRT
-        if not self.config.trim:                    # TRIM not advertised (pc_compat_1_4: discard_granularity=0)
             return ERROR_ABRT
         if self.config.max_dsm_blocks and regs.count > self.config.max_dsm_blocks:
             return ERROR_ABRT                       # ACS: COUNT above IDENTIFY word 105 -> abort (QEMU: word 0)
@@ -334,7 +339,8 @@ class AtaDevice:
     def _no_data(self, regs: AtaRegisters) -> AtaResult:
         cmd = regs.command
         if cmd == C.SET_MULTIPLE_MODE:
-            return self._set_multiple(regs.count & 0xFF)
+            # s->nsector as the transport left it: 8 bits over PIIX, the FIS's 16 over AHCI (handle_reg_h2d_fis)
+            return self._set_multiple(regs.count)
         if cmd in _NOP_STATUS:
             return AtaResult(_NOP_STATUS[cmd], 0, count=0 if cmd == C.SECURITY_FREEZE_LOCK else None)
         if cmd in (C.READ_VERIFY_SECTORS, C.READ_VERIFY_SECTORS_NORETRY, C.READ_VERIFY_SECTORS_EXT, C.SEEK):
@@ -355,7 +361,7 @@ class AtaDevice:
         the maximum (MAX_MULT_SECTORS, word 47), else ABRT."""
         if count and (count > self.config.multiple_sectors or count & (count - 1)):
             return AtaResult(STATUS_FAIL, ERROR_ABRT)
-        self.multiple = count
+        self.multiple = count & 0xFF
         return AtaResult(STATUS_OK, 0)
 
     def _flush(self) -> AtaResult:

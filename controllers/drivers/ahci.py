@@ -16,7 +16,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from controllers.ata.codec import pack_cmd_header, pack_h2d_fis, pack_prdt_entry
+from controllers.ata.codec import pack_cmd_header, pack_h2d_fis, pack_prdt_entry, unpack_d2h_fis
 from controllers.ata.device import AtaRegisters
 from controllers.ata.identify import parse_identify
 from controllers.ata.layouts import (
@@ -26,7 +26,6 @@ from controllers.ata.layouts import (
     AHCI_PRDT_DBC_MASK,
     AHCI_PRDT_ENTRY_SIZE,
     AHCI_RX_FIS_SIZE,
-    ATA_D2H_FIS,
     DEVICE_LBA,
     FIS_TYPE_REG_D2H,
     FIS_TYPE_REG_H2D,
@@ -387,7 +386,7 @@ class AhciDriver:
         reports_lba = len(cmd.fis) > 2 and cmd.fis[0] == FIS_TYPE_REG_H2D and cmd.fis[2] in _REPORTS_LBA
         lba = None
         if not cmd.ncq and (failed or reports_lba) and d2h[0] == FIS_TYPE_REG_D2H:
-            fields = ATA_D2H_FIS.parse(d2h)
+            fields = unpack_d2h_fis(d2h)
             lba = fields["lba"]
             if reports_lba and cmd.fis[2] == C.READ_NATIVE_MAX_ADDRESS:      # LBA28: bits 27:24 in the device
                 lba = (lba & 0xFFFFFF) | (fields["device"] & 0x0F) << 24

@@ -105,12 +105,16 @@ class PiixDriver:
         self.timeout = guest.sd.command_timeout
         self.poll_interval = poll_interval
         self.info: dict | None = None       # parse_identify of the last IDENTIFY
+        self.multi_set: int | None = None   # the block of the last SET MULTIPLE MODE that succeeded through raw()
         self._last_ctl: int | None = None
 
     # -- what libata knows after IDENTIFY ---------------------------------------------------------------------
     @property
     def multi_count(self) -> int:
-        """READ/WRITE MULTIPLE block (ata_dev_configure: word 59 bit 8 -> its low byte); 0 = not used."""
+        """READ/WRITE MULTIPLE block (ata_dev_configure: word 59 bit 8 -> its low byte, or the count of the SET
+        MULTIPLE MODE it sent, dev->multi_count); 0 = not used."""
+        if self.multi_set is not None:
+            return self.multi_set
         return self.info["multiple_setting"] if self.info else 0
 
     @property
@@ -211,6 +215,8 @@ class PiixDriver:
             outcome = yield from self._no_data(regs)
         if outcome.status & STATUS_ERR or regs.command in _REPORTS_LBA:
             outcome.lba = self._tf_read_lba(regs.command in _LBA48)
+        elif regs.command == C.SET_MULTIPLE_MODE and not outcome.timed_out:
+            self.multi_set = regs.count & 0xFF      # PIO blocks of READ/WRITE MULTIPLE follow the device's
         return outcome
 
     # -- protocols -----------------------------------------------------------------------------------------
@@ -353,7 +359,7 @@ class PiixDriver:
         return (device & 0x0F) << 24 | low if device & DEVICE_LBA else low
 
     def _pio_block(self, command: int) -> int:
-        multi = self.multi_count if self.info else QEMU_MULT_SECTORS
+        multi = self.multi_count if self.info or self.multi_set is not None else QEMU_MULT_SECTORS
         return (multi if command in _MULTIPLE and multi else 1) * SECTOR_SIZE
 
     def _wait_irq(self) -> Generator[simpy.Event, Any, bool]:

@@ -42,6 +42,7 @@ from controllers.virtio.layouts import (
     BLK_T_OUT,
     BLK_T_WRITE_ZEROES,
     BLK_WRITE_ZEROES_FLAG_UNMAP,
+    PCI_NOTIFY_OFF_MULTIPLIER,
     SECTOR_SIZE,
     bit,
 )
@@ -107,8 +108,9 @@ class VirtioBlkDriver:
     `probe()` first; every request method is a generator. `supported` is the feature word the driver accepts."""
 
     def __init__(self, sim: Simulation, mem: GuestMemory, transport: VirtioPciTransport, irq: InterruptLine, *,
-                 guest: GuestConfig) -> None:
-        self.pci = VirtioPciDriver(sim, mem, transport, irq, timeout=guest.block.request_timeout)
+                 guest: GuestConfig, notify_multiplier: int = PCI_NOTIFY_OFF_MULTIPLIER) -> None:
+        self.pci = VirtioPciDriver(sim, mem, transport, irq, timeout=guest.block.request_timeout,
+                                   notify_multiplier=notify_multiplier)
         self.supported = feature_bits(guest.virtio_blk.features)
         self.max_sectors = guest.block.max_sectors
         self.max_discard_segments = guest.virtio_blk.max_discard_segments

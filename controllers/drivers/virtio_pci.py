@@ -216,15 +216,18 @@ class Virtqueue:
 class VirtioPciDriver:
     """Linux's virtio core + virtio_pci_modern over one function. `probe()` negotiates, `setup_queues()` lays
     out the rings, `driver_ok()` starts the device; `submit()` runs one chain. `timeout`: simulated seconds before
-    a request counts as lost (the timer of the device driver's queue, a guest profile's fact)."""
+    a request counts as lost (the timer of the device driver's queue, a guest profile's fact). `notify_multiplier`
+    is the notify capability's notify_off_multiplier, which Linux reads from PCI configuration space (vp_modern_probe)
+    and whoever found the function hands in."""
 
     def __init__(self, sim: Simulation, mem: GuestMemory, transport: VirtioPciTransport, irq: InterruptLine, *,
-                 timeout: float) -> None:
+                 timeout: float, notify_multiplier: int = PCI_NOTIFY_OFF_MULTIPLIER) -> None:
         self.sim = sim
         self.mem = mem
         self.transport = transport
         self.irq = irq
         self.timeout = timeout
+        self.notify_multiplier = notify_multiplier
         self.offered = 0
         self.features = 0
         self.queues: list[Virtqueue] = []
@@ -298,7 +301,7 @@ class VirtioPciDriver:
             self.wr("queue_driver", queue.avail, 8)
             self.wr("queue_device", queue.used, 8)
             # vp_modern_map_vq_notify: the doorbell is found once, from queue_notify_off
-            queue.notify_addr = PCI_NOTIFY_OFFSET + self.rd("queue_notify_off", 2) * PCI_NOTIFY_OFF_MULTIPLIER
+            queue.notify_addr = PCI_NOTIFY_OFFSET + self.rd("queue_notify_off", 2) * self.notify_multiplier
             self.wr("queue_enable", 1, 2)
             self.queues.append(queue)
 

@@ -27,6 +27,7 @@ from controllers.virtio.layouts import (
     LUN_MAX,
     LUN_METHOD_SHIFT,
     PCI_ISR_OFFSET,
+    PCI_NOTIFY_OFF_MULTIPLIER,
     SCSI_AN_REQ_FAST,
     SCSI_AN_RESP_FAST,
     SCSI_AN_RESP_SIZE,
@@ -125,8 +126,9 @@ class VirtioScsiDriver:
     come from sd, whose timer they run under). Run `probe()` first. `supported` is the feature word it accepts."""
 
     def __init__(self, sim: Simulation, mem: GuestMemory, transport: VirtioPciTransport, irq: InterruptLine, *,
-                 guest: GuestConfig, target: int = 0) -> None:
-        self.pci = VirtioPciDriver(sim, mem, transport, irq, timeout=guest.sd.command_timeout)
+                 guest: GuestConfig, target: int = 0, notify_multiplier: int = PCI_NOTIFY_OFF_MULTIPLIER) -> None:
+        self.pci = VirtioPciDriver(sim, mem, transport, irq, timeout=guest.sd.command_timeout,
+                                   notify_multiplier=notify_multiplier)
         self.supported = feature_bits(guest.virtio_scsi.features)
         self.event_buffers = guest.virtio_scsi.event_buffers
         self.target = target

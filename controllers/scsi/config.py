@@ -77,6 +77,7 @@ class ScsiDiskConfig:
     # INFORMATION, READ DVD STRUCTURE, MECHANISM STATUS) and refuses for a disk with INVALID FIELD IN CDB; other
     # unknown opcodes are INVALID COMMAND OPERATION CODE.
     invalid_field_commands: tuple[int, ...] = (0x46, 0x4A, 0x51, 0xAD, 0xBD)
+    read_toc: bool = True                # READ TOC (43h) answered with a one-track CD's TOC (QEMU); else INVALID OPCODE
     get_lba_status: bool = False         # SERVICE ACTION IN(16) 12h; QEMU: INVALID FIELD IN CDB
     synchronize_cache_16: bool = False   # 91h; QEMU: INVALID COMMAND OPERATION CODE
     report_supported_opcodes: bool = False   # MAINTENANCE IN 0Ch; QEMU: INVALID COMMAND OPERATION CODE
@@ -135,6 +136,10 @@ class ScsiDiskConfig:
     # none at all): "on-completion" clears it anyway (QEMU up to 8.0, scsi_req_complete -> scsi_clear_unit_attention);
     # "when-reported" keeps it for the next command (QEMU 8.1+, SPC-4: only reporting clears it).
     unit_attention_clear: UaClear = "on-completion"
+    # QEMU (9472083e64, 8.1, and Debian's 7.2.22): the request that will report a pending unit attention takes it
+    # when it is made, so one the transport then refuses (virtio-scsi OVERRUN) loses it; SPC-4: a command that never
+    # reaches the device server leaves it pending.
+    unit_attention_taken_when_made: bool = True
     # "qemu": emulated commands return exactly ALLOCATION LENGTH bytes (zero padded), standard INQUIRY's
     # ADDITIONAL LENGTH follows it, REPORT LUNS is cut to a multiple of 8; "spc": min(allocation, available).
     allocation_rule: AllocationRule = "qemu"

@@ -18,6 +18,8 @@ from enum import IntEnum
 
 from construct import BitsInteger, BitStruct, Bytes, Bytewise, Flag, Padding
 
+from controllers.scsi.bitcodec import BitCodec, bit_codec
+
 # ----------------------------------------------------------------------------------------------------------
 # Operation codes (SPC-4 / SBC-4 tables; QEMU include/scsi/constants.h)
 # ----------------------------------------------------------------------------------------------------------
@@ -107,8 +109,29 @@ SENSE_DESCRIPTOR_CURRENT = 0x72
 
 
 def parse(layout, data) -> dict:
-    """The named fields of `data` as a plain dict (construct's `_io` bookkeeping removed)."""
+    """The named fields of `data` as a plain dict (construct's `_io` bookkeeping removed); through the layout's
+    generated codec (`bitcodec`) when it has one, construct otherwise."""
+    codec = _codec(layout)
+    fields = None if codec is None else codec.parse(data)
+    if fields is not None:
+        return fields
     return {k: v for k, v in layout.parse(bytes(data)).items() if not k.startswith("_")}
+
+
+def build(layout, fields: dict) -> bytes:
+    """`layout.build(fields)`, through the layout's generated codec when it has one."""
+    codec = _codec(layout)
+    data = None if codec is None else codec.build(fields)
+    return layout.build(fields) if data is None else data
+
+
+_CODECS: dict = {}      # layout -> its BitCodec or None; made on first use (a layout's definition never changes)
+
+
+def _codec(layout) -> BitCodec | None:
+    if layout not in _CODECS:
+        _CODECS[layout] = bit_codec(layout)
+    return _CODECS[layout]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -490,7 +513,7 @@ MODE_PAGE_HEADER = BitStruct(
 
 def parse_mode_page(layout, page_code: int, body: bytes) -> dict:
     """The fields of a MODE SELECT page whose page_0 header has been read: `body` is what follows it."""
-    header = MODE_PAGE_HEADER.build(dict(ps=False, spf=False, page_code=page_code, page_length=len(body)))
+    header = build(MODE_PAGE_HEADER, dict(ps=False, spf=False, page_code=page_code, page_length=len(body)))
     return parse(layout, header + body)
 
 
@@ -800,5 +823,5 @@ def cdb_usage(layout, opcode: int, service_action: int | None = None) -> bytes:
     ones["opcode"] = opcode
     if service_action is not None:
         ones["service_action"] = service_action
-    return layout.build(ones)
+    return build(layout, ones)
 

@@ -33,7 +33,6 @@ from controllers.scsi.command import (
     Transfer,
     backend_failure,
     fit_allocation,
-    generic_transfer,
     transfer_out,
 )
 from controllers.scsi.config import ScsiDiskConfig
@@ -42,6 +41,7 @@ from controllers.scsi.layouts import (
     BLOCK_LIMITS,
     CACHING_PAGE,
     FLEXIBLE_DISK_PAGE,
+    FORMAT_UNIT,
     GENERAL_BLOCK_DESCRIPTOR,
     GET_LBA_STATUS,
     GET_LBA_STATUS_HEADER,
@@ -79,9 +79,11 @@ from controllers.scsi.layouts import (
     WRITE_SAME_10,
     WRITE_SAME_16,
     Op,
+    build,
     parse,
     parse_mode_page,
 )
+from controllers.scsi.toc import READ_TOC, read_toc
 from emu.block import Completion, Drive, Request
 from emu.errors import BlockError, EmuError
 
@@ -130,6 +132,7 @@ class BlockCommands:
             Op.WRITE_SAME_16: self._write_same,
             **{op: self._no_effect for op in _NO_EFFECT if op in config.no_op_commands},
             **dict.fromkeys(_VERIFY, self._verify),
+            **({READ_TOC: self._read_toc} if config.read_toc else {}),
         }
         # SERVICE ACTION IN(16) as REPORT SUPPORTED OPERATION CODES lists it: (opcode, service action, CDB layout)
         self.service_actions = [(Op.SERVICE_ACTION_IN_16, SAI_READ_CAPACITY_16, READ_CAPACITY_16)]
@@ -161,7 +164,9 @@ class BlockCommands:
         if op == Op.READ_CAPACITY_10:
             return Transfer(Direction.IN, 8)
         if op == Op.FORMAT_UNIT:
-            return generic_transfer(cdb, size, Direction.OUT)      # to the device (scsi_cmd_xfer_mode)
+            # QEMU scsi_req_xfer: the parameter list header only, with FMTDATA (8 bytes with LONGLIST)
+            f = parse(FORMAT_UNIT, cdb[:size])
+            return transfer_out((8 if f["longlist"] else 4) if f["fmtdata"] else 0)
         return None
 
     # -- what the primary commands report of a disk ------------------------------------------------------
@@ -174,7 +179,7 @@ class BlockCommands:
         """The body of one of `vpd_pages()` (QEMU scsi_disk_emulate_vpd_page)."""
         c = self.config
         if page == VPD_BLOCK_LIMITS:
-            return BLOCK_LIMITS.build(dict(
+            return build(BLOCK_LIMITS, dict(
                 wsnz=c.wsnz, maximum_compare_and_write_length=0, optimal_transfer_length_granularity=0,
                 maximum_transfer_length=c.max_transfer_blocks, optimal_transfer_length=0, maximum_prefetch_length=0,
                 maximum_unmap_lba_count=c.max_unmap_blocks,
@@ -184,9 +189,9 @@ class BlockCommands:
                 unmap_granularity_alignment=c.unmap_granularity_alignment or 0,
                 maximum_write_same_length=c.max_write_same_blocks))
         if page == VPD_BLOCK_CHARACTERISTICS:
-            return BLOCK_CHARACTERISTICS.build(dict(medium_rotation_rate=c.rotation_rate, product_type=0, wabereq=0,
-                                                    wacereq=0, nominal_form_factor=0, vbuls=False))
-        return LOGICAL_BLOCK_PROVISIONING.build(dict(
+            return build(BLOCK_CHARACTERISTICS, dict(medium_rotation_rate=c.rotation_rate, product_type=0, wabereq=0,
+                                                     wacereq=0, nominal_form_factor=0, vbuls=False))
+        return build(LOGICAL_BLOCK_PROVISIONING, dict(
             threshold_exponent=0, lbpu=c.lbpu, lbpws=c.lbpws, lbpws10=c.lbpws10, lbprz=int(c.lbprz),
             anc_sup=False, dp=False, provisioning_type=c.provisioning_type))
 
@@ -201,9 +206,9 @@ class BlockCommands:
             return b""
         if self.config.mode_block_descriptor == "general":
             count = self.blocks if self.blocks <= 0xFFFFFF else 0
-            return GENERAL_BLOCK_DESCRIPTOR.build(dict(density_code=0, number_of_blocks=count, block_length=self.bs))
-        return SHORT_LBA_BLOCK_DESCRIPTOR.build(dict(number_of_blocks=min(self.blocks, 0xFFFFFFFF),
-                                                     block_length=self.bs))
+            return build(GENERAL_BLOCK_DESCRIPTOR, dict(density_code=0, number_of_blocks=count, block_length=self.bs))
+        return build(SHORT_LBA_BLOCK_DESCRIPTOR, dict(number_of_blocks=min(self.blocks, 0xFFFFFFFF),
+                                                      block_length=self.bs))
 
     def select_block_descriptor(self, descriptor: bytes) -> None:
         """MODE SELECT's block descriptor: a BLOCK LENGTH that would switch the block size (non-zero, and within
@@ -222,27 +227,27 @@ class BlockCommands:
         head = dict(ps=False, spf=False, page_code=page)
         if page == MODE_PAGE_CACHING:
             wce = True if changeable else (self.config.write_cache if default else self.write_cache)
-            return CACHING_PAGE.build(dict(
+            return build(CACHING_PAGE, dict(
                 head, page_length=0x12, ic=False, abpf=False, cap=False, disc=False, size=False, wce=wce, mf=False,
                 rcd=False, demand_read_retention_priority=0, write_retention_priority=0,
                 disable_prefetch_transfer_length=0, minimum_prefetch=0, maximum_prefetch=0,
                 maximum_prefetch_ceiling=0, fsw=False, lbcss=False, dra=False, nv_dis=False,
                 number_of_cache_segments=0, cache_segment_size=0))
         if page == MODE_PAGE_R_W_ERROR:
-            return R_W_ERROR_RECOVERY_PAGE.build(dict(
+            return build(R_W_ERROR_RECOVERY_PAGE, dict(
                 head, page_length=0x0A, awre=not changeable, arre=False, tb=False, rc=False, eer=False, per=False,
                 dte=False, dcr=False, read_retry_count=0, lbpere=False, mwr=0, write_retry_count=0,
                 recovery_time_limit=0))
         cyls, heads, secs = (0, 0, 0) if changeable else self.chs
         rpm = 0 if changeable else 5400
         if page == MODE_PAGE_HD_GEOMETRY:
-            return RIGID_DISK_GEOMETRY_PAGE.build(dict(
+            return build(RIGID_DISK_GEOMETRY_PAGE, dict(
                 head, page_length=0x16, cylinders=cyls, heads=heads, write_precomp_cylinder=cyls,
                 reduced_write_current_cylinder=cyls, step_rate=0 if changeable else 200,
                 landing_zone_cylinder=0 if changeable else 0xFFFFFF, rpl=0, rotational_offset=0,
                 rotation_rate=rpm))
         one = 0 if changeable else 1                # MODE_PAGE_FLEXIBLE_DISK_GEOMETRY
-        return FLEXIBLE_DISK_PAGE.build(dict(
+        return build(FLEXIBLE_DISK_PAGE, dict(
             head, page_length=0x1E, transfer_rate=0 if changeable else 5000, heads=heads, sectors_per_track=secs,
             bytes_per_sector=0 if changeable else self.bs & 0xFF00, cylinders=cyls & 0xFFFF,
             write_precomp_cylinder=cyls & 0xFFFF, reduced_write_current_cylinder=cyls & 0xFFFF, step_rate=one,
@@ -275,7 +280,13 @@ class BlockCommands:
             raise CheckCondition(S.LUN_NOT_READY)   # QEMU: an empty medium
         if not f["pmi"] and f["lba"]:
             raise CheckCondition(S.INVALID_FIELD)   # SBC-3: LBA must be 0 when PMI is 0
-        return READ_CAPACITY_10_DATA.build(dict(last_lba=min(self.blocks - 1, 0xFFFFFFFF), block_length=self.bs))
+        return build(READ_CAPACITY_10_DATA, dict(last_lba=min(self.blocks - 1, 0xFFFFFFFF), block_length=self.bs))
+
+    def _read_toc(self, cdb: bytes, data_out: bytes, alloc: int) -> bytes:
+        data = read_toc(cdb, self.blocks)
+        if data is None:
+            raise CheckCondition(S.INVALID_FIELD)
+        return fit_allocation(data, alloc, self.config.allocation_rule)
 
     def _service_action_in(self, cdb: bytes, data_out: bytes, alloc: int) -> bytes:
         action = cdb[1] & 0x1F
@@ -292,7 +303,7 @@ class BlockCommands:
         if not f["pmi"] and f["lba"]:
             raise CheckCondition(S.INVALID_FIELD)
         c = self.config
-        data = READ_CAPACITY_16_DATA.build(dict(
+        data = build(READ_CAPACITY_16_DATA, dict(
             last_lba=self.blocks - 1, block_length=self.bs, rc_basis=0, p_type=0, prot_en=False, p_i_exponent=0,
             lbppbe=c.physical_block_exp, lbpme=c.lbpme, lbprz=c.lbprz, lowest_aligned_lba=0))
         return fit_allocation(data, alloc, c.allocation_rule)
@@ -314,10 +325,10 @@ class BlockCommands:
                 extents.append([lba, count, mapped])
             lba += count
         extents = extents[:wanted]
-        body = b"".join(LBA_STATUS_DESCRIPTOR.build(dict(
+        body = b"".join(build(LBA_STATUS_DESCRIPTOR, dict(
             lba=start, count=min(count, 0xFFFFFFFF),
             provisioning_status=LBA_MAPPED if mapped else LBA_DEALLOCATED)) for start, count, mapped in extents)
-        header = GET_LBA_STATUS_HEADER.build(dict(parameter_data_length=len(body) + 4))
+        header = build(GET_LBA_STATUS_HEADER, dict(parameter_data_length=len(body) + 4))
         return (header + body)[:alloc]
 
     def _lba_run(self, lba: int) -> tuple[bool, int]:

@@ -17,6 +17,7 @@ from controllers.scsi.layouts import (
     SENSE_DESCRIPTOR_CURRENT,
     SENSE_FIXED_CURRENT,
 )
+from controllers.scsi.layouts import build as build_layout
 
 # Sense keys (SPC-4 table 27)
 NO_SENSE_KEY = 0x0
@@ -69,14 +70,15 @@ _FIXED_DEFAULTS = dict(valid=False, filemark=False, eom=False, ili=False, sdat_o
 
 def fixed(sense: Sense) -> bytes:
     """18 bytes of fixed-format sense, response code 70h (current error), as QEMU's scsi_build_sense_buf."""
-    return FIXED_SENSE.build(dict(_FIXED_DEFAULTS, response_code=SENSE_FIXED_CURRENT, sense_key=sense.key,
-                                  asc=sense.asc, ascq=sense.ascq))
+    return build_layout(FIXED_SENSE, dict(_FIXED_DEFAULTS, response_code=SENSE_FIXED_CURRENT,
+                                          sense_key=sense.key, asc=sense.asc, ascq=sense.ascq))
 
 
 def descriptor(sense: Sense) -> bytes:
     """8 bytes of descriptor-format sense, response code 72h, no sense data descriptors."""
-    return DESCRIPTOR_SENSE.build(dict(response_code=SENSE_DESCRIPTOR_CURRENT, sense_key=sense.key, asc=sense.asc,
-                                       ascq=sense.ascq, sdat_ovfl=False, additional_sense_length=0))
+    return build_layout(DESCRIPTOR_SENSE, dict(response_code=SENSE_DESCRIPTOR_CURRENT, sense_key=sense.key,
+                                               asc=sense.asc, ascq=sense.ascq, sdat_ovfl=False,
+                                               additional_sense_length=0))
 
 
 def build(sense: Sense, *, descriptor_format: bool) -> bytes:

@@ -34,11 +34,10 @@ from controllers.scsi.command import (
     ScsiResult,
     Transfer,
     fit_allocation,
-    generic_transfer,
     transfer_in,
     transfer_out,
 )
-from controllers.scsi.config import ScsiDiskConfig
+from controllers.scsi.config import INT_MAX, ScsiDiskConfig
 from controllers.scsi.layouts import (
     BLOCK_DESCRIPTOR_LEN,
     CDB_LAYOUTS,
@@ -79,11 +78,13 @@ from controllers.scsi.layouts import (
     VPD_SUPPORTED_PAGES,
     VPD_UNIT_SERIAL,
     Op,
+    build,
     cdb_length,
     cdb_usage,
     parse,
     parse_mode_page,
 )
+from controllers.scsi.xfer import bus_transfer
 
 INQUIRY_MAX = 256                   # QEMU SCSI_MAX_INQUIRY_LEN
 MODE_DATA_MAX = 256                 # QEMU SCSI_MAX_MODE_LEN: MODE SELECT pages longer than this are refused
@@ -176,8 +177,8 @@ class LogicalUnit:
             return NO_TRANSFER
         if op == Op.INQUIRY:
             return transfer_in(parse(INQUIRY, cdb[:size])["allocation_length"])     # SPC-3+: 16 bits
-        # Everything else, known or not, transfers its group's generic length from the device (QEMU scsi_cdb_xfer).
-        return generic_transfer(cdb, size)
+        # Everything else, known or not, has the data phase QEMU's bus gives it (scsi_req_xfer, scsi_cmd_xfer_mode).
+        return bus_transfer(cdb, size)
 
     # -- execution -------------------------------------------------------------------------------------
     def execute(self, cdb: bytes | bytearray | memoryview, data_out: bytes | bytearray | memoryview = b"",
@@ -213,6 +214,17 @@ class LogicalUnit:
         data_in = bytes(data[:data_in_len])
         residual = data_in_len - len(data_in) + (len(data_out) if isinstance(data, NotTransferred) else 0)
         return ScsiResult(GOOD, b"", data_in, residual, completions)
+
+    def refused(self, cdb: bytes | bytearray | memoryview) -> None:
+        """A command the transport refused after QEMU made its request (virtio-scsi OVERRUN: only a CDB that plans
+        a data phase, so one QEMU could parse): it never runs, but with unit_attention_taken_when_made one that would
+        report the pending unit attention has taken it (scsi_req_alloc -> scsi_fetch_unit_attention_sense). QEMU makes
+        one with a transfer over INT32_MAX bytes an INVALID FIELD request instead (scsi_req_new), which takes none."""
+        op = cdb[0]
+        if (self.config.unit_attention_taken_when_made and self.unit_attention is not None
+                and self.plan(cdb).length <= INT_MAX
+                and op not in self.config.unit_attention_exempt and not (op == Op.REQUEST_SENSE and self.sense_is_ua)):
+            self.unit_attention = None
 
     def completed_unreported(self) -> None:
         """A command completed without reporting the pending unit attention (one QEMU could not parse): QEMU up to
@@ -286,7 +298,7 @@ class LogicalUnit:
             additional = min(alloc, INQUIRY_MAX) - 5   # scsi_disk_emulate_inquiry: the padded length
         else:
             additional = INQUIRY_STANDARD_LEN - 5
-        data = INQUIRY_STANDARD.build(dict(
+        data = build(INQUIRY_STANDARD, dict(
             peripheral_qualifier=0, peripheral_device_type=self.commands.peripheral_device_type, rmb=False,
             lu_cong=False, version=c.scsi_version, normaca=False, hisup=True, response_data_format=2,
             additional_length=additional, sccs=False, acc=False, tpgs=0, threepc=False, protect=False,
@@ -313,17 +325,17 @@ class LogicalUnit:
             body = b""
             if c.device_id:
                 ident = c.device_id.encode()
-                body += DESIGNATION_DESCRIPTOR.build(dict(
+                body += build(DESIGNATION_DESCRIPTOR, dict(
                     protocol_identifier=0, code_set=CODE_SET_ASCII, piv=False, association=0,
                     designator_type=DESIGNATOR_VENDOR_SPECIFIC, designator_length=len(ident))) + ident
             if c.wwn:
-                body += DESIGNATION_DESCRIPTOR.build(dict(
+                body += build(DESIGNATION_DESCRIPTOR, dict(
                     protocol_identifier=0, code_set=CODE_SET_BINARY, piv=False, association=0,
                     designator_type=DESIGNATOR_NAA, designator_length=8)) + c.wwn.to_bytes(8, "big")
         else:
             body = self.commands.vpd_page(page)
-        return VPD_HEADER.build(dict(peripheral_qualifier=0, page_code=page, page_length=len(body),
-                                     peripheral_device_type=self.commands.peripheral_device_type)) + body
+        return build(VPD_HEADER, dict(peripheral_qualifier=0, page_code=page, page_length=len(body),
+                                      peripheral_device_type=self.commands.peripheral_device_type)) + body
 
     # -- MODE SENSE / MODE SELECT --------------------------------------------------------------------------
     def _mode_page(self, page: int, pc: int) -> bytes:
@@ -334,7 +346,7 @@ class LogicalUnit:
         if page != MODE_PAGE_CONTROL:
             return self.commands.mode_page(page, pc)
         d_sense = True if pc == PC_CHANGEABLE else (False if pc == PC_DEFAULT else self.d_sense)
-        return CONTROL_PAGE.build(dict(
+        return build(CONTROL_PAGE, dict(
             ps=False, spf=False, page_code=page, page_length=0x0A, tst=0, tmf_only=False, dpicz=False,
             d_sense=d_sense, gltsd=False, rlec=False, queue_algorithm_modifier=0, nuar=False, qerr=0, vs=False,
             rac=False, ua_intlck_ctrl=0, swp=False, ato=False, tas=False, atmpe=False, rwwp=False,
@@ -361,10 +373,10 @@ class LogicalUnit:
         flags = dict(self.commands.mode_parameters(), medium_type=0, block_descriptor_length=len(descriptor))
         if six:
             size = MODE_PARAMETER_HEADER_6.sizeof() + len(descriptor) + len(pages)
-            header = MODE_PARAMETER_HEADER_6.build(dict(flags, mode_data_length=size - 1))
+            header = build(MODE_PARAMETER_HEADER_6, dict(flags, mode_data_length=size - 1))
         else:
             size = MODE_PARAMETER_HEADER_10.sizeof() + len(descriptor) + len(pages)
-            header = MODE_PARAMETER_HEADER_10.build(dict(flags, mode_data_length=size - 2, longlba=False))
+            header = build(MODE_PARAMETER_HEADER_10, dict(flags, mode_data_length=size - 2, longlba=False))
         return fit_allocation(header + descriptor + pages, alloc, c.allocation_rule)
 
     def _mode_select(self, cdb: bytes, data_out: bytes, alloc: int) -> Data:
@@ -428,7 +440,7 @@ class LogicalUnit:
         luns = [0] + [lun for lun in self.luns if lun != 0]
         body = b"".join((bytes([0, lun]) if lun < 256 else bytes([0x40 | lun >> 8, lun & 0xFF])) + bytes(6)
                         for lun in luns)
-        data = REPORT_LUNS_HEADER.build(dict(lun_list_length=len(body))) + body
+        data = build(REPORT_LUNS_HEADER, dict(lun_list_length=len(body))) + body
         if self.config.allocation_rule == "qemu":
             return data[:alloc & ~7]               # r->len = MIN(len, xfer & ~7)
         return data[:alloc]
@@ -449,12 +461,12 @@ class LogicalUnit:
         if f["service_action"] != MI_REPORT_SUPPORTED_OPCODES:
             raise CheckCondition(S.INVALID_FIELD)
         supported = self._supported()
-        timeouts = COMMAND_TIMEOUTS_DESCRIPTOR.build(dict(
+        timeouts = build(COMMAND_TIMEOUTS_DESCRIPTOR, dict(
             descriptor_length=0x0A, command_specific=0, nominal_command_processing_timeout=0,
             recommended_command_timeout=0)) if f["rctd"] else b""
         option = f["reporting_options"]
         if option == 0:
-            body = b"".join(COMMAND_DESCRIPTOR.build(dict(
+            body = b"".join(build(COMMAND_DESCRIPTOR, dict(
                 opcode=op, service_action=sa or 0, ctdp=f["rctd"], servactv=sa is not None,
                 cdb_length=layout.sizeof())) + timeouts for op, sa, layout in supported)
             return (len(body).to_bytes(4, "big") + body)[:alloc]
@@ -466,8 +478,8 @@ class LogicalUnit:
             raise CheckCondition(S.INVALID_FIELD)   # option 1 for an opcode with service actions, or 2 without
         match = [layout for o, s, layout in supported if o == op and (option == 1 or s == sa)]
         if not match:
-            header = ONE_COMMAND_HEADER.build(dict(ctdp=False, support=1, cdb_size=0))
+            header = build(ONE_COMMAND_HEADER, dict(ctdp=False, support=1, cdb_size=0))
             return header[:alloc]
         usage = cdb_usage(match[0], op, sa if option == 2 else None)
-        header = ONE_COMMAND_HEADER.build(dict(ctdp=f["rctd"], support=3, cdb_size=len(usage)))
+        header = build(ONE_COMMAND_HEADER, dict(ctdp=f["rctd"], support=3, cdb_size=len(usage)))
         return (header + usage + timeouts)[:alloc]

@@ -16,7 +16,17 @@ from collections.abc import Mapping
 
 from controllers.scsi import sense as S
 from controllers.scsi.command import ScsiResult, Transfer
-from controllers.scsi.layouts import CHECK_CONDITION, GOOD, INQUIRY, REQUEST_SENSE, VPD_HEADER, Op, cdb_length, parse
+from controllers.scsi.layouts import (
+    CHECK_CONDITION,
+    GOOD,
+    INQUIRY,
+    REQUEST_SENSE,
+    VPD_HEADER,
+    Op,
+    build,
+    cdb_length,
+    parse,
+)
 from controllers.scsi.spc import LogicalUnit
 
 MAX_LUN = 16384                      # flat space LUNs 0..16383
@@ -48,6 +58,17 @@ class ScsiTarget:
     def plan(self, lun: int, cdb: bytes) -> Transfer:
         """The data phase of `cdb` (LogicalUnit.plan of the LU that answers for `lun`)."""
         return self._answering(lun).plan(cdb)
+
+    def sense_reported(self, lun: int) -> None:
+        """The transport delivered a command's sense with its status (autosense, QEMU scsi_req_get_sense, UA_INTLCK_CTRL
+        00b): a unit attention among it is no longer the LU's sense for a REQUEST SENSE."""
+        disk = self._answering(lun)
+        if disk.sense_is_ua:
+            disk.sense, disk.sense_is_ua = None, False
+
+    def refused(self, lun: int, cdb: bytes) -> None:
+        """The transport refused `cdb`'s buffers after planning it (LogicalUnit.refused of the LU that answers)."""
+        self._answering(lun).refused(cdb)
 
     def execute(self, lun: int, cdb: bytes, data_out: bytes | memoryview, data_in_len: int, *,
                 transfer: Transfer | None = None) -> ScsiResult:
@@ -84,8 +105,8 @@ class ScsiTarget:
             if f["evpd"]:
                 # VPD page 00h listing itself; QEMU writes the page code where the peripheral byte belongs
                 # (scsi_target_emulate_inquiry), so its page is one byte shorter
-                data = VPD_HEADER.build(dict(peripheral_qualifier=TYPE_NO_LUN >> 5,
-                                             peripheral_device_type=TYPE_NO_LUN & 0x1F, page_code=0, page_length=1))
+                data = build(VPD_HEADER, dict(peripheral_qualifier=TYPE_NO_LUN >> 5,
+                                              peripheral_device_type=TYPE_NO_LUN & 0x1F, page_code=0, page_length=1))
                 data = (data[1:] if qemu else data) + bytes([0x00])
             else:
                 data = bytes([TYPE_NO_LUN]) + bytes(35)
@@ -93,10 +114,10 @@ class ScsiTarget:
         elif op == Op.REQUEST_SENSE:
             desc = parse(REQUEST_SENSE, cdb[:REQUEST_SENSE.sizeof()])["desc"]
             data = S.build(S.LUN_NOT_SUPPORTED, descriptor_format=desc)[:planned]
-            if qemu and disk.sense_is_ua:
-                disk.sense, disk.sense_is_ua = None, False
         else:
             return self._check(disk, S.LUN_NOT_SUPPORTED, qemu, buffer)
+        if qemu:        # scsi_req_complete(GOOD) without sense empties the answering LU's dev->sense
+            disk.sense, disk.sense_is_ua = None, False
         return ScsiResult(GOOD, b"", data, buffer - len(data))
 
     @staticmethod

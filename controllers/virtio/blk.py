@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Literal
 
 from controllers.ata.identify import default_chs
 from controllers.virtio.layouts import (
+    BLK_CONFIG_DEFAULTS,
+    BLK_CONFIG_FAST,
     BLK_CONFIG_FIELDS,
     BLK_CONFIG_SIZE_BASE,
     BLK_CONFIG_SIZE_DISCARD,
@@ -58,7 +60,6 @@ from controllers.virtio.layouts import (
     F_EVENT_IDX,
     F_INDIRECT_DESC,
     SECTOR_SIZE,
-    VIRTIO_BLK_CONFIG,
     VIRTIO_ID_BLOCK,
     VIRTQUEUE_MAX_SIZE,
     bit,
@@ -207,7 +208,7 @@ class VirtioBlkDevice:
                           max_write_zeroes_seg=c.max_write_zeroes_seg,
                           write_zeroes_may_unmap=int(c.write_zeroes_may_unmap))
             size = BLK_CONFIG_SIZE_WRITE_ZEROES
-        return VIRTIO_BLK_CONFIG.build(fields)[:size]
+        return BLK_CONFIG_FAST.pack(*{**BLK_CONFIG_DEFAULTS, **fields}.values())[:size]
 
     def write_config(self, offset: int, data: bytes) -> None:
         """virtio_blk_set_config: only `writeback` is writable; it sets the cache mode."""

@@ -172,7 +172,8 @@ PCI_ISR_QUEUE = 0x1                         # ISR bit 0: a used buffer notificat
 PCI_ISR_CONFIG = 0x2                        # ISR bit 1: a configuration change
 VIRTIO_MSI_NO_VECTOR = 0xFFFF
 
-# 4.1.4.3 struct virtio_pci_common_cfg, up to queue_device (queue_notify_data / queue_reset are not offered).
+# 4.1.4.3 struct virtio_pci_common_cfg, through queue_reset (queue_notify_data reads 0: NOTIFICATION_DATA is not
+# offered).
 VIRTIO_PCI_COMMON_CFG = Struct(
     "device_feature_select" / Int32ul,
     "device_feature" / Int32ul,
@@ -190,6 +191,8 @@ VIRTIO_PCI_COMMON_CFG = Struct(
     "queue_desc" / Int64ul,
     "queue_driver" / Int64ul,
     "queue_device" / Int64ul,
+    "queue_notify_data" / Int16ul,
+    "queue_reset" / Int16ul,
 )
 
 
@@ -205,7 +208,7 @@ def _field_offsets(layout: Struct) -> dict[str, tuple[int, int]]:
 
 
 COMMON_CFG_FIELDS = _field_offsets(VIRTIO_PCI_COMMON_CFG)   # {name: (offset, size)}
-COMMON_CFG_SIZE = VIRTIO_PCI_COMMON_CFG.sizeof()            # 0x38
+COMMON_CFG_SIZE = VIRTIO_PCI_COMMON_CFG.sizeof()            # 0x3C
 
 
 def common_cfg_offset(name: str) -> int:
@@ -448,3 +451,9 @@ SCSI_TMF_REQ_FAST = struct.Struct("<II8sQ")   # type, subtype, lun, id
 SCSI_AN_REQ_FAST = struct.Struct("<I8sI")     # type, lun, event_requested
 SCSI_AN_RESP_FAST = struct.Struct("<IB")      # event_actual, response
 SCSI_EVENT_FAST = struct.Struct("<I8sI")      # event, lun, reason
+SCSI_CONFIG_FAST = struct.Struct("<7I2HI")    # VIRTIO_SCSI_CONFIG: read whole on every config access
+# VIRTIO_BLK_CONFIG, also read whole on every config access: its fields in BLK_CONFIG_FIELDS order, each one not
+# given taking the definition's Default (blk_size 512, num_queues 1, the rest 0)
+BLK_CONFIG_FAST = struct.Struct("<QIIHBBIBBHIBxHIIIIIBxxxIIIIIIIIBxxx")
+BLK_CONFIG_DEFAULTS = {sub.name: sub.subcon.value if isinstance(sub.subcon, Default) else 0
+                       for sub in VIRTIO_BLK_CONFIG.subcons if sub.name}

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 from controllers.virtio.layouts import (
     COMMON_CFG_FIELDS,
     F_EVENT_IDX,
+    F_RING_RESET,
     F_VERSION_1,
     PCI_COMMON_CFG_OFFSET,
     PCI_DEVICE_CFG_OFFSET,
@@ -98,16 +99,24 @@ class VirtioPciConfig:
         accept VERSION_1 (3.1.1, 6.1: the device may refuse a driver without VERSION_1); "qemu" drops the unoffered
         bits (virtio_set_features_nocheck) and accepts FEATURES_OK either way.
     config_isr: ISR value a configuration change sets: 0x3 in QEMU (virtio_notify_config), 0x2 in the spec (4.1.4.5).
+    notify_off_multiplier: the notify capability's queue doorbell spacing (4.1.4.4): QEMU's 4, or a page (0x1000)
+        with page-per-vq, which machine types up to 2.7 turn on; the notification area holds VIRTIO_QUEUE_MAX of them.
+    ring_reset: whether VIRTIO_F_RING_RESET is offered. The queue_reset register works either way, as QEMU's does
+        (virtio_pci_common_write checks no feature).
     """
 
     features_check: Literal["spec", "qemu"] = "spec"
     config_isr: int = PCI_ISR_CONFIG
+    notify_off_multiplier: int = PCI_NOTIFY_OFF_MULTIPLIER
+    ring_reset: bool = False
 
     def __post_init__(self) -> None:
         if self.features_check not in ("spec", "qemu"):
             raise ValueError(f"features_check {self.features_check!r} is neither 'spec' nor 'qemu'")
         if self.config_isr not in (PCI_ISR_CONFIG, PCI_ISR_CONFIG | PCI_ISR_QUEUE):
             raise ValueError(f"config_isr {self.config_isr:#x} is neither 0x2 nor 0x3")
+        if self.notify_off_multiplier not in (PCI_NOTIFY_OFF_MULTIPLIER, PCI_REGION_SIZE):
+            raise ValueError(f"notify_off_multiplier {self.notify_off_multiplier:#x} is neither 4 nor 0x1000")
 
 
 @dataclass
@@ -192,8 +201,9 @@ class VirtioPciTransport:
         return self.state.reason
 
     def offered(self) -> int:
-        """Device features plus VERSION_1: a modern-only function always offers it (virtio_pci_device_plugged)."""
-        return self.device.offered_features() | bit(F_VERSION_1)
+        """Device features plus VERSION_1 (a modern-only function always offers it, virtio_pci_device_plugged) and
+        RING_RESET where the profile says so."""
+        return self.device.offered_features() | bit(F_VERSION_1) | (bit(F_RING_RESET) if self.config.ring_reset else 0)
 
     # -- BAR accesses --------------------------------------------------------------------------------------------
     def mmio_read(self, offset: int, size: int = 4) -> int:
@@ -226,8 +236,8 @@ class VirtioPciTransport:
             self._common_write(addr, value)
         elif region == PCI_DEVICE_CFG_OFFSET // PCI_REGION_SIZE:
             self._config_write(addr, value, size)
-        elif region == PCI_NOTIFY_OFFSET // PCI_REGION_SIZE:
-            self.notify(addr // PCI_NOTIFY_OFF_MULTIPLIER)
+        elif 0 <= offset - PCI_NOTIFY_OFFSET < self.config.notify_off_multiplier * VIRTIO_QUEUE_MAX:
+            self.notify((offset - PCI_NOTIFY_OFFSET) // self.config.notify_off_multiplier)
         # ISR writes are ignored (virtio_pci_isr_write)
 
     # -- common configuration (virtio_pci_common_read / _write) ---------------------------------------------------
@@ -301,6 +311,9 @@ class VirtioPciTransport:
                 self._break(f"wrong value for queue_enable {value:#x}")
             else:
                 self._enable(q)
+        elif name == "queue_reset":
+            if value == 1:                              # virtio_queue_reset: disabled, size back to the maximum;
+                q.enabled, q.ring, q.size = False, None, q.max_size     # the ring addresses stay (proxy->vqs)
         else:
             for reg in ("desc", "driver", "device"):
                 lo = COMMON_CFG_FIELDS[f"queue_{reg}"][0]

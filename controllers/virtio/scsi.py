@@ -11,7 +11,8 @@ than that, on any queue, break the device (QEMU virtio_scsi_bad_req: "wrong size
 in both directions is response FAILURE (INOUT is never offered), a LUN that names no target BAD_TARGET, a data phase
 the buffers cannot hold or that goes the other way OVERRUN; everything else runs on the logical unit and completes
 with response OK, the SAM status, the residual and the sense data (cut to sense_size). The disk plans the data
-phase (ScsiDisk.plan, QEMU scsi_req_xfer) before anything runs, so OVERRUN never consumes a unit attention.
+phase (ScsiDisk.plan, QEMU scsi_req_xfer) before anything runs; an OVERRUN runs nothing, but QEMU made the request
+first, which may take the pending unit attention (ScsiTarget.refused).
 
 Event buffers are kept by the device (`handle` returns None) until an event needs one; with none at hand the
 event is lost and the next one carries EVENTS_MISSED (as does a NO_EVENT sent when the driver adds a buffer).
@@ -53,6 +54,7 @@ from controllers.virtio.layouts import (
     SCSI_CMD_REQ_SIZE,
     SCSI_CMD_RESP_FAST,
     SCSI_CMD_RESP_SIZE,
+    SCSI_CONFIG_FAST,
     SCSI_CONFIG_FIELDS,
     SCSI_EVENT_FAST,
     SCSI_EVENT_SIZE,
@@ -86,7 +88,6 @@ from controllers.virtio.layouts import (
     SCSI_TMF_RESP_SIZE,
     U32,
     VIRTIO_ID_SCSI,
-    VIRTIO_SCSI_CONFIG,
     VIRTQUEUE_MAX_SIZE,
     bit,
 )
@@ -119,12 +120,13 @@ class VirtioScsiConfig:
     cmd_per_lun: int = 128
     max_target: int = 255
     max_lun: int = 16383
-    # Features offered: HOTPLUG, CHANGE (PARAM_CHANGE events), ring features and the legacy ANY_LAYOUT bit.
+    # Features offered: HOTPLUG, CHANGE (PARAM_CHANGE events), ring features and the legacy ANY_LAYOUT bit (QEMU's
+    # modern interface hides it: virtio_pci_common_read masks the legacy features).
     hotplug: bool = True
     param_change: bool = True
     indirect_desc: bool = True
     event_idx: bool = True
-    any_layout: bool = True
+    any_layout: bool = False
     # Where the data starts: "qemu" = without ANY_LAYOUT negotiated, after the first readable / writable buffer
     # whatever its length (virtio_scsi_parse_req's workaround for old BIOSes); "spec" = right after the
     # cdb_size / sense_size based headers (virtio 1.2 2.6.4: framing is independent of buffer boundaries).
@@ -213,10 +215,8 @@ class VirtioScsiDevice:
     def read_config(self) -> bytes:
         """virtio_scsi_get_config."""
         c = self.config
-        return VIRTIO_SCSI_CONFIG.build(dict(
-            num_queues=c.num_queues, seg_max=c.seg_max, max_sectors=c.max_sectors, cmd_per_lun=c.cmd_per_lun,
-            event_info_size=SCSI_EVENT_SIZE, sense_size=self.sense_size, cdb_size=self.cdb_size, max_channel=0,
-            max_target=c.max_target, max_lun=c.max_lun))
+        return SCSI_CONFIG_FAST.pack(c.num_queues, c.seg_max, c.max_sectors, c.cmd_per_lun, SCSI_EVENT_SIZE,
+                                     self.sense_size, self.cdb_size, 0, c.max_target, c.max_lun)
 
     def write_config(self, offset: int, data: bytes) -> None:
         """virtio_scsi_set_config: the bytes land in the configuration, then sense_size and cdb_size are taken
@@ -291,6 +291,7 @@ class VirtioScsiDevice:
         mode = Direction.OUT if frame.out_len else Direction.IN if frame.in_len else Direction.NONE
         if plan.direction is not Direction.NONE and (plan.direction is not mode
                                                      or plan.length > frame.out_len + frame.in_len):
+            self.scsi.refused(number, cdb)
             return self._respond(element, frame, SCSI_S_OVERRUN)
         # the data-out stays in guest RAM: views lent to this command only
         views = element.out_views(frame.out_at, plan.length) if plan.direction is Direction.OUT else []
@@ -301,6 +302,8 @@ class VirtioScsiDevice:
         finally:
             element.mem.release(views)
         element.write_in(frame.in_at, result.data_in)
+        if result.status != GOOD and result.sense:
+            self.scsi.sense_reported(number)      # virtio_scsi_command_complete takes it as autosense
         residual = result.residual + frame.out_len - sent
         if self.config.residual == "qemu" and (result.status != GOOD or plan.direction is Direction.NONE):
             residual = 0

@@ -20,15 +20,18 @@ PRIMARY_IDE_IRQ = 14                       # legacy mode: the primary channel is
 # emu's virtio-pci driver model expects QEMU's modern layout in one BAR: cfg_type -> offset
 # (common 1, notify 2, ISR 3, device 4; controllers/virtio/layouts.py PCI_*_OFFSET)
 VIRTIO_LAYOUT = {1: 0x0000, 2: 0x3000, 3: 0x1000, 4: 0x2000}
+NOTIFY_CFG, NOTIFY_MULTIPLIER = 2, 16      # the notify capability, and its notify_off_multiplier's offset in it
 
 
 @dataclass
 class VirtioFunction:
-    """A virtio-pci function ready for VirtioPciDriver: its PCI function, vendor capabilities and the BAR region."""
+    """A virtio-pci function ready for VirtioPciDriver: its PCI function, vendor capabilities, the BAR region and
+    the notify capability's notify_off_multiplier (struct virtio_pci_notify_cap, after the common fields)."""
 
     function: Function
     capabilities: list[Capability]
     region: MmioRegion
+    notify_multiplier: int
 
 
 def virtio_function(conn: QtestConnection, bus: PciBus, ids: tuple[int, ...]) -> VirtioFunction:
@@ -45,7 +48,8 @@ def virtio_function(conn: QtestConnection, bus: PciBus, ids: tuple[int, ...]) ->
             raise QtestError(f"{fn}: virtio structure {cfg_type} at {layout[cfg_type].offset:#x}, emu's driver "
                              f"expects {offset:#x}")
     bar = fn.bars[bars.pop()]
-    return VirtioFunction(fn, caps, MmioRegion(conn, bar.address, bar.size))
+    multiplier = bus.read(fn, layout[NOTIFY_CFG].pointer + NOTIFY_MULTIPLIER, 4)
+    return VirtioFunction(fn, caps, MmioRegion(conn, bar.address, bar.size), multiplier)
 
 
 def interrupt_line(sim: Simulation, conn: QtestConnection, fn: Function, controller: str = "ioapic"

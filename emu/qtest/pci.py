@@ -175,13 +175,18 @@ class PciBus:
         if not pin:
             return None
         if self.machine == "q35":
-            # ICH9 wires PIRQ A..H straight to IOAPIC inputs 16..23; device 31's pins reach PIRQ A..D by the reset
-            # value of its D31IR routing register (0x3210: INTA -> PIRQA ...). Other slots are not needed yet.
-            if fn.slot != 0x1F:
-                raise QtestError(f"{fn}: INTx routing on q35 is implemented for device 31 only")
-            irq = 16 + ((Q35_D31IR >> (4 * (pin - 1))) & 0x7)
-            self.write(fn, INTERRUPT_LINE, irq, 1)
-            return irq
+            # ICH9 wires PIRQ A..H straight to IOAPIC inputs 16..23 (PIRQ routing off at reset). Device 31's pins
+            # reach PIRQ A..D by the reset value of its D31IR routing register (0x3210: INTA -> PIRQA ...); a slot
+            # below 25 by QEMU's fixed choice, INTA..D of slot s -> PIRQ E..H from (s + pin) % 4 (QEMU 7.2
+            # hw/isa/lpc_ich9.c ich9_cc_init). Devices 25..30 (their DnnIR registers) are not needed yet.
+            if fn.slot == 0x1F:
+                pirq = (Q35_D31IR >> (4 * (pin - 1))) & 0x7
+            elif fn.slot < 25:
+                pirq = 4 + (fn.slot + pin - 1) % 4
+            else:
+                raise QtestError(f"{fn}: INTx routing on q35 is implemented for device 31 and slots below 25")
+            self.write(fn, INTERRUPT_LINE, 16 + pirq, 1)
+            return 16 + pirq
         if self.machine != "pc":
             raise QtestError(f"INTx routing on machine {self.machine!r} is not implemented")
         router = ROUTERS[self.machine]

@@ -21,14 +21,19 @@ from types import TracebackType
 from emu.qtest.protocol import QtestConnection, QtestError
 
 QEMU = "qemu-system-x86_64"
+# The -drive id: emu's drive name, which scsi-hd reports as VPD 83h's designator (scsi_realize: blk_name()), as
+# emu's disk does (ScsiDiskConfig.device_id)
+DRIVE_ID = "drive0"
 
 
 @dataclass(frozen=True)
 class Controller:
-    """How QEMU builds one of emu's controllers: its machine, and the -device arguments for a drive id."""
+    """How QEMU builds one of emu's controllers: its machine (and the other boards it may sit on), and the -device
+    arguments for a drive id."""
 
     machine: str
     devices: tuple[str, ...]        # formatted with drive=<id>; extras are appended to the last one
+    other_boards: tuple[str, ...] = ()
 
 
 # The names are QEMU 7.2's (`qemu-system-x86_64 -device help`): the PIIX3 IDE function is built into pc, the ICH9
@@ -36,9 +41,9 @@ class Controller:
 # machine types up to 2.6 switch off by default (hw_compat_2_6: disable-modern=on): it is asked for explicitly, with
 # virtio-blk's SCSI passthrough off, which machine types up to 2.4 switch on and virtio 1.0 forbids.
 CONTROLLERS = {
-    "virtio-blk": Controller("pc", ("virtio-blk-pci,disable-modern=off,scsi=off,drive={drive}",)),
+    "virtio-blk": Controller("pc", ("virtio-blk-pci,disable-modern=off,scsi=off,drive={drive}",), ("q35",)),
     "virtio-scsi": Controller("pc", ("virtio-scsi-pci,disable-modern=off,id=scsi0",
-                                     "scsi-hd,bus=scsi0.0,drive={drive}")),
+                                     "scsi-hd,bus=scsi0.0,drive={drive}"), ("q35",)),
     "ide": Controller("pc", ("ide-hd,bus=ide.0,unit=0,drive={drive}",)),
     "ahci": Controller("q35", ("ide-hd,bus=ide.0,drive={drive}",)),
 }
@@ -78,9 +83,9 @@ class Qemu:
             raise QtestError(f"no QEMU setup for controller {controller!r} (known: {', '.join(CONTROLLERS)})")
         self.controller = CONTROLLERS[controller]
         self.machine_type = machine_type or self.controller.machine
-        if machine_family(self.machine_type) != self.controller.machine:
-            raise QtestError(f"{controller} needs a {self.controller.machine} machine type, not "
-                             f"{self.machine_type!r}")
+        boards = (self.controller.machine, *self.controller.other_boards)
+        if machine_family(self.machine_type) not in boards:
+            raise QtestError(f"{controller} needs a {' or '.join(boards)} machine type, not {self.machine_type!r}")
         self.image = image
         self.fmt = fmt
         self.drive = drive
@@ -95,14 +100,14 @@ class Qemu:
     @property
     def machine(self) -> str:
         """The board (pc or q35), whatever its version."""
-        return self.controller.machine
+        return machine_family(self.machine_type)
 
     def argv(self, socket_path: str) -> list[str]:
-        devices = [d.format(drive="disk0") for d in self.controller.devices]
+        devices = [d.format(drive=DRIVE_ID) for d in self.controller.devices]
         devices[-1] += _drive_options(self.device_options)
         argv = [qemu_binary(self.binary), "-qtest", f"unix:{socket_path}", "-qtest-log", "/dev/null",
                 "-machine", self.machine_type, "-nodefaults", "-display", "none", "-S", "-m", f"{self.ram_mib}M",
-                "-drive", f"if=none,id=disk0,file={self.image},format={self.fmt}{_drive_options(self.drive)}"]
+                "-drive", f"if=none,id={DRIVE_ID},file={self.image},format={self.fmt}{_drive_options(self.drive)}"]
         for device in devices:
             argv += ["-device", device]
         return argv

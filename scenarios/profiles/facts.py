@@ -61,6 +61,21 @@ class Departure:
             raise ProfileError(f"departure {self.name!r}: give its reason, its source and the keys it changes")
 
 
+@dataclass(frozen=True)
+class MachineTypes:
+    """The machine types a hypervisor profile describes, per board ("pc": i440FX + PIIX, "q35": Q35 + ICH9), of the
+    QEMU release `qemu` (the binary's version, as `qemu-system-x86_64 --version` prints it): what the machine-type
+    check boots to compare the guest-visible facts with the profile's."""
+
+    qemu: str
+    boards: Mapping[str, tuple[str, ...]]
+    source: str
+
+    def __post_init__(self) -> None:
+        if not (self.source.strip() and self.boards and all(self.boards.values())):
+            raise ProfileError(f"machine types of QEMU {self.qemu}: give at least one per board, and a source")
+
+
 def lookup(table: Mapping[str, T], name: str) -> T:
     """`table[name]`; an unknown name is a usage error naming the known ones (one line, for the CLI)."""
     try:

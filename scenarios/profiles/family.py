@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from emu.errors import UsageError
-from scenarios.profiles.facts import FROM_DRIVE, Departure, Fact, ProfileError
+from scenarios.profiles.facts import FROM_DRIVE, Departure, Fact, MachineTypes, ProfileError
 
 C = TypeVar("C")
 
@@ -111,11 +111,13 @@ class Shape:
 
 @dataclass(frozen=True)
 class Profile:
-    """A named profile: one family profile for every family of `shape`."""
+    """A named profile: one family profile for every family of `shape`; a hypervisor's also names the machine types
+    its facts describe (None: a standard or a guest, no machine)."""
 
     name: str
     shape: Shape
     families: tuple[FamilyProfile, ...]
+    machines: MachineTypes | None = None
 
     def __post_init__(self) -> None:
         got = [p.family.name for p in self.families]

@@ -1,20 +1,22 @@
-"""qemu-1.4-pc: QEMU 1.4, or a newer QEMU running machine type pc-i440fx-1.4 or older: no TRIM, no DISCARD.
+"""qemu-1.4-pc: QEMU 7.2 (or any QEMU up to 8.1) running machine type pc-i440fx-1.4: no TRIM, no DISCARD offered.
 
-The ATA device and the SCSI disk are QEMU 1.4.0's own (release commit 03e94e39ce: hw/ide, hw/scsi-disk.c,
-hw/scsi-bus.c), which machine type pc-1.4 keeps in later releases (pc_compat_1_4); virtio-blk and virtio-scsi are
-QEMU 7.2 on that machine type (hw_compat_* up to 3.1), as emu models the virtio-pci modern interface only, which
-QEMU 1.4 did not have: machine types up to 2.6 default virtio-pci to legacy-only (hw_compat_2_6:
-disable-modern=on), so this profile describes such a machine with `disable-modern=off`, which changes nothing
-here. What QEMU 1.4.0's own devices did differently is in the notes.
+What this profile states is what can be checked: Debian's QEMU 7.2.22 booted with `-machine pc-i440fx-1.4`
+(tests/qtest/test_machine_types.py compares every guest-visible fact). The machine type's compat properties
+(pc_compat_1_4, hw_compat_* up to 3.1) change what the guest is offered: no TRIM in IDENTIFY, no LBPME, no
+DISCARD / WRITE_ZEROES, queues of 128, a page per queue doorbell, hw_version "1.4.0". The devices behind them are
+QEMU 7.2's code: a command the guest sends although it was not offered runs as in 7.2. QEMU 1.4.0's own devices
+(release commit 03e94e39ce) differed in what such commands did; the notes say how. emu models the virtio-pci modern
+interface only: machine types up to 2.6 default virtio-pci to legacy-only (hw_compat_2_6: disable-modern=on), so
+this profile describes such a machine with `disable-modern=off`, which changes nothing else here.
 """
 
 from __future__ import annotations
 
 from scenarios.profiles import qemu_7_2
-from scenarios.profiles.facts import Fact
+from scenarios.profiles.facts import Fact, MachineTypes
 from scenarios.profiles.families import AHCI, ATA, HYPERVISOR, SCSI, VIRTIO_BLK, VIRTIO_PCI, VIRTIO_SCSI
 from scenarios.profiles.family import FamilyProfile, Profile
-from scenarios.profiles.qemu_7_2 import Q72
+from scenarios.profiles.qemu_7_2 import Q72, SD72
 
 Q14 = "QEMU 1.4.0 (03e94e39ce)"
 SD14 = f"{Q14} hw/scsi-disk.c"
@@ -80,48 +82,32 @@ VIRTIO_BLK_FACTS.update({
                                          "on a machine type that does not offer them"),
 })
 
+VIRTIO_PCI_FACTS = dict(qemu_7_2.VIRTIO_PCI_FACTS)
+VIRTIO_PCI_FACTS["notify_off_multiplier"] = Fact(
+    0x1000, f"{Q72} hw_compat_2_7: virtio-pci page-per-vq=on -> virtio_pci_queue_mem_mult "
+            "QEMU_VIRTIO_PCI_QUEUE_MEM_MULT (0x1000); observed on Debian's QEMU 7.2.22 (machine type pc-i440fx-1.4): "
+            "notify capability multiplier 0x1000, a 4 MiB notification area in an 8 MiB BAR")
+VIRTIO_PCI_FACTS["ring_reset"] = Fact(False, f"{Q72} hw_compat_7_1: virtio-device queue_reset=false")
+
 # -- SCSI disk (scsi-hd) and virtio-scsi HBA -------------------------------------------------------
 
-SCSI_FACTS = dict(qemu_7_2.SCSI_FACTS)   # restated below where 1.4.0 differs; the rest is the same code in both
+SCSI_FACTS = dict(qemu_7_2.SCSI_FACTS)   # QEMU 7.2's scsi-hd; pc_compat_1_4 changes only these
 SCSI_FACTS.update({
-    "no_op_commands": Fact((0x16, 0x17, 0x1B, 0x1E, 0x2B, 0x56, 0x57),
-                           f"{SD14} scsi_disk_emulate_command: RESERVE/RELEASE, START STOP, ALLOW MEDIUM REMOVAL and "
-                           "SEEK(10) as in 7.2; no FORMAT UNIT case (INVALID OPCODE)"),
-    "revision": Fact("1.4.", f"{SD14} scsi_initfn: version = qemu_get_version() \"1.4.0\"; "
-                             "scsi_disk_emulate_inquiry copies MIN(4, strlen)"),
-    "device_id": Fact("drive0", f"{SD14} VPD 83h: serial, else bdrv_get_device_name() (the -drive id)"),
-    "block_characteristics_vpd": Fact(False, f"{SD14} scsi_disk_emulate_inquiry VPD 00h: 00h, (80h), 83h, B0h, "
-                                             "B2h; no B1h"),
-    "lbpme": Fact(False, f"{Q14} hw/block-common.h discard_granularity default 0 -> READ CAPACITY(16) byte 14 "
-                         "= 0 (pc-*-1.4 keeps 0 in later QEMU: pc_compat_1_4)"),
-    "provisioning_type": Fact(1, f"{SD14} VPD B2h byte 6 = discard_granularity ? 2 : 1"),
-    "discard_granularity": Fact(0, f"{Q14} hw/block-common.h DEFINE_BLOCK_PROPERTIES: discard_granularity 0"),
-    "max_unmap_bytes": Fact(0, f"{SD14} VPD B0h: only granularities are filled, MAXIMUM UNMAP LBA COUNT 0"),
-    "max_unmap_descriptors": Fact(0, f"{SD14} VPD B0h: MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT 0"),
-    "max_io_bytes": Fact(0, f"{SD14} VPD B0h: MAXIMUM TRANSFER LENGTH 0 (not reported)"),
-    "max_write_same_bytes": Fact(0, f"{SD14} VPD B0h: MAXIMUM WRITE SAME LENGTH 0"),
-    "wsnz": Fact(False, f"{SD14} VPD B0h byte 4 = 0; WRITE SAME of 0 blocks discards nothing and is GOOD"),
-    "unmap_anchor_check": Fact(False, f"{SD14} scsi_disk_emulate_unmap: ANCHOR not looked at (added in 2.0)"),
-    "unmap_write_protect_check": Fact(False, f"{SD14} scsi_disk_emulate_unmap: no write-protect check; a "
-                                             "read-only drive fails in the block layer (bdrv_co_discard -EROFS)"),
-    "write_same": Fact("discard-if-unmap", f"{SD14} scsi_disk_emulate_command WRITE_SAME_10/16: read-only, "
-                                           "range, then \"only WRITE SAME with the unmap bit\" -> "
-                                           "bdrv_aio_discard, the data-out block never fetched"),
-    "write_same_ndob": Fact("ignored", f"{Q14} hw/scsi-bus.c scsi_req_xfer: WRITE SAME xfer = blocksize, NDOB "
-                                       "not decoded (added in 2.12)"),
-    "verify_range_check": Fact(True, f"{SD14} scsi_disk_dma_command VERIFY: check_lba_range -> LBA OUT OF "
-                                     "RANGE"),
-    "verify_bytchk": Fact("no-compare", f"{SD14} scsi_write_data: VERIFY completes without comparing"),
-    "protect_check": Fact("all", f"{SD14} scsi_disk_dma_command: buf[1] & 0xe0 -> INVALID FIELD for READ, "
-                                 "WRITE and VERIFY (WRITE SAME never looks)"),
-    "invalid_field_commands": Fact((0x46, 0x4A, 0x51, 0xAD, 0xBD), f"{SD14} scsi_disk_reqops_dispatch and "
-                                                                   "scsi_disk_emulate_command, as in 7.2"),
-    "unit_attention_exempt": Fact((0x12, 0xA0, 0x46, 0x4A), f"{Q14} hw/scsi-bus.c scsi_req_new, as in 7.2"),
-    "unit_attention_clear": Fact("on-completion", f"{Q14} hw/scsi-bus.c scsi_req_complete -> "
-                                                  "scsi_clear_unit_attention, as in 7.2"),
-    "mode_select_block_lengths": Fact(0, f"{SD14} scsi_disk_emulate_mode_select skips the block descriptor: "
-                                         "every BLOCK LENGTH is ignored"),
+    "revision": Fact("1.4.", f"{Q72} hw/i386/pc_piix.c pc_i440fx_1_4_machine_options hw_version \"1.4.0\" -> "
+                             "scsi_realize: version = qemu_hw_version(); scsi_disk_emulate_inquiry copies 4 bytes"),
+    "lbpme": Fact(False, f"{COMPAT_1_4} sets scsi-hd discard_granularity=0 -> READ CAPACITY(16) byte 14 = 0; "
+                         "observed on Debian's QEMU 7.2.22 (machine type pc-i440fx-1.4)"),
+    "provisioning_type": Fact(1, f"{SD72} VPD B2h byte 6 = discard_granularity ? 2 : 1 (0 here); observed on "
+                                 "Debian's QEMU 7.2.22 (machine type pc-i440fx-1.4)"),
+    "discard_granularity": Fact(0, f"{COMPAT_1_4}: scsi-hd discard_granularity=0 (VPD B0h OPTIMAL UNMAP "
+                                   "GRANULARITY 0)"),
 })
+SCSI_NOTE = (f"QEMU 1.4.0's own scsi-hd ({SD14}) differed from QEMU 7.2's on pc-1.4 as this profile has it: VPD 00h "
+             "listed no B1h page; B0h had zero WSNZ, MAXIMUM TRANSFER LENGTH, UNMAP and WRITE SAME limits; WRITE "
+             "SAME ran only with UNMAP (a discard, the data block never fetched) and ignored NDOB; UNMAP checked "
+             "neither ANCHOR nor write protection; VERIFY checked its range and never compared; FORMAT UNIT was "
+             "INVALID OPCODE; every BLOCK LENGTH of MODE SELECT was ignored. Those cannot be checked against a "
+             "QEMU that still runs the machine type, so they are not modelled.")
 
 VIRTIO_SCSI_FACTS = dict(qemu_7_2.VIRTIO_SCSI_FACTS)
 VIRTIO_SCSI_FACTS.update({
@@ -132,8 +118,11 @@ VIRTIO_SCSI_FACTS.update({
 })
 
 PROFILE = Profile("qemu-1.4-pc", HYPERVISOR, (
-    FamilyProfile(ATA, "QEMU 1.4, or QEMU up to 8.1 with machine type pc-i440fx-1.4 or older (or pc-q35-1.4): no "
-                       "TRIM", ATA_FACTS, notes=(
+    FamilyProfile(ATA, "QEMU 7.2 (up to 8.1) with machine type pc-i440fx-1.4 or older: no TRIM advertised, a DSM "
+                       "TRIM still executed", ATA_FACTS, notes=(
+        f"A DSM TRIM the guest sends anyway is executed, as in QEMU 1.4.0 itself ({Q14} hw/ide/core.c "
+        f"ide_exec_cmd WIN_DSM; {Q72} cmd_data_set_management): both check the FEATURE only, never word 169; "
+        "observed on Debian's QEMU 7.2.22 (machine type pc-i440fx-1.4, emu replay --diff).",
         "QEMU 1.4.0 wrote words 60-61 as the 32-bit capacity without the 2^28-1 clamp newer QEMU applies "
         f"({Q14} ide_identify); AtaConfig has no field for it, so disks of 2^28 sectors (128 GiB) or more show "
         "the clamped value here.",
@@ -150,9 +139,10 @@ PROFILE = Profile("qemu-1.4-pc", HYPERVISOR, (
         "Machine types up to 2.6 make virtio-pci legacy-only by default (hw_compat_2_6 disable-modern=on); emu "
         "models the modern interface, as with disable-modern=off.",
     )),
-    FamilyProfile(VIRTIO_PCI, "QEMU 7.2 virtio-pci (modern) on the pc-1.4 machine type", qemu_7_2.VIRTIO_PCI_FACTS),
-    FamilyProfile(SCSI, "QEMU 1.4 scsi-hd: no LBPME, zero UNMAP limits, no B1h page, WRITE SAME only with UNMAP "
-                        "(a discard), UNMAP without ANCHOR or write-protect checks", SCSI_FACTS),
+    FamilyProfile(VIRTIO_PCI, "QEMU 7.2 virtio-pci (modern) on the pc-1.4 machine type: a page per queue doorbell",
+                  VIRTIO_PCI_FACTS),
+    FamilyProfile(SCSI, "QEMU 7.2 scsi-hd with machine type pc-i440fx-1.4: no LBPME, not thin-provisioned, "
+                        "revision 1.4.", SCSI_FACTS, notes=(SCSI_NOTE,)),
     FamilyProfile(VIRTIO_SCSI, "QEMU 7.2 with machine type pc-i440fx-1.4: queues of 128, seg_max 126, no ANY_LAYOUT",
                   VIRTIO_SCSI_FACTS, notes=(
         f"{Q14} hw/virtio-scsi.c itself: VIRTIO_SCSI_VQ_SIZE 128, seg_max 126, max_sectors 0xFFFF, cmd_per_lun 128, "
@@ -164,4 +154,6 @@ PROFILE = Profile("qemu-1.4-pc", HYPERVISOR, (
         "Machine types up to 2.6 make virtio-pci legacy-only (hw_compat_2_6 disable-modern=on); emu models the "
         "modern interface, as with disable-modern=off.",
     )),
-))
+), machines=MachineTypes("7.2", {"pc": ("pc-i440fx-1.4",)},
+                         f"{COMPAT_1_4}; {Q72} hw/i386/pc_piix.c pc_i440fx_1_4_machine_options (pc-q35 starts at 2.4 "
+                         "in 7.2, so behind AHCI this profile cannot be booted)"))

@@ -1,18 +1,23 @@
 """QEMU 7.2: every device family's facts, each with the source it was read from.
 
-Read from the upstream tree at the release commit (7.2.0 = b67b00e6b4: hw/ide, hw/block/virtio-blk.c, hw/virtio,
-hw/scsi, hw/core/machine.c hw_compat_*, tests/qtest) and, where a fact says so, observed on Debian's QEMU 7.2.22.
+The profile models the QEMU 7.2 that people run: Debian 12's 7.2.22 (1:7.2+dfsg-7+deb12u18), which is the
+upstream release 7.2.0 (b67b00e6b4) plus the stable series v7.2.1 .. v7.2.22 (debian/patches/v7.2.*.diff of that
+source package). Facts were read from 7.2.0 (hw/ide, hw/block/virtio-blk.c, hw/virtio, hw/scsi,
+hw/core/machine.c hw_compat_*, tests/qtest); where a stable patch changes one, the fact cites the patch
+("QEMU 7.2.22 vX.Y.Z") and says what 7.2.0 did. Every fact is checked against that binary (tests/qtest).
 The other QEMU profiles state what differs from these facts, each with its own source.
 """
 
 from __future__ import annotations
 
 from controllers.scsi.config import INT_MAX, GiB
-from scenarios.profiles.facts import Fact
+from scenarios.profiles.facts import Departure, Fact, MachineTypes
 from scenarios.profiles.families import AHCI, ATA, HYPERVISOR, SCSI, VIRTIO_BLK, VIRTIO_PCI, VIRTIO_SCSI
 from scenarios.profiles.family import FamilyProfile, Profile
+from scenarios.profiles.script_lines import buffer_bytes, data_out, scsi_cdb
 
 Q72 = "QEMU 7.2.0 (b67b00e6b4)"
+Q722 = "QEMU 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"
 AHCI_SERIES = "QEMU 8.2 AHCI series (Niklas Cassel, merged 2023-09 as 13d9f6dca0)"
 SD72 = f"{Q72} hw/scsi/scsi-disk.c"
 VS72 = f"{Q72} hw/scsi/virtio-scsi.c"
@@ -53,24 +58,23 @@ ATA_FACTS = {
 }
 
 AHCI_FACTS = {
-    "pxci_rule": Fact("after-handling", f"{Q72} hw/ide/ahci.c check_cmd clears PxCI whenever handle_cmd returns 0 "
-                                        "(any FIS it got through, errors included) and ahci_cmd_done clears the "
-                                        "busy slot unconditionally, then reschedules the scan; ahci_reset_port "
-                                        f"leaves PxCI (changed by {AHCI_SERIES}: e2a5d9b3d9, 1a16ce64fd, eabb921250)"),
-    "ncq_issue_d2h": Fact(False, f"{Q72} hw/ide/ahci.c process_ncq_command writes no D2H FIS (added by 2967dc8209)"),
-    "stop_clears_ci": Fact(False, f"{Q72} hw/ide/ahci.c ahci_port_write PORT_CMD: ST 1->0 only unmaps the list "
-                                  "(clearing PxCI/PxSACT added by d73b84d0b6)"),
-    "error_irq": Fact("tfes+dhrs", f"{Q72} hw/ide/ahci.c ahci_write_fis_d2h: TFES when ERR_STAT, then DHRS always "
-                                   "(exclusive since b523a3d54f, QEMU 8.2)"),
-    "ncq_error": Fact("serr-tag", f"{Q72} hw/ide/ahci.c ncq_err: scr_err |= 1 << tag; ncq_finish sets the finished "
-                                  "bit unless that PxSERR bit is set; ahci_write_fis_sdb raises SDBS only (fixed by "
-                                  "7e85cb0db4 and 9f89423537)"),
-    "abort_fis_before_err": Fact(False, "observed on Debian's QEMU 7.2.22 (emu replay --target qemu, "
-                                        "tests/scenarios/replay/ahci-qemu-7.2.jsonl): an opcode ide_cmd_permitted "
-                                        "refuses is reported as ERR/ABRT. Upstream 7.2.0's hw/ide/core.c "
-                                        "ide_abort_command wrote the D2H FIS before setting ERR_STAT (the previous "
-                                        "command's status; fixed by c3461c6264), which the AHCI model still offers "
-                                        "as this fact set True"),
+    "pxci_rule": Fact("on-success", f"{Q722} v7.2.6 (backports e2a5d9b3d9 of the {AHCI_SERIES}): "
+                                    "ahci_clear_cmd_issue clears PxCI only after a completion without ERR, BSY and "
+                                    "DRQ, and no further slot is handled after an error; v7.2.8 (eabb921250): a "
+                                    "port reset clears PxCI. 7.2.0's check_cmd cleared every handled slot "
+                                    "(\"after-handling\")"),
+    "ncq_issue_d2h": Fact(True, f"{Q722} v7.2.6 (2967dc8209): process_ncq_command writes a D2H FIS with I = 0 "
+                                "(none in 7.2.0)"),
+    "stop_clears_ci": Fact(True, f"{Q722} v7.2.6 (d73b84d0b6): ahci_port_write PORT_CMD, ST 1->0 clears PxCI and "
+                                 "PxSACT (not in 7.2.0)"),
+    "error_irq": Fact("tfes+dhrs", f"{Q722} hw/ide/ahci.c ahci_write_fis_d2h: TFES when ERR_STAT, then DHRS "
+                                   "whenever I is set (b523a3d54f, which makes them exclusive in 8.2, is not in "
+                                   "the 7.2 series)"),
+    "ncq_error": Fact("tfes", f"{Q722} v7.2.6 (7e85cb0db4, 9f89423537): ncq_err no longer sets PxSERR; "
+                              "ahci_write_fis_sdb raises TFES on ERR, else SDBS (7.2.0: the tag's PxSERR bit and "
+                              "SDBS, \"serr-tag\")"),
+    "abort_fis_before_err": Fact(False, f"{Q722} v7.2.6 (c3461c6264): ide_abort_command sets ERR before "
+                                        "ide_transfer_stop writes the D2H FIS (7.2.0 wrote the FIS first: True)"),
 }
 
 # -- virtio-blk and the virtio-pci transport ---------------------------------------------------------
@@ -122,6 +126,12 @@ VIRTIO_PCI_FACTS = {
     "features_check": Fact("qemu", f"{Q72} hw/virtio/virtio.c virtio_set_features_nocheck masks the accepted "
                                    "bits with host_features; virtio_set_status only calls validate_features"),
     "config_isr": Fact(0x3, f"{Q72} hw/virtio/virtio.c virtio_notify_config: virtio_set_isr(vdev, 0x3)"),
+    "notify_off_multiplier": Fact(4, f"{Q72} hw/virtio/virtio-pci.c virtio_pci_queue_mem_mult: 4 without "
+                                     "page-per-vq (off by default since 2.8)"),
+    "ring_reset": Fact(True, f"{Q72} include/hw/virtio/virtio.h DEFINE_VIRTIO_COMMON_FEATURES queue_reset on "
+                             "(hw_compat_7_1 turns it off: machine types 7.1 and older); observed on Debian's QEMU "
+                             "7.2.22 (machine types pc-i440fx-7.2, pc-q35-7.2: bit 40 offered; a queue_reset write "
+                             "disables the queue and restores its size, whatever was negotiated)"),
 }
 
 # -- SCSI disk (scsi-hd) and virtio-scsi HBA -------------------------------------------------------
@@ -133,7 +143,7 @@ SCSI_FACTS = {
                              "after 2.4)"),
     "serial": Fact(None, f"{SD72} scsi_hd_properties: \"serial\" has no default, so VPD 80h is not listed"),
     "device_id": Fact("drive0", f"{SD72} scsi_realize: device_id = serial, else blk_name() (the -drive id; "
-                                "\"drive0\" is emu's drive name)"),
+                                "\"drive0\" is emu's drive name, and emu.qtest's -drive id)"),
     "wwn": Fact(0, f"{SD72} scsi_hd_properties: wwn default 0 -> no NAA designator in VPD 83h"),
     "scsi_version": Fact(5, f"{SD72} scsi_hd_properties: scsi_version default 5 (SPC-3)"),
     "command_queueing": Fact(True, f"{Q72} hw/scsi/virtio-scsi.c virtio_scsi_scsi_info.tcq = true -> INQUIRY "
@@ -203,8 +213,10 @@ SCSI_FACTS = {
                                    f"{SD72} scsi_disk_reqops_dispatch sends GET CONFIGURATION, GET EVENT STATUS "
                                    "NOTIFICATION, READ DISC INFORMATION, READ DVD STRUCTURE and MECHANISM STATUS to "
                                    "scsi_disk_emulate_command, whose helpers return -1 unless the type is ROM: "
-                                   "illegal_request, INVALID FIELD. Departure: READ TOC (43h), which QEMU answers "
-                                   "with a CD table of contents even for a disk, is INVALID OPCODE here"),
+                                   "illegal_request, INVALID FIELD"),
+    "read_toc": Fact(True, f"{SD72} scsi_disk_reqops_dispatch sends READ TOC to scsi_disk_emulate_command for a "
+                           "disk too: scsi_disk_emulate_read_toc answers hw/block/cdrom.c's one-track TOC (observed "
+                           "on Debian's QEMU 7.2.22 with emu replay --diff)"),
     "unit_attention_exempt": Fact((0x12, 0xA0, 0x46, 0x4A), f"{Q72} hw/scsi/scsi-bus.c scsi_req_new: INQUIRY, "
                                                            "REPORT LUNS, GET CONFIGURATION and GET EVENT STATUS "
                                                            "NOTIFICATION are not stopped by a unit attention"),
@@ -213,9 +225,16 @@ SCSI_FACTS = {
                                                   "CONFIGURATION and GET EVENT STATUS NOTIFICATION clears the pending "
                                                   "unit attention, reported or not (a CDB scsi_req_parse_cdb refuses "
                                                   "becomes reqops_invalid_opcode and still clears it)"),
-    "mode_select_block_lengths": Fact(0xFF00, f"{SD72} scsi_disk_emulate_mode_select: a BLOCK LENGTH with bs && "
-                                              "!(bs & ~0xff00) becomes qdev.blocksize, any other is ignored; emu "
-                                              "refuses a change instead (block size changes are not modelled)"),
+    "unit_attention_taken_when_made": Fact(True, f"{Q722} v7.2.15 (9472083e64): scsi_req_alloc -> init_req "
+                                                 "scsi_fetch_unit_attention_sense takes the unit attention when the "
+                                                 "request reporting it is made; observed (emu replay --diff): a READ "
+                                                 "answered OVERRUN as the first command leaves no unit attention "
+                                                 "for the next. Not in 7.2.0"),
+    "mode_select_block_lengths": Fact(0xFE00, f"{Q722} v7.2.7 (7cfcc79b0a, CVE-2023-42467): "
+                                              "scsi_disk_emulate_mode_select takes a BLOCK LENGTH with bs && "
+                                              "!(bs & ~0xfe00) as qdev.blocksize (7.2.0: 0xff00, 256 too); emu "
+                                              "refuses a change instead (the departure "
+                                              "mode-select-switches-the-block-size)"),
     "allocation_rule": Fact("qemu", f"{SD72} scsi_disk_emulate_command: iov_len = MIN(buflen, xfer) of a zeroed "
                                     "buffer; scsi_disk_emulate_inquiry additional length = len - 5; "
                                     "scsi-bus.c REPORT LUNS len = MIN(len, xfer & ~7)"),
@@ -225,9 +244,9 @@ SCSI_FACTS = {
                            f"{SD72} scsi_disk_emulate_command: FORMAT UNIT, RESERVE/RELEASE (6) and (10) (refusing "
                            "bits 0 / 0-1 of byte 1), START STOP (scsi_disk_emulate_start_stop: nothing for a fixed "
                            "disk), ALLOW MEDIUM REMOVAL and SEEK(10) (LBA > max_lba -> LBA OUT OF RANGE) all "
-                           "complete GOOD. Departure: a FORMAT UNIT with parameter data reaches "
-                           "scsi_disk_emulate_write_data's default case, abort(), and kills QEMU 7.2 (fixed in 8.2 "
-                           "by be2b619a17); emu answers GOOD"),
+                           "complete GOOD. A FORMAT UNIT with parameter data reached scsi_disk_emulate_write_data's "
+                           f"default case, abort(), in 7.2.0; {Q722} v7.2.7 (be2b619a17) completes it GOOD "
+                           "(observed with emu replay --diff)"),
 }
 
 VIRTIO_SCSI_FACTS = {
@@ -245,7 +264,10 @@ VIRTIO_SCSI_FACTS = {
     "param_change": Fact(True, f"{VS72} DEFINE_PROP_BIT(\"param_change\", ..., VIRTIO_SCSI_F_CHANGE, true)"),
     "indirect_desc": Fact(True, f"{Q72} include/hw/virtio/virtio.h DEFINE_VIRTIO_COMMON_FEATURES indirect_desc on"),
     "event_idx": Fact(True, f"{Q72} DEFINE_VIRTIO_COMMON_FEATURES event_idx on"),
-    "any_layout": Fact(True, f"{Q72} DEFINE_VIRTIO_COMMON_FEATURES any_layout on (hw_compat_2_1 turns it off)"),
+    "any_layout": Fact(False, f"{Q72} hw/virtio/virtio-pci.c virtio_pci_common_read: device_feature hides "
+                              "vdc->legacy_features, which hw/virtio/virtio.c virtio_device_class_init sets to "
+                              "VIRTIO_LEGACY_FEATURES (ANY_LAYOUT among them), so the modern interface never offers "
+                              "it; observed on Debian's QEMU 7.2.22 (machine types pc-i440fx-7.2, pc-i440fx-5.2)"),
     "framing": Fact("qemu", f"{VS72} virtio_scsi_parse_req: without VIRTIO_F_ANY_LAYOUT negotiated the first "
                             "out / in buffer is the header whatever its length; Linux's virtio_scsi never "
                             "accepts ANY_LAYOUT (not in its features[])"),
@@ -264,22 +286,74 @@ VIRTIO_SCSI_NOTE = (f"{VS72} virtio_scsi_handle_cmd_req_prepare / scsi_do_read: 
                     "is larger than its transfer length moves the whole buffer (dma_blk_io over the full "
                     "QEMUSGList); emu moves the transfer length only.")
 
+# -- departures: where emu does not copy QEMU 7.2 (tests/qtest/test_departures.py runs each example on both) ------
+
+_DMA_OPS = (0x08, 0x0A, 0x28, 0x2A, 0x2E, 0xA8, 0xAA, 0xAE, 0x88, 0x8A, 0x8E)   # READ, WRITE, WRITE AND VERIFY
+
+
+def _transfer_blocks(cdb: bytes) -> int:
+    """The TRANSFER LENGTH of a READ / WRITE / WRITE AND VERIFY CDB (zero padded to 16 bytes, as Linux sends it)."""
+    if cdb[0] in (0x08, 0x0A):
+        return cdb[4] or 256
+    at, width = {1: (7, 2), 5: (6, 4), 4: (10, 4)}[cdb[0] >> 5]
+    return int.from_bytes(cdb[at:at + width], "big")
+
+
+def _buffer_beyond_transfer(line: dict) -> bool:
+    cdb = scsi_cdb(line).ljust(16, b"\0")
+    return cdb[0] in _DMA_OPS and 0 < _transfer_blocks(cdb) * 512 < buffer_bytes(line)
+
+
+def _block_size_switch(line: dict) -> bool:
+    """A MODE SELECT whose block descriptor names a BLOCK LENGTH QEMU 7.2 switches the disk to."""
+    op, data = scsi_cdb(line)[:1], data_out(line)
+    if op not in (b"\x15", b"\x55"):
+        return False
+    header = 4 if op == b"\x15" else 8
+    descriptors = data[3] if op == b"\x15" and len(data) > 3 else int.from_bytes(data[6:8], "big")
+    block_length = int.from_bytes(data[header + 5:header + 8], "big")
+    return descriptors == 8 and block_length not in (0, 512) and not block_length & ~0xFE00
+
+
+WHOLE_BUFFER = Departure(
+    "dma-moves-the-whole-buffer", "virtio-scsi",
+    "a READ or WRITE whose buffer is larger than its transfer length moves the whole buffer: a WRITE writes past the "
+    "blocks its CDB names, a READ past the capacity fails ABORTED COMMAND, and the residual goes negative; emu moves "
+    "the transfer length and reports the rest of the buffer as the residual",
+    f"{VS72} virtio_scsi_handle_cmd_req_prepare checks only that the buffer holds cmd.xfer; {SD72} scsi_do_read / "
+    "scsi_write_data hand the whole QEMUSGList to dma_blk_io; observed on Debian's QEMU 7.2.22 (residual "
+    "4294966784 for one block in a 1024-byte buffer)",
+    '{"cdb": "28000000000000000100", "data_in_len": 1024}', ("residual",), _buffer_beyond_transfer)
+
+BLOCK_SIZE_SWITCH = Departure(
+    "mode-select-switches-the-block-size", "virtio-scsi",
+    "a MODE SELECT block descriptor switches the disk's logical block size (any BLOCK LENGTH within 0xFE00), before "
+    "the pages are checked, so even a MODE SELECT that fails keeps it; emu does not model block size changes and "
+    "answers INVALID FIELD IN PARAMETER LIST",
+    f"{SD72} scsi_disk_emulate_mode_select sets qdev.blocksize from the block descriptor before mode_select_pages; "
+    "observed on Debian's QEMU 7.2.22 (READ CAPACITY(10) then reports 4096-byte blocks)",
+    '{"cdb": "151000000c00", "data_out": "000000080000000000001000"}', ("status", "sense"), _block_size_switch)
+
 PROFILE = Profile("qemu-7.2", HYPERVISOR, (
     FamilyProfile(ATA, "QEMU 7.2 ide-hd on PIIX IDE or ICH9 AHCI, machine types 2.5 and newer", ATA_FACTS, notes=(
         f"Machine types pc-i440fx-1.5..2.4 and pc-q35-2.4 differ only in the firmware string: their hw_version "
         f"(\"1.5.0\"..\"2.4.0\", {Q72} hw/i386/pc_piix.c, pc_q35.c) replaces \"2.5+\".",
     )),
-    FamilyProfile(AHCI, "QEMU 7.2 ICH9 AHCI HBA, before the 8.2 rework: PxCI cleared for every handled slot, NCQ "
-                        "errors in PxSERR", AHCI_FACTS),
-    FamilyProfile(VIRTIO_BLK, "QEMU 7.2 virtio-blk-pci (modern), machine types 5.2 and newer, one vCPU",
+    FamilyProfile(AHCI, "QEMU 7.2.22 ICH9 AHCI HBA: the 8.2 rework backported (PxCI kept on error, NCQ errors as "
+                        "TFES), except that an error raises TFES and DHRS together", AHCI_FACTS),
+    FamilyProfile(VIRTIO_BLK, "QEMU 7.2 virtio-blk-pci (modern), machine type 7.2, one vCPU",
                   VIRTIO_BLK_FACTS, notes=(
-        f"{Q72} also offers VIRTIO_F_RING_RESET (queue_reset, hw_compat_7_1 turns it off); emu does not implement "
-        "queue reset, so it is not offered.",
+        "Machine types 5.2 to 7.1 differ from these facts only in not offering VIRTIO_F_RING_RESET (hw_compat_7_1; "
+        "observed on Debian's QEMU 7.2.22, machine type pc-i440fx-5.2).",
         "QEMU merges adjacent reads/writes (request-merging) before the block layer; the result is the same bytes.",
     )),
     FamilyProfile(VIRTIO_PCI, "QEMU 7.2 virtio-pci (modern): features masked, not checked", VIRTIO_PCI_FACTS),
     FamilyProfile(SCSI, "QEMU 7.2 scsi-hd behind virtio-scsi: never LBPRZ, UNMAP limits advertised but not enforced, "
-                        "no GET LBA STATUS or SYNCHRONIZE CACHE(16), WRITE SAME NDOB a no-op", SCSI_FACTS),
-    FamilyProfile(VIRTIO_SCSI, "QEMU 7.2 virtio-scsi-pci (modern), machine types 5.2 and newer, one vCPU",
-                  VIRTIO_SCSI_FACTS, notes=(VIRTIO_SCSI_NOTE,)),
-))
+                        "no GET LBA STATUS or SYNCHRONIZE CACHE(16), WRITE SAME NDOB a no-op", SCSI_FACTS,
+                  departures=(BLOCK_SIZE_SWITCH,)),
+    FamilyProfile(VIRTIO_SCSI, "QEMU 7.2 virtio-scsi-pci (modern), machine type 7.2, one vCPU",
+                  VIRTIO_SCSI_FACTS, departures=(WHOLE_BUFFER,)),
+), machines=MachineTypes("7.2", {"pc": ("pc-i440fx-7.2",), "q35": ("pc-q35-7.2",)},
+                         f"{Q72} hw/i386/pc_piix.c, pc_q35.c: the newest machine types, which `pc` and `q35` "
+                         "alias; older ones change what the descriptions and notes say (hw_compat_*, "
+                         "hw/core/machine.c)"))

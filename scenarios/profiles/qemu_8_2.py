@@ -7,7 +7,7 @@ Read from the upstream tree at the release commit (8.2.1 = f48c205fb4); what is 
 from __future__ import annotations
 
 from scenarios.profiles import qemu_7_2
-from scenarios.profiles.facts import Fact
+from scenarios.profiles.facts import Fact, MachineTypes
 from scenarios.profiles.families import AHCI, ATA, HYPERVISOR, SCSI, VIRTIO_BLK, VIRTIO_PCI, VIRTIO_SCSI
 from scenarios.profiles.family import FamilyProfile, Profile
 from scenarios.profiles.qemu_7_2 import AHCI_SERIES
@@ -49,6 +49,8 @@ SCSI_FACTS.update({
                                                   "the request that reports a unit attention takes it when made; "
                                                   "scsi_req_complete no longer clears one (9472083e64, ba947dab98, "
                                                   "2eb5599e8a, QEMU 8.1)"),
+    "unit_attention_taken_when_made": Fact(True, f"{Q82} hw/scsi/scsi-bus.c scsi_req_alloc -> init_req "
+                                                 "scsi_fetch_unit_attention_sense (9472083e64)"),
     "mode_select_block_lengths": Fact(0xFE00, f"{SD82} scsi_disk_emulate_mode_select: bs & ~0xfe00, lengths "
                                               "below 512 no longer accepted (7cfcc79b0a, CVE-2023-42467); emu "
                                               "refuses a change instead (block size changes are not modelled)"),
@@ -67,8 +69,10 @@ PROFILE = Profile("qemu-8.2", HYPERVISOR, (
     )),
     FamilyProfile(AHCI, "QEMU 8.2 ICH9 AHCI HBA, reworked to AHCI 1.3.1: PxCI kept on error, TFES alone",
                   AHCI_FACTS, notes=(
-        "The AHCI series was merged on 2023-09-07 (13d9f6dca0), after 8.1.0 was tagged: QEMU 8.1 behaves as "
-        "qemu-7.2 here.",
+        "The AHCI series was merged on 2023-09-07 (13d9f6dca0), after 8.1.0 was tagged: QEMU 8.1.0 behaves as "
+        "7.2.0 here (pxci_rule after-handling, ncq_error serr-tag, no NCQ D2H FIS, ST 1->0 keeps PxCI). The 7.2 "
+        "stable series took the series in v7.2.6 and v7.2.8, so qemu-7.2 differs from this profile in error_irq "
+        "only.",
     )),
     FamilyProfile(VIRTIO_BLK, "QEMU 8.2 virtio-blk-pci (modern): as 7.2, and a ZONE_REPORT with a short buffer "
                               "breaks the device", VIRTIO_BLK_FACTS, notes=(
@@ -87,4 +91,5 @@ PROFILE = Profile("qemu-8.2", HYPERVISOR, (
         "the same responses, which emu gives at once.",
         qemu_7_2.VIRTIO_SCSI_NOTE,
     )),
-))
+), machines=MachineTypes("8.2", {"pc": ("pc-i440fx-8.2",), "q35": ("pc-q35-8.2",)},
+                         f"{Q82} hw/i386/pc_piix.c, pc_q35.c: the newest machine types of the release"))

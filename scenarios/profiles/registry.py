@@ -79,6 +79,9 @@ def _show(value: object) -> str:
 def _describe(profile: Profile) -> list[str]:
     default = " (default)" if profile.name in (DEFAULT_PROFILE, DEFAULT_GUEST) else ""
     lines = [f"{profile.name}{default}"]
+    if profile.machines is not None:
+        types = "; ".join(f"{board}: {', '.join(names)}" for board, names in profile.machines.boards.items())
+        lines.append(f"  machine types (QEMU {profile.machines.qemu}): {types} ({profile.machines.source})")
     for listing in listings(profile):
         lines.append(f"  [{listing.title}] {listing.description}")
         lines.extend(f"    {label:<28} {_show(fact.value):<16} {fact.source}" for label, fact in listing.facts)

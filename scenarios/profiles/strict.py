@@ -116,6 +116,8 @@ VIRTIO_PCI_FACTS = {
     "features_check": Fact("spec", f"{VS} 3.1.1: the device fails FEATURES_OK when it cannot accept the "
                                    "features; 6.1: it may fail a driver that did not accept VERSION_1"),
     "config_isr": Fact(0x2, f"{VS} 4.1.4.5: ISR bit 1 = device configuration change"),
+    "notify_off_multiplier": Fact(4, f"{VS} 4.1.4.4: any even power of 2 (or 0); 4, a doorbell per 4 bytes"),
+    "ring_reset": Fact(False, f"choice: VIRTIO_F_RING_RESET is optional ({VS} 6)"),
 }
 
 # -- SCSI disk and virtio-scsi HBA -----------------------------------------------------------------------
@@ -187,11 +189,14 @@ SCSI_FACTS.update({
                                                            "unit attention as its data, GOOD, and clears it"),
     "invalid_field_commands": Fact((), f"{SPC4}: an operation code the device does not support is INVALID "
                                        "COMMAND OPERATION CODE (MMC commands are not a disk's)"),
+    "read_toc": Fact(False, f"{SPC4}: READ TOC is an MMC command, not a disk's: INVALID COMMAND OPERATION CODE"),
     "unit_attention_exempt": Fact((0x12, 0xA0), f"{SPC4} (recalled): INQUIRY and REPORT LUNS are processed with a "
                                                 "unit attention pending; REQUEST SENSE has its own rule"),
     "unit_attention_clear": Fact("when-reported", "SAM-5 5.14 / SPC-4 (recalled): a unit attention condition is "
                                                   "cleared when it is reported; a command rejected for another reason "
                                                   "leaves it pending"),
+    "unit_attention_taken_when_made": Fact(False, "SAM-5 5.14 (recalled): a command the transport rejects never "
+                                                  "reaches the device server, which keeps the unit attention"),
     "mode_select_block_lengths": Fact(None, f"{SBC3} block descriptor: a BLOCK LENGTH the disk does not support is "
                                             "INVALID FIELD IN PARAMETER LIST; this disk supports only its own"),
     "allocation_rule": Fact("spc", f"{SPC4}: the data up to the ALLOCATION LENGTH, no padding"),

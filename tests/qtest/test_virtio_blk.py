@@ -42,3 +42,24 @@ def test_emu_virtio_blk_driver_writes_a_sector_through_real_qemu_into_the_image(
     raw = path.read_bytes()
     assert raw[5 * SECTOR:6 * SECTOR] == data
     assert raw[:5 * SECTOR] == bytes(5 * SECTOR) and raw[6 * SECTOR:7 * SECTOR] == bytes(SECTOR)
+
+
+@pytest.mark.parametrize("machine_type", ["q35", "pc-q35-5.2"])
+def test_virtio_blk_on_q35_interrupts_through_the_ich9_pirq_its_slot_is_wired_to(qemu_system, tmp_path, machine_type):
+    """A slot below 25 on q35: INTA -> PIRQ E..H by (slot + pin) % 4 (QEMU's ich9_cc_init), IOAPIC input 16 + PIRQ;
+    without that routing no completion would arrive and the driver would time out."""
+    path = tmp_path / "disk.raw"
+    path.write_bytes(bytes(16 << 20))
+    data = bytes((i * 5 + 1) & 0xFF for i in range(SECTOR))
+    with Qemu("virtio-blk", str(path), machine_type=machine_type) as qemu:
+        assert qemu.machine == "q35"
+        sim = Simulation()
+        vf = virtio_function(qemu.conn, PciBus(qemu.conn, qemu.machine), VIRTIO_BLK_IDS)
+        assert vf.function.irq == 16 + 4 + vf.function.slot % 4
+        irq = interrupt_line(sim, qemu.conn, vf.function)
+        driver = VirtioBlkDriver(sim, guest_memory(qemu.conn, qemu.ram_mib), vf.region, irq,
+                                 guest=guest_config("linux-6.1"), notify_multiplier=vf.notify_multiplier)
+        assert run(sim, driver.probe()) is True
+        written = run(sim, driver.write(3, data))
+        assert written.ok and not written.timed_out and irq.raises >= 1
+    assert path.read_bytes()[3 * SECTOR:4 * SECTOR] == data

@@ -453,6 +453,13 @@ def test_d2h_fis_fast_encoder_equals_construct(fields):
     assert C.pack_d2h_fis(**fields) == L.ATA_D2H_FIS.build(fields)
 
 
+@given(st.binary(min_size=19, max_size=19))
+def test_d2h_fis_fast_decoder_equals_construct(tail):
+    raw = b"\x34" + tail
+    assert C.unpack_d2h_fis(raw) == L.ATA_D2H_FIS.parse(raw)
+    assert C.unpack_d2h_fis(b"\0" * 4 + raw, 4) == L.ATA_D2H_FIS.parse(raw)
+
+
 @given(st.fixed_dictionaries(dict(d2h_common, d=st.booleans(), e_status=st.integers(0, 255),
                                   transfer_count=st.integers(0, 0xFFFF))))
 def test_pio_setup_fis_fast_encoder_equals_construct(fields):

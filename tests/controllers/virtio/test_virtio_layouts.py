@@ -13,7 +13,7 @@ u16, u32, u64 = st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF), st.integers(
 
 @pytest.mark.parametrize("layout, size", [
     (L.VIRTQ_DESC, 16), (L.VIRTQ_USED_ELEM, 8), (L.virtq_avail(256), 6 + 2 * 256), (L.virtq_used(256), 6 + 8 * 256),
-    (L.VIRTIO_PCI_COMMON_CFG, 0x38), (L.VIRTIO_BLK_CONFIG, 96), (L.VIRTIO_BLK_OUTHDR, 16),
+    (L.VIRTIO_PCI_COMMON_CFG, 0x3C), (L.VIRTIO_BLK_CONFIG, 96), (L.VIRTIO_BLK_OUTHDR, 16),
     (L.VIRTIO_BLK_SEGMENT, 16), (L.GET_ID_PAGE, 20),
 ])
 def test_every_layout_has_the_size_its_spec_gives(layout, size):
@@ -30,7 +30,7 @@ def test_common_cfg_offsets_are_virtio_1_2_4_1_4_3():
                 "driver_feature": 0x0C, "config_msix_vector": 0x10, "num_queues": 0x12, "device_status": 0x14,
                 "config_generation": 0x15, "queue_select": 0x16, "queue_size": 0x18, "queue_msix_vector": 0x1A,
                 "queue_enable": 0x1C, "queue_notify_off": 0x1E, "queue_desc": 0x20, "queue_driver": 0x28,
-                "queue_device": 0x30}
+                "queue_device": 0x30, "queue_notify_data": 0x38, "queue_reset": 0x3A}
     assert {name: off for name, (off, _) in L.COMMON_CFG_FIELDS.items()} == expected
 
 
@@ -99,3 +99,13 @@ def test_lun_codec_matches_construct(first, target, single_level, rest):
     built = L.VIRTIO_SCSI_LUN.build(dict(first=first, target=target, single_level=single_level, rest=rest))
     assert built == L.SCSI_LUN_FAST.pack(first, target, single_level, rest)
     assert tuple(L.VIRTIO_SCSI_LUN.parse(built).values())[1:] == L.SCSI_LUN_FAST.unpack(built)
+
+
+@given(st.data())
+def test_blk_config_codec_matches_construct(data):
+    # capacity (it has no default) and any subset of the others, each in its range; the rest take the defaults
+    fields = {}
+    for name, (_offset, size) in L.BLK_CONFIG_FIELDS.items():
+        if name == "capacity" or data.draw(st.booleans()):
+            fields[name] = data.draw(st.integers(0, 2 ** (8 * size) - 1))
+    assert L.BLK_CONFIG_FAST.pack(*{**L.BLK_CONFIG_DEFAULTS, **fields}.values()) == L.VIRTIO_BLK_CONFIG.build(fields)

@@ -103,6 +103,22 @@ def test_writing_zero_resets_status_features_and_queues(env):
     assert run(env, env.drv.probe()) and run(env, env.drv.read(0, 1)).data_in == pattern(512)
 
 
+@pytest.mark.parametrize("offered", [True, False])
+def test_queue_reset_disables_the_queue_and_restores_its_size_whatever_was_offered(tmp_path, offered):
+    """As Debian's QEMU 7.2.22 does on machine types 7.2 (RING_RESET offered) and 7.1 (not): the ring addresses
+    stay, a re-enabled queue starts from fresh indices."""
+    env = make_virtio_blk(tmp_path, pci=VirtioPciConfig(ring_reset=offered))
+    assert bool(env.transport.offered() & L.bit(L.F_RING_RESET)) is offered
+    assert run(env, env.drv.write(0, pattern(512))).ok
+    wr(env, "queue_select", 0)
+    desc = rd(env, "queue_desc")
+    wr(env, "queue_size", 64)
+    wr(env, "queue_reset", 1)
+    assert (rd(env, "queue_enable"), rd(env, "queue_size"), rd(env, "queue_desc"), rd(env, "queue_reset")) == \
+        (0, 256, desc, 0)
+    close(env)
+
+
 def test_queue_size_can_be_reduced_but_never_zero(bare):
     wr(bare, "queue_size", 0)
     assert rd(bare, "queue_size") == 256
